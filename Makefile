@@ -1,0 +1,41 @@
+# Two commands do all the setup on a fresh machine that has python3 and make:
+#   make test      create .venv if missing, install rdq with its test extra, run the tests
+#   make figures   create .venv if missing, install rdq, regenerate paper_figures/
+# Reinstalls happen only when pyproject.toml changed (stamp files keyed on its hash).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+HASH := $(shell $(PYTHON) -c "import hashlib,sys;print(hashlib.sha256(open('pyproject.toml','rb').read()).hexdigest()[:16])")
+STAMP_RUN := $(VENV)/.stamp-run-$(HASH)
+STAMP_TEST := $(VENV)/.stamp-test-$(HASH)
+PIP := $(PY) -m pip install --disable-pip-version-check -q
+
+.PHONY: test figures install install-test clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --disable-pip-version-check -q --upgrade pip
+
+$(STAMP_RUN): pyproject.toml | $(PY)
+	rm -f $(VENV)/.stamp-run-*
+	$(PIP) -e .
+	touch $@
+
+$(STAMP_TEST): pyproject.toml | $(PY)
+	rm -f $(VENV)/.stamp-test-* $(VENV)/.stamp-run-*
+	$(PIP) -e ".[test]"
+	touch $@ $(STAMP_RUN)
+
+install: $(STAMP_RUN)
+install-test: $(STAMP_TEST)
+
+test: $(STAMP_TEST)
+	JAX_PLATFORMS=cpu $(PY) -m pytest -q
+
+figures: $(STAMP_RUN)
+	JAX_PLATFORMS=cpu $(PY) paper_figures/regenerate.py
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,17 @@
+"""Information-theoretic limits and high-rate approximations (closed forms)."""
+
+from rdq.limits.gaussian import gaussian_rate as gaussian_rate
+from rdq.limits.gaussian import gaussian_rd as gaussian_rd
+from rdq.limits.generic_matmul import critical_rate as critical_rate
+from rdq.limits.generic_matmul import generic_matmul as generic_matmul
+from rdq.limits.generic_matmul import generic_matmul_rate as generic_matmul_rate
+from rdq.limits.generic_matmul import naive_matmul_distortion as naive_matmul_distortion
+
+__all__ = [
+    "critical_rate",
+    "gaussian_rate",
+    "gaussian_rd",
+    "generic_matmul",
+    "generic_matmul_rate",
+    "naive_matmul_distortion",
+]
