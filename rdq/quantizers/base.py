@@ -65,12 +65,12 @@ def check_last_axis_divisible(shape: tuple[int, ...], block: int, name: str = "b
 
 
 def check_finite(x: Array, what: str = "x") -> Array:
-  """Raise on NaN/Inf in ``x``.
+  """Raise ``ValueError`` if a concrete ``x`` has NaN/Inf entries.
 
-  Outside ``jit`` (concrete arrays) this raises ``ValueError`` immediately. Under ``jit``
-  it uses ``jax.experimental.checkify``-free ``jax.debug.callback`` semantics are not
-  reliable, so traced inputs are returned unchanged: ``encode`` is documented to be
-  called on concrete arrays when validation is wanted; ``quantize`` propagates NaN.
+  ``encode`` calls this, so encoding non-finite data fails loudly when called eagerly.
+  Under an outer ``jit`` the input is a tracer and cannot be inspected; it is returned
+  unchanged (NaN then propagates into the code). ``quantize`` never checks: it is a pure
+  map that propagates NaN.
   """
   if isinstance(x, jax.core.Tracer):
     return x

@@ -42,7 +42,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from rdq.quantizers._scales import SCALE_BITS, SCALE_DTYPES, e8m0_ceil, e8m0_floor, round_scale
 from rdq.quantizers.base import Rate, check_finite, check_last_axis_divisible
 
-__all__ = ["FORMATS", "FPCode", "FPFormat", "FPQuantizer", "round_to_format"]
+__all__ = ["FORMATS", "FPCode", "FPFormat", "FPQuantizer", "format_grid", "round_to_format"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,16 +169,23 @@ class FPQuantizer:
     amax = jnp.max(jnp.abs(xg), axis=-1, keepdims=True)
     if t is not None:
       amax = amax / t
-    if self.scale_format == "e8m0" and self.scale_rule == "ocp":
-      s = e8m0_floor(amax) * jnp.float32(2.0**-fmt.e_max)
-      s = jnp.maximum(s, jnp.float32(2.0**-127))
-    elif self.scale_format == "e8m0":
-      s = e8m0_ceil(amax / jnp.float32(fmt.max_value))
-    else:
-      s = round_scale(amax / jnp.float32(fmt.max_value), self.scale_format)
+    s = self.block_scale(amax)
     s_safe = jnp.where(s > 0, s, 1.0)
     xs = xg / s_safe if t is None else (xg / t) / s_safe
     return round_to_format(xs, fmt), s, t
+
+  def block_scale(self, amax: Float[Array, "*g"]) -> Float[Array, "*g"]:
+    """Stored block scale (float32) for a block with largest magnitude ``amax``.
+
+    ``amax`` is already divided by the tensor scale when there is one.
+    """
+    fmt = self.fmt
+    if self.scale_format == "e8m0" and self.scale_rule == "ocp":
+      s = e8m0_floor(amax) * jnp.float32(2.0**-fmt.e_max)
+      return jnp.maximum(s, jnp.float32(2.0**-127))
+    if self.scale_format == "e8m0":
+      return e8m0_ceil(amax / jnp.float32(fmt.max_value))
+    return round_scale(amax / jnp.float32(fmt.max_value), self.scale_format)
 
   @staticmethod
   def _combine(z: Array, s: Array | None, t: Array | None, shape) -> Array:
@@ -229,3 +236,21 @@ class FPQuantizer:
           numel *= d
         side += 32.0 / numel
     return Rate(nominal=float(self.fmt.bits), side=side)
+
+
+def format_grid(fmt: FPFormat):
+  """All non-negative finite values of ``fmt``, ascending (NumPy float64).
+
+  Subnormals ``k · 2^(e_min - m)`` for ``k < 2^m``, then normals
+  ``(1 + k/2^m) · 2^e`` for ``e_min ≤ e ≤ e_max``, up to ``max_value``.
+  """
+  import numpy as np
+
+  m = fmt.man_bits
+  vals = [k * 2.0 ** (fmt.e_min - m) for k in range(2**m)]
+  for e in range(fmt.e_min, fmt.e_max + 1):
+    for k in range(2**m):
+      v = (1.0 + k / 2**m) * 2.0**e
+      if v <= fmt.max_value:
+        vals.append(v)
+  return np.array(sorted(set(vals)), dtype=np.float64)

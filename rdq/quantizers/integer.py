@@ -100,12 +100,16 @@ class IntQuantizer:
     check_last_axis_divisible(x.shape, self.block_size)
     return x.reshape(x.shape[:-1] + (x.shape[-1] // self.block_size, self.block_size))
 
+  def scale_from_amax(self, amax: Float[Array, "*g"]) -> Float[Array, "*g"]:
+    """The stored scale (as float32) of a group whose largest magnitude is ``amax``."""
+    return round_scale(amax / self.q_max, self.scale_format)
+
   def _scales_and_codes(self, x: Array) -> tuple[Array, Array]:
     if x.ndim == 0:
       raise ValueError("quantizers need at least a 1-D input; got a scalar")
     xg = self._grouped(x.astype(jnp.float32))
     amax = jnp.max(jnp.abs(xg), axis=-1, keepdims=True)
-    s = round_scale(amax / self.q_max, self.scale_format)
+    s = self.scale_from_amax(amax)
     s_safe = jnp.where(s > 0, s, 1.0)
     z = jnp.clip(jnp.round(xg / s_safe), -self.q_max, self.q_max)
     return s, z
