@@ -6,12 +6,22 @@ from rdq.limits.generic_matmul import critical_rate as critical_rate
 from rdq.limits.generic_matmul import generic_matmul as generic_matmul
 from rdq.limits.generic_matmul import generic_matmul_rate as generic_matmul_rate
 from rdq.limits.generic_matmul import naive_matmul_distortion as naive_matmul_distortion
+from rdq.limits.waterfill import ECSQ_GAP_BITS as ECSQ_GAP_BITS
+from rdq.limits.waterfill import WaterfillResult as WaterfillResult
+from rdq.limits.waterfill import waterfill as waterfill
+from rdq.limits.waterfill import waterfill_high_rate as waterfill_high_rate
+from rdq.limits.waterfill import waterfill_rate as waterfill_rate
 
 __all__ = [
+    "ECSQ_GAP_BITS",
+    "WaterfillResult",
     "critical_rate",
     "gaussian_rate",
     "gaussian_rd",
     "generic_matmul",
     "generic_matmul_rate",
     "naive_matmul_distortion",
+    "waterfill",
+    "waterfill_high_rate",
+    "waterfill_rate",
 ]
