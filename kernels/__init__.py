@@ -1,0 +1,29 @@
+"""Pallas kernels for ``y = x · dequant(W_q)`` (INT, W8A8, MXFP4/NVFP4, codebook).
+
+``kernels`` imports ``rdq`` (for the quantizers' code formats and the pure-JAX
+references in ``rdq.quantized_matmul``); ``rdq`` never imports ``kernels``.
+"""
+
+from kernels._common import Config as Config
+from kernels.int_matmul import int_matmul as int_matmul
+from kernels.pack import PackedCodebook as PackedCodebook
+from kernels.pack import PackedFP4 as PackedFP4
+from kernels.pack import PackedInt as PackedInt
+from kernels.pack import bytes_of as bytes_of
+from kernels.pack import pack_codebook as pack_codebook
+from kernels.pack import pack_fp4 as pack_fp4
+from kernels.pack import pack_int as pack_int
+from kernels.pack import pack_int_zero_point as pack_int_zero_point
+
+__all__ = [
+    "Config",
+    "PackedCodebook",
+    "PackedFP4",
+    "PackedInt",
+    "bytes_of",
+    "int_matmul",
+    "pack_codebook",
+    "pack_fp4",
+    "pack_int",
+    "pack_int_zero_point",
+]

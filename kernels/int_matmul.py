@@ -1,0 +1,125 @@
+"""Weight-only INT8/INT4 matmul with group scales (and optional zero points), fused dequant.
+
+.. math::
+   y_{mn} = \\sum_k x_{mk}\\, \\hat W_{kn}, \\qquad
+   \\hat W_{kn} = (q_{kn} - z_{g(k), n})\\, s_{g(k), n}, \\quad g(k) = \\lfloor k / g \\rfloor,
+
+with ``z = 0`` for rdq's symmetric absmax codes. Each reduction step decodes a
+``(block_k, block_n)`` tile of codes in registers/VMEM (shifts for nibbles), scales it in
+fp32, casts it to ``x.dtype`` and accumulates ``jnp.dot(x_tile, w_tile)`` in fp32.
+
+Reference: ``rdq.quantized_matmul.dequant_matmul(x, quantizer, code)`` (and
+``zero_point_matmul`` with zero points) — decode with rdq, then ``jnp.dot``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from kernels import _common as C
+from kernels.pack import PackedInt, unpack_nibbles
+
+__all__ = ["int_matmul"]
+
+_SCALE_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
+_CODE_DTYPES = {"int8": jnp.int8, "nibbles": jnp.uint8, "int4": jnp.int4}
+
+
+def _decode_tile(codes: Array, layout: str, signed: bool) -> Array:
+  """int32 ``(bk, bn)`` codes of a stored tile."""
+  if layout == "nibbles":
+    return unpack_nibbles(codes, signed=signed)
+  return codes.astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("blocks", "backend", "config", "interpret", "out_dtype"))
+def _int_matmul(x, w: PackedInt, *, blocks, backend, config, interpret, out_dtype):
+  m = x.shape[0]
+  k, n = w.shape
+  g = w.group_size
+  n_div = 2 if w.layout == "nibbles" else 1
+  x_p = C.pad_rows(x, blocks.m_padded)
+  has_zeros = w.zeros is not None
+  operands = [C.Operand("mk"), C.Operand("kn", n_div=n_div), C.Operand("gn", group=g)]
+  arrays = [x_p, w.codes, w.scales]
+  if has_zeros:
+    operands.append(C.Operand("gn", group=g))
+    arrays.append(w.zeros)
+
+  def tile(kk, tiles):
+    xt, qt, st = tiles[:3]
+    q = _decode_tile(qt, w.layout, w.signed)
+    if has_zeros:
+      z = tiles[3].astype(jnp.int32)
+      rows = q.shape[0]
+      if g >= rows:
+        q = q - z[0:1, :]
+      else:
+        q = (q.reshape(rows // g, g, -1) - z[:, None, :]).reshape(q.shape)
+    wt = C.apply_group_scale(q.astype(jnp.float32), st.astype(jnp.float32), g)
+    return jnp.dot(xt, wt.astype(xt.dtype), preferred_element_type=jnp.float32)
+
+  y = C.tiled_matmul(
+      tile, lambda acc, _: acc, operands, arrays,
+      m=blocks.m_padded, k=k, n=n, out_dtype=out_dtype, acc_dtype=jnp.float32,
+      blocks=blocks, backend=backend, config=config, interpret=interpret, name="int_matmul",
+  )
+  return y[:m]
+
+
+def int_matmul(
+    x: Float[Array, "m k"],
+    w: PackedInt,
+    *,
+    config: C.Config = C.Config(),
+    backend: str | None = None,
+    interpret=False,
+    out_dtype=None,
+) -> Float[Array, "m n"]:
+  """``y = x · dequant(W_q)`` for INT8/INT4 codes with group scales (see module docstring).
+
+  Args:
+    x: activations ``(M, K)``, float32 or bfloat16. M is padded to a multiple of
+      ``block_m`` internally (any M ≥ 1 works, including decode M = 1).
+    w: ``PackedInt`` from ``kernels.pack.pack_int`` (or ``pack_int_zero_point``).
+    config: block sizes; K and N must be divisible by ``block_k`` / ``block_n`` (after
+      shrinking to the problem), and ``block_k`` and the group size must divide one another.
+    backend: ``"tpu"``, ``"gpu"`` or ``None`` (the default platform; see
+      ``kernels._common.resolve_backend``).
+    interpret: run in the Pallas interpreter (``True`` or ``pltpu.InterpretParams``).
+    out_dtype: output dtype (default ``x.dtype``); accumulation is fp32.
+
+  Returns:
+    ``(M, N)`` product, equal to ``rdq.quantized_matmul.dequant_matmul`` up to the order
+    of fp32 additions.
+
+  Raises:
+    TypeError: wrong dtypes of ``x``, codes, scales or zero points.
+    ValueError: mismatched shapes, group size not dividing K, blocks not dividing K/N,
+      unsupported backend.
+  """
+  if not isinstance(w, PackedInt):
+    raise TypeError(f"w must be a kernels.pack.PackedInt, got {type(w).__name__}")
+  backend = C.resolve_backend(backend, interpret)
+  k, n = w.shape
+  C.check_x(x, k)
+  if w.layout not in _CODE_DTYPES:
+    raise ValueError(f"w.layout={w.layout!r} must be one of {tuple(_CODE_DTYPES)}")
+  C.check_array(w.codes, "w.codes", w.codes.shape, (_CODE_DTYPES[w.layout],))
+  g = w.group_size
+  if not isinstance(g, int) or g < 1 or k % g:
+    raise ValueError(f"group_size={g!r} must divide the number of input features K={k}")
+  C.check_array(w.scales, "w.scales", (k // g, n), _SCALE_DTYPES)
+  if w.zeros is not None:
+    C.check_array(w.zeros, "w.zeros", (k // g, n), (jnp.int8,))
+  blocks = C.resolve_blocks(config, backend, x.shape[0], k, n)
+  C.check_group_blocks(g, blocks.bk)
+  if w.layout == "nibbles" and blocks.bn % 2:
+    raise ValueError(f"block_n={blocks.bn} must be even for nibble-packed codes")
+  out_dtype = jnp.dtype(x.dtype if out_dtype is None else out_dtype)
+  return _int_matmul(x, w, blocks=blocks, backend=backend, config=config,
+                     interpret=interpret, out_dtype=out_dtype)

@@ -1,0 +1,407 @@
+"""Weight layouts of the kernels, and ``pack_*`` functions from rdq's ``encode`` outputs.
+
+rdq quantizers act on the **last axis**, so the reduction dimension of ``y = x·W`` must be
+last when encoding: encode ``Wᵀ`` of shape ``(N, K)`` (N output features, K input
+features); scales then run along K, one per group of ``g`` input features. The kernels
+read W as ``(K, N)`` (rows = input features), so ``pack_*`` transposes, and packs:
+
+* **int8**: ``int8 (K, N)``.
+* **nibbles** (INT4 and E2M1, portable): ``uint8 (K, N/2)``; byte ``[k, j]`` holds output
+  feature ``2j`` in its low nibble and ``2j+1`` in its high nibble. Unpacking is two
+  shifts and an interleave along the minor axis (``jnp.stack(..., -1)`` + reshape, which
+  Triton lowers to ``tl.join``). INT4 nibbles are two's complement (signed) or plain
+  unsigned (with zero points); E2M1 nibbles are the OCP bit pattern ``s ee m``.
+* **int4** (TPU variant): ``jnp.int4 (K, N)``, which XLA:TPU stores packed two per byte.
+* **scales**: ``(K/g, N)``; INT scales in their float storage dtype (``e8m0`` widened to
+  fp32), FP4 scales as raw ``uint8`` bytes of their e8m0 / e4m3 encoding, decoded in the
+  kernel with integer ops (portable; no fp8 dtypes on the kernel boundary).
+* **codebook**: indices ``uint8 (K/d, N)`` (vectors of ``d`` consecutive input features,
+  as a VQ quantizer acting on the last axis of ``Wᵀ`` produces), codebooks
+  ``float32 (G, C, d)`` with one codebook per group of ``group_size`` input features.
+
+Byte counts for bandwidth use these storage sizes (``bytes_of``), not ``x.nbytes``, which
+reports one byte per int4/fp4 element.
+
+References:
+  OCP Microscaling Formats (MX) Specification v1.0 (2023), Sec. 5.3.3 (E2M1 encoding) and
+  Sec. 5.4.1 (E8M0); NVIDIA, "Introducing NVFP4" (2025) for the E4M3 block scale.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, Integer, UInt8
+
+from rdq.quantizers.fp import FPCode, FPQuantizer
+from rdq.quantizers.integer import IntCode, IntQuantizer
+
+__all__ = [
+    "PackedCodebook",
+    "PackedFP4",
+    "PackedInt",
+    "bytes_of",
+    "decode_e2m1",
+    "decode_e4m3",
+    "decode_e8m0",
+    "pack_codebook",
+    "pack_fp4",
+    "pack_int",
+    "pack_int_zero_point",
+    "pack_nibbles",
+    "unpack_nibbles",
+]
+
+_INT_LAYOUTS = ("int8", "nibbles", "int4")
+
+
+# ----------------------------------------------------------------------------- containers
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class PackedInt:
+  """INT weight in kernel layout (see module docstring).
+
+  Attributes:
+    codes: ``int8 (K, N)``, ``uint8 (K, N/2)`` nibbles, or ``int4 (K, N)``.
+    scales: ``(K/g, N)`` float (fp32/bf16/fp16).
+    zeros: ``int8 (K/g, N)`` zero points (dequantized ``(q - z)·s``) or ``None``.
+    bits: bits per code (4 or 8).
+    group_size: input features per scale (``K`` for per-output-feature scales).
+    layout: ``"int8"``, ``"nibbles"`` or ``"int4"``.
+    signed: codes are two's complement (symmetric) rather than unsigned.
+  """
+
+  codes: Array
+  scales: Array
+  zeros: Array | None
+  bits: int = dataclasses.field(metadata=dict(static=True))
+  group_size: int = dataclasses.field(metadata=dict(static=True))
+  layout: str = dataclasses.field(metadata=dict(static=True))
+  signed: bool = dataclasses.field(metadata=dict(static=True), default=True)
+
+  @property
+  def shape(self) -> tuple[int, int]:
+    """``(K, N)`` of the dequantized weight."""
+    rows, cols = self.codes.shape
+    return (rows, cols * 2) if self.layout == "nibbles" else (rows, cols)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class PackedFP4:
+  """E2M1 weight with block scales in kernel layout.
+
+  Attributes:
+    codes: ``uint8 (K, N/2)`` E2M1 nibbles.
+    scales: ``uint8 (K/block, N)`` raw e8m0 (MXFP4) or e4m3 (NVFP4) bytes.
+    tensor_scale: ``float32 (1, 1)`` (NVFP4's second-level scale; 1 for MXFP4).
+    block_size: input features per block scale (32 for MX, 16 for NV).
+    scale_format: ``"e8m0"`` or ``"e4m3"``.
+  """
+
+  codes: UInt8[Array, "k n2"]
+  scales: UInt8[Array, "kb n"]
+  tensor_scale: Float[Array, "1 1"]
+  block_size: int = dataclasses.field(metadata=dict(static=True))
+  scale_format: str = dataclasses.field(metadata=dict(static=True))
+
+  @property
+  def shape(self) -> tuple[int, int]:
+    return (self.codes.shape[0], self.codes.shape[1] * 2)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class PackedCodebook:
+  """VQ weight: indices into per-group codebooks.
+
+  Attributes:
+    indices: ``uint8 (K/d, N)``; entry ``[i, n]`` codes input features ``i·d … i·d+d-1``
+      of output feature ``n``.
+    codebooks: ``float32 (G, C, d)``, ``G = K / group_size``, ``C ≤ 256`` centroids.
+    group_size: input features per codebook (a multiple of ``d``).
+  """
+
+  indices: UInt8[Array, "kd n"]
+  codebooks: Float[Array, "g c d"]
+  group_size: int = dataclasses.field(metadata=dict(static=True))
+
+  @property
+  def dim(self) -> int:
+    return int(self.codebooks.shape[2])
+
+  @property
+  def shape(self) -> tuple[int, int]:
+    return (self.indices.shape[0] * self.dim, self.indices.shape[1])
+
+
+def bytes_of(packed) -> int:
+  """Storage bytes of a packed weight (codes + scales + codebooks), counting int4 as ½."""
+  total = 0
+  for leaf in jax.tree_util.tree_leaves(packed):
+    bits = jnp.dtype(leaf.dtype).itemsize * 8
+    if jnp.dtype(leaf.dtype) in (jnp.dtype(jnp.int4), jnp.dtype(jnp.uint4), jnp.dtype(jnp.float4_e2m1fn)):
+      bits = 4
+    total += leaf.size * bits // 8
+  return int(total)
+
+
+# ----------------------------------------------------------------------------- nibbles
+
+
+def pack_nibbles(values: Integer[Array, "k n"]) -> UInt8[Array, "k n2"]:
+  """Pack 4-bit values (signed in [-8, 7] or unsigned in [0, 15]) two per byte along N.
+
+  ``out[k, j] = (v[k, 2j] & 15) | (v[k, 2j+1] & 15) << 4``.
+  """
+  if values.ndim != 2 or values.shape[1] % 2:
+    raise ValueError(f"pack_nibbles needs a 2-D (K, N) array with even N; got {tuple(values.shape)}")
+  v = values.astype(jnp.int32) & 15
+  return (v[:, 0::2] | (v[:, 1::2] << 4)).astype(jnp.uint8)
+
+
+def unpack_nibbles(packed: Array, *, signed: bool) -> Integer[Array, "k n"]:
+  """Inverse of ``pack_nibbles`` as int32 (usable inside kernels).
+
+  Signed nibbles are sign-extended with an arithmetic shift of the int32 word.
+  """
+  b = packed.astype(jnp.int32)
+  if signed:
+    lo = jnp.right_shift(jnp.left_shift(b, 28), 28)
+    hi = jnp.right_shift(jnp.left_shift(b, 24), 28)
+  else:
+    lo = b & 15
+    hi = jnp.right_shift(b, 4) & 15
+  rows, cols = b.shape
+  return jnp.stack([lo, hi], axis=-1).reshape(rows, 2 * cols)
+
+
+# ----------------------------------------------------------------------------- float decoders
+
+
+def _pow2(e: Array) -> Array:
+  """``2^e`` as float32 for int32 ``e`` in the normal range [-126, 127] (exponent bits)."""
+  return jax.lax.bitcast_convert_type(jnp.left_shift(e + 127, 23), jnp.float32)
+
+
+def decode_e2m1(nibble: Integer[Array, "*s"]) -> Float[Array, "*s"]:
+  """E2M1 value of a nibble ``s ee m`` (bias 1): ``±0.5·m`` if ``e = 0`` else ``±2^(e-1)(1 + m/2)``.
+
+  References: OCP MX v1.0, Sec. 5.3.3, Table 5 (values 0, 0.5, 1, 1.5, 2, 3, 4, 6).
+  """
+  n = nibble.astype(jnp.int32)
+  e = jnp.right_shift(n, 1) & 3
+  m = (n & 1).astype(jnp.float32)
+  mag = jnp.where(e == 0, 0.5 * m, _pow2(jnp.maximum(e, 1) - 1) * (1.0 + 0.5 * m))
+  return jnp.where((n & 8) != 0, -mag, mag)
+
+
+def decode_e8m0(byte: Integer[Array, "*s"]) -> Float[Array, "*s"]:
+  """E8M0 scale ``2^(E - 127)`` of a raw byte ``E`` (0 ↦ 2^-127; rdq never stores 255 = NaN).
+
+  References: OCP MX v1.0, Sec. 5.4.1.
+  """
+  e = byte.astype(jnp.int32)
+  normal = jax.lax.bitcast_convert_type(jnp.left_shift(e, 23), jnp.float32)
+  return jnp.where(e == 0, jnp.float32(2.0**-127), normal)
+
+
+def decode_e4m3(byte: Integer[Array, "*s"]) -> Float[Array, "*s"]:
+  """E4M3 (``float8_e4m3fn``, bias 7) value of a raw byte: ``±2^(e-7)(1 + m/8)``, subnormal ``±m·2^-9``.
+
+  References: Micikevicius et al., "FP8 Formats for Deep Learning" (arXiv 2209.05433), Table 1.
+  """
+  b = byte.astype(jnp.int32)
+  e = jnp.right_shift(b, 3) & 15
+  m = b & 7
+  normal = jax.lax.bitcast_convert_type(
+      jnp.left_shift(e + 120, 23) | jnp.left_shift(m, 20), jnp.float32
+  )
+  mag = jnp.where(e == 0, m.astype(jnp.float32) * jnp.float32(2.0**-9), normal)
+  return jnp.where((b & 128) != 0, -mag, mag)
+
+
+# ----------------------------------------------------------------------------- pack functions
+
+
+def _check_2d_code(codes, what: str):
+  if codes.ndim != 2:
+    raise ValueError(f"{what} must come from encoding the 2-D Wᵀ of shape (N, K); got codes of shape {tuple(codes.shape)}")
+
+
+def pack_int(
+    code: IntCode,
+    quantizer: IntQuantizer,
+    *,
+    layout: str = "auto",
+) -> PackedInt:
+  """Kernel layout of ``quantizer.encode(w.T)`` for a weight ``w: (K, N)``.
+
+  Args:
+    code: ``IntCode`` from ``IntQuantizer.encode`` of ``Wᵀ`` ``(N, K)``.
+    quantizer: the quantizer that produced it (bits ∈ {4, 8} after widening: 2–4-bit
+      codes use the 4-bit layouts, 5–8-bit codes int8).
+    layout: ``"int8"``, ``"nibbles"`` (uint8, portable), ``"int4"`` (``jnp.int4``, TPU), or
+      ``"auto"``: int8 for > 4 bits, else nibbles.
+
+  Returns:
+    ``PackedInt`` with codes ``(K, N)`` (or ``(K, N/2)`` nibbles) and scales ``(K/g, N)``.
+  """
+  if not isinstance(quantizer, IntQuantizer):
+    raise TypeError(f"quantizer must be an IntQuantizer, got {type(quantizer).__name__}")
+  _check_2d_code(code.codes, "code")
+  n, k = code.codes.shape
+  bits = 4 if quantizer.bits <= 4 else 8
+  if layout == "auto":
+    layout = "nibbles" if bits == 4 else "int8"
+  if layout not in _INT_LAYOUTS:
+    raise ValueError(f"layout={layout!r} must be one of {_INT_LAYOUTS} or 'auto'")
+  if bits == 8 and layout != "int8":
+    raise ValueError(f"{quantizer.bits}-bit codes need layout='int8', got {layout!r}")
+  if layout == "nibbles" and n % 2:
+    raise ValueError(f"layout='nibbles' packs output features in pairs; N={n} must be even")
+  if quantizer.granularity == "block":
+    group = quantizer.block_size
+    scales = code.scales.T
+  elif quantizer.granularity == "row":
+    group = k
+    scales = code.scales.T  # (N, 1) -> (1, N)
+  else:
+    group = k
+    scales = jnp.broadcast_to(code.scales.reshape(1, 1), (1, n))
+  if scales.dtype not in (jnp.float32, jnp.bfloat16, jnp.float16):
+    scales = scales.astype(jnp.float32)  # e8m0 scales widened (exact)
+  wq = code.codes.T.astype(jnp.int32)
+  if layout == "nibbles":
+    codes = pack_nibbles(wq)
+  elif layout == "int4":
+    codes = wq.astype(jnp.int4)
+  else:
+    codes = wq.astype(jnp.int8)
+  return PackedInt(codes=codes, scales=scales, zeros=None, bits=bits, group_size=group,
+                   layout=layout, signed=True)
+
+
+def pack_int_zero_point(
+    codes: Integer[Array, "n k"],
+    scales: Float[Array, "n kg"],
+    zeros: Integer[Array, "n kg"],
+    *,
+    bits: int,
+    group_size: int,
+    layout: str = "auto",
+) -> PackedInt:
+  """Kernel layout of an asymmetric INT code of ``Wᵀ`` (dequantized ``(q − z)·s``).
+
+  rdq's ``IntQuantizer`` is symmetric; this packs codes made elsewhere (e.g. min–max
+  quantization) with unsigned codes ``q ∈ [0, 2^b)`` and integer zero points ``z``.
+
+  Args:
+    codes: ``(N, K)`` unsigned codes.
+    scales: ``(N, K/g)`` float scales.
+    zeros: ``(N, K/g)`` integer zero points in ``[0, 2^b)``.
+    bits: 4 or 8.
+    group_size: ``g``, input features per (scale, zero) pair.
+    layout: ``"nibbles"``/``"int8"`` or ``"auto"``.
+  """
+  if bits not in (4, 8):
+    raise ValueError(f"bits={bits!r} must be 4 or 8")
+  if codes.ndim != 2:
+    raise ValueError(f"codes must be (N, K); got shape {tuple(codes.shape)}")
+  n, k = codes.shape
+  if not isinstance(group_size, int) or group_size < 1 or k % group_size:
+    raise ValueError(f"group_size={group_size!r} must divide K={k}")
+  for name, a in (("scales", scales), ("zeros", zeros)):
+    if tuple(a.shape) != (n, k // group_size):
+      raise ValueError(f"{name} must have shape (N, K/g) = {(n, k // group_size)}; got {tuple(a.shape)}")
+  if not jnp.issubdtype(codes.dtype, jnp.integer) or not jnp.issubdtype(zeros.dtype, jnp.integer):
+    raise TypeError(f"codes and zeros must be integer arrays; got {codes.dtype} and {zeros.dtype}")
+  if layout == "auto":
+    layout = "nibbles" if bits == 4 else "int8"
+  if layout not in ("nibbles", "int8") or (bits == 8 and layout != "int8"):
+    raise ValueError(f"layout={layout!r} is not available for unsigned {bits}-bit codes")
+  if bits == 8:
+    # uint8 codes and zero points: store q - 128 and z - 128 in int8 ((q-z) unchanged).
+    q = (codes.T.astype(jnp.int32) - 128).astype(jnp.int8)
+    z = (zeros.T.astype(jnp.int32) - 128).astype(jnp.int8)
+    return PackedInt(codes=q, scales=scales.T, zeros=z, bits=8, group_size=group_size,
+                     layout="int8", signed=True)
+  q = codes.T.astype(jnp.int32)
+  packed = pack_nibbles(q) if layout == "nibbles" else q.astype(jnp.int8)
+  return PackedInt(codes=packed, scales=scales.T, zeros=zeros.T.astype(jnp.int8), bits=4,
+                   group_size=group_size, layout=layout, signed=layout == "int8")
+
+
+def pack_fp4(code: FPCode, quantizer: FPQuantizer) -> PackedFP4:
+  """Kernel layout of an MXFP4 / NVFP4 ``encode(w.T)`` (E2M1 elements, block scales).
+
+  Args:
+    code: ``FPCode`` of ``Wᵀ`` ``(N, K)`` from ``FPQuantizer("e2m1", block, "e8m0"|"e4m3")``.
+    quantizer: that quantizer.
+
+  Returns:
+    ``PackedFP4`` with nibbles ``uint8 (K, N/2)``, raw scale bytes ``(K/block, N)`` and
+    the tensor scale ``(1, 1)`` (1.0 when the quantizer has none).
+  """
+  if not isinstance(quantizer, FPQuantizer):
+    raise TypeError(f"quantizer must be an FPQuantizer, got {type(quantizer).__name__}")
+  if quantizer.element != "e2m1" or quantizer.scale_format not in ("e8m0", "e4m3"):
+    raise ValueError(
+        "pack_fp4 needs E2M1 elements with e8m0 (MX) or e4m3 (NV) block scales; got "
+        f"element={quantizer.element!r}, scale_format={quantizer.scale_format!r}"
+    )
+  _check_2d_code(code.codes, "code")
+  n, _ = code.codes.shape
+  if n % 2:
+    raise ValueError(f"E2M1 nibbles pack output features in pairs; N={n} must be even")
+  nib = jax.lax.bitcast_convert_type(code.codes, jnp.uint4).astype(jnp.int32).T
+  scales = jax.lax.bitcast_convert_type(code.scales, jnp.uint8).T
+  t = jnp.float32(1.0) if code.tensor_scale is None else code.tensor_scale
+  return PackedFP4(
+      codes=pack_nibbles(nib),
+      scales=scales,
+      tensor_scale=jnp.asarray(t, jnp.float32).reshape(1, 1),
+      block_size=quantizer.block_size,
+      scale_format=quantizer.scale_format,
+  )
+
+
+def pack_codebook(
+    indices: Integer[Array, "n kd"],
+    codebooks: Float[Array, "g c d"],
+    *,
+    group_size: int,
+) -> PackedCodebook:
+  """Kernel layout of VQ codes of ``Wᵀ`` ``(N, K)``: indices ``(N, K/d)`` along K.
+
+  Args:
+    indices: centroid index of each ``d``-vector of input features, shape ``(N, K/d)``,
+      integers in ``[0, C)``.
+    codebooks: ``(G, C, d)`` float, one codebook per ``group_size`` input features.
+    group_size: input features per codebook; ``G · group_size = K``.
+
+  Returns:
+    ``PackedCodebook`` with ``uint8 (K/d, N)`` indices and fp32 codebooks.
+  """
+  if indices.ndim != 2 or codebooks.ndim != 3:
+    raise ValueError(
+        f"indices must be (N, K/d) and codebooks (G, C, d); got {tuple(indices.shape)} and {tuple(codebooks.shape)}"
+    )
+  if not jnp.issubdtype(indices.dtype, jnp.integer):
+    raise TypeError(f"indices.dtype={indices.dtype} must be an integer type")
+  g, c, d = codebooks.shape
+  if d not in (1, 2, 4, 8):
+    raise ValueError(f"codebook dimension d={d} must be 1, 2, 4 or 8")
+  if not 1 <= c <= 256:
+    raise ValueError(f"codebooks hold C={c} centroids; uint8 indices need 1 ≤ C ≤ 256")
+  k = indices.shape[1] * d
+  if not isinstance(group_size, int) or group_size < d or group_size % d or k % group_size:
+    raise ValueError(f"group_size={group_size!r} must be a multiple of d={d} that divides K={k}")
+  if g != k // group_size:
+    raise ValueError(f"codebooks has G={g} groups but K/group_size = {k}/{group_size} = {k // group_size}")
+  return PackedCodebook(indices=indices.T.astype(jnp.uint8), codebooks=codebooks.astype(jnp.float32),
+                        group_size=group_size)
