@@ -78,7 +78,7 @@ def replace_linears(model: MiniLM, kernels: Mapping[str, Float[Array, "n m"]]) -
       raise ValueError(f"kernel for {name!r} has non-finite (NaN/Inf) entries")
     checked[name] = w.astype(jnp.float32)
   graphdef, state = nnx.split(model)
-  pure = state.to_pure_dict()
+  pure = nnx.to_pure_dict(state) if hasattr(nnx, "to_pure_dict") else state.to_pure_dict()
   for name, w in checked.items():
     block, lin = name.split(".")
     pure[block][lin]["kernel"] = w

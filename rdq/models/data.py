@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import hashlib
 import re
 import sysconfig
@@ -60,8 +61,13 @@ def stdlib_passages(min_words: int = 6, max_words: int = 64) -> list[str]:
     max_words: longest passage kept.
 
   Returns:
-    Sorted list of unique passages.
+    Sorted list of unique passages (parsing is cached per argument pair).
   """
+  return list(_passages(min_words, max_words))
+
+
+@functools.lru_cache(maxsize=4)
+def _passages(min_words: int, max_words: int) -> tuple[str, ...]:
   if not (isinstance(min_words, int) and isinstance(max_words, int) and 1 <= min_words <= max_words):
     raise ValueError(f"need integers 1 ≤ min_words ≤ max_words; got {min_words=}, {max_words=}")
   lib = Path(sysconfig.get_paths()["stdlib"])
@@ -83,7 +89,7 @@ def stdlib_passages(min_words: int = 6, max_words: int = 64) -> list[str]:
       if letters < 0.7 * len(para):
         continue
       seen.add(para)
-  return sorted(seen)
+  return tuple(sorted(seen))
 
 
 @dataclasses.dataclass(frozen=True)
