@@ -5,6 +5,8 @@ references in ``rdq.quantized_matmul``); ``rdq`` never imports ``kernels``.
 """
 
 from kernels._common import Config as Config
+from kernels.codebook_matmul import codebook_matmul as codebook_matmul
+from kernels.fp4_matmul import fp4_matmul as fp4_matmul
 from kernels.int_matmul import int_matmul as int_matmul
 from kernels.pack import PackedCodebook as PackedCodebook
 from kernels.pack import PackedFP4 as PackedFP4
@@ -14,6 +16,8 @@ from kernels.pack import pack_codebook as pack_codebook
 from kernels.pack import pack_fp4 as pack_fp4
 from kernels.pack import pack_int as pack_int
 from kernels.pack import pack_int_zero_point as pack_int_zero_point
+from kernels.w8a8_matmul import pack_activations as pack_activations
+from kernels.w8a8_matmul import w8a8_matmul as w8a8_matmul
 
 __all__ = [
     "Config",
@@ -21,9 +25,13 @@ __all__ = [
     "PackedFP4",
     "PackedInt",
     "bytes_of",
+    "codebook_matmul",
+    "fp4_matmul",
     "int_matmul",
+    "pack_activations",
     "pack_codebook",
     "pack_fp4",
     "pack_int",
     "pack_int_zero_point",
+    "w8a8_matmul",
 ]

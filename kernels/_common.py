@@ -154,11 +154,13 @@ class Operand:
       resident and the tile function reads the rows of the current K step;
       ``"m"`` — per-row ``(M, 1)`` (epilogue only); ``"n"`` — per-output-feature ``(1, N)``
       (epilogue only); ``"full"`` — the whole array in every program (codebooks, tensor
-      scales); the tile function receives the ref and indexes it.
+      scales); ``"full_rows"`` — an activation-like ``(bm, K)`` strip; for these two the
+      tile function receives the ref and indexes it.
     k_div: input features per stored row/column along K (e.g. ``d`` for VQ indices).
     n_div: output features per stored column (2 for two nibbles per byte).
     group: input features per stored row, for ``"gn"``.
     epilogue: whether the epilogue (rather than the tile function) reads it.
+    smem: for ``"full"``: place it in TPU scalar memory (read element by element).
   """
 
   kind: str
@@ -166,6 +168,7 @@ class Operand:
   n_div: int = 1
   group: int = 0
   epilogue: bool = False
+  smem: bool = False
 
 
 def _block_spec(op: Operand, shape: tuple[int, ...], b: Blocks, backend: Backend) -> pl.BlockSpec:
@@ -174,6 +177,8 @@ def _block_spec(op: Operand, shape: tuple[int, ...], b: Blocks, backend: Backend
     if tpu:
       return pl.BlockSpec((b.bm, b.bk // op.k_div), lambda i, j, k: (i, k))
     return pl.BlockSpec((b.bm, shape[1]), lambda i, j: (i, 0))
+  if op.kind == "full_rows":
+    return pl.BlockSpec((b.bm, shape[1]), (lambda i, j, k: (i, 0)) if tpu else (lambda i, j: (i, 0)))
   if op.kind == "kn":
     if tpu:
       return pl.BlockSpec((b.bk // op.k_div, b.bn // op.n_div), lambda i, j, k: (k, j))
@@ -185,13 +190,16 @@ def _block_spec(op: Operand, shape: tuple[int, ...], b: Blocks, backend: Backend
     return pl.BlockSpec((b.bm, 1), (lambda i, j, k: (i, 0)) if tpu else (lambda i, j: (i, 0)))
   if op.kind == "full":
     zeros = (0,) * len(shape)
-    return pl.BlockSpec(tuple(shape), (lambda i, j, k: zeros) if tpu else (lambda i, j: zeros))
+    index_map = (lambda i, j, k: zeros) if tpu else (lambda i, j: zeros)
+    if tpu and op.smem:
+      return pl.BlockSpec(tuple(shape), index_map, memory_space=pltpu.SMEM)
+    return pl.BlockSpec(tuple(shape), index_map)
   raise ValueError(f"unknown operand kind {op.kind!r}")
 
 
 def _load(op: Operand, ref, k, b: Blocks, backend: Backend):
   """The slice of ``ref`` that reduction step ``k`` needs."""
-  if op.kind == "full":
+  if op.kind in ("full", "full_rows"):
     return ref
   if op.kind == "mk":
     if backend == "tpu":
