@@ -1,0 +1,103 @@
+"""Shared helpers of the kernel tests: tolerances, cross-lowering, MC comparison."""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rdq.quantizers.base import Rate
+
+BACKENDS = ("tpu", "gpu")
+
+
+def tolerance(out_dtype, k: int, x, w_hat_kn) -> np.ndarray:
+  """Elementwise bound on |kernel − reference| when both use the same dequantized Ŵ.
+
+  They differ only by fp32 summation order: ≤ c·eps32·√K·(|x|·|Ŵ|) (a random-walk bound
+  with margin c = 8), plus one rounding of the output when it is stored below fp32
+  (bf16: eps_bf16 · |y|).
+  """
+  xa = np.abs(np.asarray(x, np.float64))
+  wa = np.abs(np.asarray(jnp.asarray(w_hat_kn, jnp.float32).astype(x.dtype), np.float64))
+  acc = 8.0 * float(jnp.finfo(jnp.float32).eps) * np.sqrt(k) * (xa @ wa)
+  if jnp.dtype(out_dtype) != jnp.dtype(jnp.float32):
+    acc = acc + float(jnp.finfo(out_dtype).eps) * (xa @ wa)
+  return acc + 1e-30
+
+
+def assert_close(y, ref, tol):
+  y = np.asarray(jnp.asarray(y, jnp.float32), np.float64)
+  ref = np.asarray(jnp.asarray(ref, jnp.float32), np.float64)
+  assert y.shape == ref.shape
+  err = np.abs(y - ref)
+  bad = err > tol
+  assert not bad.any(), f"{bad.sum()} entries outside tolerance; max err {err.max():.3g}, at tol {tol[bad].min():.3g}"
+
+
+def lower(fn, args, backend: str):
+  """Cross-lower ``jax.jit(fn)`` for ``backend`` on this CPU-only machine.
+
+  TPU: ``lowering_platforms=("tpu",)`` runs the Pallas→Mosaic lowering. GPU: Triton
+  lowering needs a device description, given as an abstract H100 (no GPU is touched).
+  """
+  traced = jax.jit(fn).trace(*args)
+  if backend == "tpu":
+    return traced.lower(lowering_platforms=("tpu",))
+  try:
+    abstract = jax.sharding.AbstractDevice(device_kind="NVIDIA H100 80GB HBM3", num_cores=None,
+                                           platform="cuda")
+  except (AttributeError, TypeError) as e:  # older/newer jax without abstract devices
+    pytest.skip(f"this jax ({jax.__version__}) cannot describe an abstract GPU: {e}")
+  mesh = jax.sharding.AbstractMesh((1,), ("x",), abstract_device=abstract)
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)  # "Triton backend is deprecated"
+    with jax.sharding.use_abstract_mesh(mesh):
+      return jax.jit(fn).trace(*args).lower(lowering_platforms=("cuda",))
+
+
+def assert_lowered(lowered, backend: str):
+  text = lowered.as_text()
+  marker = "tpu_custom_call" if backend == "tpu" else "__gpu$xla.gpu.triton"
+  assert marker in text, f"no {backend} kernel call in the lowered module"
+
+
+@dataclasses.dataclass(frozen=True)
+class Identity:
+  """The identity 'quantizer' (unquantized fp32 factor), for weight-only MC predictions."""
+
+  def quantize(self, x, key=None):
+    return x
+
+  def rate(self, shape):
+    return Rate(nominal=32.0, side=0.0)
+
+
+def mc_agrees(kernel_errors, est, level: float = 0.99):
+  """Whether the kernel's mean error and rdq's MC estimate agree within a two-sample CI.
+
+  Returns ``(ok, message)``: the difference of the two means must lie within
+  ``z·sqrt(se_kernel² + se_mc²)``.
+  """
+  e = np.asarray(kernel_errors, np.float64)
+  mean_k = e.mean()
+  se_k = e.std(ddof=1) / np.sqrt(e.size)
+  z = statistics.NormalDist().inv_cdf(0.5 + level / 2)
+  diff = mean_k - float(est.mean)
+  half = z * np.sqrt(se_k**2 + float(est.stderr) ** 2)
+  return abs(diff) <= half, (
+      f"kernel mean {mean_k:.5g} ± {se_k:.2g} (n={e.size}) vs rdq MC {float(est.mean):.5g} ± "
+      f"{float(est.stderr):.2g} (n={est.n}); |diff| {abs(diff):.3g} vs {level:.0%} half-width {half:.3g}"
+  )
+
+
+def product_error(x, w, y) -> float:
+  """‖x·W − y‖²_F / (K·M·N), the generic-matmul normalization (n = K inner dimension)."""
+  exact = np.asarray(x, np.float64) @ np.asarray(w, np.float64)
+  m, k = x.shape
+  return float(np.sum((exact - np.asarray(y, np.float64)) ** 2) / (k * m * w.shape[1]))
