@@ -1,0 +1,37 @@
+"""Weight-only layer quantization with known input statistics: RTN, GPTQ, WaterSIC.
+
+Every algorithm maps ``(W, H, config, key) -> (Ŵ, LayerReport)`` with ``W`` of shape
+``(n, m) = (in_features, out_features)`` and ``H = Σ_X = E[x xᵀ]`` of shape ``(n, n)``.
+"""
+
+from rdq.layer._sic import MinMaxGrid as MinMaxGrid
+from rdq.layer._sic import UniformGrid as UniformGrid
+from rdq.layer._sic import damp_hessian as damp_hessian
+from rdq.layer._sic import high_rate_step as high_rate_step
+from rdq.layer._sic import inverse_cholesky_upper as inverse_cholesky_upper
+from rdq.layer._sic import sic as sic
+from rdq.layer.gptq import GPTQConfig as GPTQConfig
+from rdq.layer.gptq import gptq as gptq
+from rdq.layer.report import LayerReport as LayerReport
+from rdq.layer.report import layer_distortion as layer_distortion
+from rdq.layer.rtn import RTNConfig as RTNConfig
+from rdq.layer.rtn import rtn as rtn
+from rdq.layer.watersic import WaterSICConfig as WaterSICConfig
+from rdq.layer.watersic import watersic as watersic
+
+__all__ = [
+    "GPTQConfig",
+    "LayerReport",
+    "MinMaxGrid",
+    "RTNConfig",
+    "UniformGrid",
+    "WaterSICConfig",
+    "damp_hessian",
+    "gptq",
+    "high_rate_step",
+    "inverse_cholesky_upper",
+    "layer_distortion",
+    "rtn",
+    "sic",
+    "watersic",
+]

@@ -1,0 +1,101 @@
+"""Round-to-nearest (RTN) weight quantization: no use of H except to score the result.
+
+Groups run along the **input features**, as in GPTQ: the registered scalar quantizers act on
+the last axis, so rdq quantizes ``Wᵀ`` (shape ``(m, n)``) and transposes back; e.g.
+``"int4_block32"`` gives each output feature one scale per 32 consecutive input features.
+
+References:
+  The RTN baseline of Frantar et al., "GPTQ", ICLR 2023 (``--nearest``); Dettmers et al.,
+  "LLM.int8()", 2022 (absmax scaling).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from rdq.layer._sic import MinMaxGrid, StepGrid, UniformGrid, high_rate_step
+from rdq.layer.report import LayerReport, check_layer_inputs, make_report
+from rdq.quantizers import get as get_quantizer
+
+__all__ = ["RTNConfig", "rtn"]
+
+
+@dataclasses.dataclass(frozen=True)
+class RTNConfig:
+  """Which grid RTN rounds to.
+
+  Attributes:
+    quantizer: a registered quantizer name (``rdq.quantizers.names()``, e.g. ``"int4_row"``,
+      ``"nvfp4"``), or GPTQ's ``MinMaxGrid`` / ``UniformGrid`` (so RTN and GPTQ can be
+      compared on the same grid).
+  """
+
+  quantizer: str | MinMaxGrid | UniformGrid = "int4_row"
+
+  def __post_init__(self):
+    q = self.quantizer
+    if isinstance(q, str):
+      get_quantizer(q)  # raises ValueError for unknown names
+    elif not isinstance(q, (MinMaxGrid, UniformGrid)):
+      raise TypeError(f"quantizer must be a registry name, MinMaxGrid or UniformGrid; got {type(q).__name__}")
+
+  @property
+  def group_size(self) -> int | None:
+    return self.quantizer.group_size if isinstance(self.quantizer, MinMaxGrid) else None
+
+
+def rtn(
+    w: Float[Array, "n m"],
+    h: Float[Array, "n n"],
+    config: RTNConfig = RTNConfig(),
+    key: PRNGKeyArray | None = None,
+) -> tuple[Float[Array, "n m"], LayerReport]:
+  """Round ``W`` to the grid, independently per entry; score it under ``H``.
+
+  Args:
+    w: ``(n, m) = (in_features, out_features)`` weights.
+    h: ``(n, n)`` PSD ``E[x xᵀ]``, used only for the reported distortion.
+    config: ``RTNConfig``.
+    key: passed to randomized registry quantizers (e.g. dithered ones); else unused.
+
+  Returns:
+    ``(Ŵ, report)``. For registry quantizers the codes are the ``encode`` integers (FP
+    element codes are their bit patterns) and the side bits come from ``quantizer.rate``.
+  """
+  check_layer_inputs(w, h, None, config.group_size)  # RTN never factors H
+  if isinstance(config.quantizer, str):
+    q = get_quantizer(config.quantizer)
+    q.rate((w.shape[1], w.shape[0]))  # raises if a block size does not divide n
+  return _rtn(jnp.asarray(w, jnp.float32), jnp.asarray(h, jnp.float32), config, key)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _rtn(w, h, config: RTNConfig, key):
+  n, m = w.shape
+  grid = config.quantizer
+  if isinstance(grid, MinMaxGrid):
+    g = grid.group_size or n
+    wg = w.reshape(n // g, g, m)
+    params = jax.vmap(grid.fit)(wg)
+    quant_rows = jax.vmap(lambda rows, p: jax.vmap(lambda r: grid.quantize(r, p)[:2])(rows))
+    q, z = quant_rows(wg, params)
+    return q.reshape(n, m), make_report(w, q.reshape(n, m), h, z.reshape(n, m), grid.side_bits(n, m), grid.bits)
+  if isinstance(grid, UniformGrid):
+    step = high_rate_step(w, grid.rate_bits)
+    q, z, _ = jax.vmap(lambda r: StepGrid().quantize(r, (), step))(w)
+    return q, make_report(w, q, h, z, grid.side_bits(n, m), None, jnp.full((n,), step))
+  quant = get_quantizer(grid)
+  wt_hat = quant.quantize(w.T, key=key)
+  if hasattr(quant, "encode"):
+    raw = quant.encode(w.T).codes
+    codes = raw.astype(jnp.int32) if jnp.issubdtype(raw.dtype, jnp.integer) else jax.lax.bitcast_convert_type(
+        raw.astype(jnp.float32), jnp.int32)
+  else:  # distinct reconstruction values ↔ distinct codes within an input feature
+    codes = jax.lax.bitcast_convert_type(wt_hat.astype(jnp.float32), jnp.int32)
+  r = quant.rate(w.T.shape)
+  return wt_hat.T, make_report(w, wt_hat.T, h, codes.T, r.side, r.nominal)
