@@ -1,0 +1,450 @@
+"""Lattices and their closest-point (nearest lattice point) maps: Zⁿ, Dₙ, Dₙ* and E8.
+
+A lattice ``Λ = {z B : z ∈ Zⁿ}`` is given by a generator matrix ``B`` whose **rows** are a
+basis. Each lattice here is a frozen dataclass with
+
+* ``generator`` (``(n, n)`` NumPy array, rows = basis), ``volume = |det B|``, ``dim``;
+* ``packing_radius`` (half the minimal distance) and ``covering_radius`` where known;
+* ``minimal_vectors()``, the shortest non-zero lattice vectors;
+* ``closest_point(x)``: the nearest lattice point to each vector of the last axis, a pure
+  jnp function (jit-able; it broadcasts over any leading axes, so ``vmap`` is not needed but
+  works);
+* ``coordinates(p)`` / ``from_coordinates(z)``: integer coordinates in the basis.
+
+Closest-point algorithms (Conway & Sloane 1982, "Fast quantizing and decoding algorithms for
+lattice quantizers and codes", IEEE Trans. IT 28(2), Sec. II–III; SPLAG Ch. 20, Sec. 2–3):
+
+.. math::
+   Q_{Z^n}(x) = f(x) = (\\lfloor x_i \\rceil)_i, \\qquad
+   Q_{D_n}(x) = \\begin{cases} f(x) & \\sum_i f(x_i) \\text{ even} \\\\
+                                g(x) & \\text{otherwise} \\end{cases},
+
+where ``g`` rounds the coordinate with the largest rounding error ``|x_k − f(x_k)|`` the
+other way. ``D_n* = Zⁿ ∪ (Zⁿ + ½·1)`` and ``E8 = D8 ∪ (D8 + ½·1)`` are unions of two cosets
+``C ∪ (C + h)``: ``Q(x)`` is the closer of ``Q_C(x)`` and ``Q_C(x − h) + h``.
+
+**Tie rule** (points equidistant from two lattice points, a set of measure zero):
+
+* scalar rounding is *round half up*, ``⌊x⌉ = ⌊x + ½⌋`` computed exactly as
+  ``floor(x) + (x − floor(x) ≥ ½)``, so ``Q(x + v) = Q(x) + v`` holds exactly for integer
+  translations even on ties (round-half-even would break it; ``Q(−x) = −Q(x)`` then fails
+  only on ties);
+* ``Dₙ``: on ties for the largest rounding error the first (lowest-index) coordinate is
+  flipped; a flipped coordinate with zero rounding error moves up;
+* two-coset lattices (``Dₙ*``, ``E8``): on equal distance the first coset (``Zⁿ`` resp.
+  ``D8``) wins.
+
+Consequently ``closest_point`` is exactly translation-equivariant under lattice vectors of the
+first coset (e.g. ``D8 ⊂ E8``, ``2E8``) everywhere, and under all lattice vectors off ties.
+
+References:
+  J. H. Conway and N. J. A. Sloane, "Fast quantizing and decoding algorithms for lattice
+  quantizers and codes", IEEE Trans. Inf. Theory 28(2):227–232, 1982 (algorithms for Zⁿ, Dₙ,
+  Dₙ*, E8). J. H. Conway and N. J. A. Sloane, *Sphere Packings, Lattices and Groups* (SPLAG),
+  3rd ed., Ch. 4 (definitions, minimal vectors, packing and covering radii) and Table 2.3
+  (normalized second moments, see ``rdq.limits.lattice_constants``).
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import itertools
+import math
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Integer, PRNGKeyArray
+
+from rdq.montecarlo import Estimate, estimate
+
+__all__ = [
+    "DnDualLattice",
+    "DnLattice",
+    "E8Lattice",
+    "Lattice",
+    "ZnLattice",
+    "lattice_from_name",
+    "normalized_second_moment",
+    "round_half_up",
+]
+
+
+def round_half_up(x: Float[Array, "*b"]) -> Float[Array, "*b"]:
+  """Nearest integer with ties rounded up, ``⌊x + ½⌋``, computed exactly.
+
+  ``floor(x + 0.5)`` is wrong in floating point (``0.49999997 + 0.5`` rounds to ``1.0`` in
+  float32); ``x − floor(x)`` is exact, so the comparison below is too.
+  """
+  f = jnp.floor(x)
+  return f + (x - f >= 0.5).astype(x.dtype)
+
+
+def _closest_zn(x: Array) -> Array:
+  return round_half_up(x)
+
+
+def _closest_dn(x: Array) -> Array:
+  """Conway–Sloane Dₙ decoder: round, and fix the parity by re-rounding the worst coordinate."""
+  f = round_half_up(x)
+  d = x - f  # in [-1/2, 1/2)
+  odd = jnp.mod(jnp.sum(f, axis=-1, keepdims=True), 2.0) != 0
+  k = jnp.argmax(jnp.abs(d), axis=-1)  # first index on ties
+  onehot = (jnp.arange(x.shape[-1]) == k[..., None]).astype(x.dtype)
+  step = jnp.where(d >= 0, 1.0, -1.0).astype(x.dtype)
+  return f + jnp.where(odd, onehot * step, 0.0).astype(x.dtype)
+
+
+def _closer(x: Array, y0: Array, y1: Array) -> Array:
+  """Per vector, ``y0`` unless ``y1`` is strictly closer to ``x``."""
+  d0 = jnp.sum((x - y0) ** 2, axis=-1, keepdims=True)
+  d1 = jnp.sum((x - y1) ** 2, axis=-1, keepdims=True)
+  return jnp.where(d1 < d0, y1, y0)
+
+
+def _check_last_axis(x: Array, dim: int, what: str) -> None:
+  if x.ndim == 0 or x.shape[-1] != dim:
+    raise ValueError(f"{what}: the last axis of x must have the lattice dimension {dim}; got shape {x.shape}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Lattice(abc.ABC):
+  """Common interface of rdq lattices (see module docstring)."""
+
+  @property
+  @abc.abstractmethod
+  def dim(self) -> int:
+    """Dimension n."""
+
+  @property
+  @abc.abstractmethod
+  def name(self) -> str:
+    """Short name, e.g. ``"e8"``, ``"d4"``, ``"d5star"``, ``"z"``."""
+
+  @abc.abstractmethod
+  def generator(self) -> np.ndarray:
+    """``(n, n)`` float64 generator matrix; its rows are a basis of the lattice."""
+
+  @abc.abstractmethod
+  def minimal_vectors(self) -> np.ndarray:
+    """``(K, n)`` float64 array of all shortest non-zero lattice vectors (the kissing set)."""
+
+  @abc.abstractmethod
+  def _closest(self, x: Array) -> Array:
+    """Closest point on the last axis, no argument checks."""
+
+  @property
+  def volume(self) -> float:
+    """Volume of a Voronoi cell, ``|det B|``."""
+    return float(abs(np.linalg.det(self.generator())))
+
+  @property
+  def packing_radius(self) -> float:
+    """Half the minimal distance between lattice points."""
+    return float(np.linalg.norm(self.minimal_vectors()[0])) / 2.0
+
+  @property
+  def covering_radius(self) -> float | None:
+    """Largest distance from a point of space to the lattice, where known (else ``None``)."""
+    return None
+
+  @property
+  def denominator(self) -> int:
+    """Smallest integer ``m`` with ``m·Λ ⊂ Zⁿ`` (1 for Zⁿ, Dₙ; 2 for Dₙ*, E8)."""
+    return 1
+
+  def closest_point(self, x: Float[Array, "*batch n"]) -> Float[Array, "*batch n"]:
+    """The nearest lattice point to each vector of the last axis (tie rule: module docstring).
+
+    Args:
+      x: points, last axis of length ``dim``; any leading axes; float dtype (kept).
+
+    Returns:
+      Lattice points of the same shape and dtype.
+
+    References:
+      Conway & Sloane, IEEE Trans. IT 28(2), 1982, Sec. II–III.
+    """
+    x = jnp.asarray(x)
+    _check_last_axis(x, self.dim, f"{self.name}.closest_point")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+      x = x.astype(jnp.float32)
+    return self._closest(x)
+
+  def coordinates(self, p: Float[Array, "*batch n"]) -> Integer[Array, "*batch n"]:
+    """Integer coordinates ``z`` (int32) with ``p = z B`` for lattice points ``p``."""
+    p = jnp.asarray(p)
+    _check_last_axis(p, self.dim, f"{self.name}.coordinates")
+    inv = jnp.asarray(np.linalg.inv(self.generator()), p.dtype if jnp.issubdtype(p.dtype, jnp.floating) else jnp.float32)
+    return jnp.round(p @ inv).astype(jnp.int32)
+
+  def from_coordinates(self, z: Integer[Array, "*batch n"], dtype=jnp.float32) -> Float[Array, "*batch n"]:
+    """Lattice points ``z B`` from integer coordinates."""
+    z = jnp.asarray(z)
+    _check_last_axis(z, self.dim, f"{self.name}.from_coordinates")
+    return z.astype(dtype) @ jnp.asarray(self.generator(), dtype)
+
+  def sample_cell(self, key: PRNGKeyArray, shape: tuple[int, ...] = ()) -> Float[Array, "*shape n"]:
+    """Points uniform on the Voronoi cell of the origin: ``u − Q(u)`` with ``u = r B``,
+    ``r ~ U[0, 1)ⁿ`` (``u`` is uniform on a fundamental parallelepiped)."""
+    r = jax.random.uniform(key, tuple(shape) + (self.dim,), jnp.float32)
+    u = r @ jnp.asarray(self.generator(), jnp.float32)
+    return u - self._closest(u)
+
+
+@dataclasses.dataclass(frozen=True)
+class ZnLattice(Lattice):
+  """The integer lattice ``Zⁿ`` (scalar rounding per coordinate). Volume 1, G = 1/12.
+
+  Attributes:
+    n: dimension, ≥ 1.
+  """
+
+  n: int = 1
+
+  def __post_init__(self):
+    if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 1:
+      raise ValueError(f"Zn lattice dimension n={self.n!r} must be a positive integer")
+
+  @property
+  def dim(self) -> int:
+    return self.n
+
+  @property
+  def name(self) -> str:
+    return "z" if self.n == 1 else f"z{self.n}"
+
+  def generator(self) -> np.ndarray:
+    return np.eye(self.n)
+
+  def minimal_vectors(self) -> np.ndarray:
+    e = np.eye(self.n)
+    return np.concatenate([e, -e])
+
+  @property
+  def covering_radius(self) -> float:
+    return math.sqrt(self.n) / 2.0
+
+  def _closest(self, x):
+    return _closest_zn(x)
+
+
+def _dn_generator(n: int) -> np.ndarray:
+  """Rows ``2e₁, e₂ − e₁, …, eₙ − eₙ₋₁`` (det 2): a basis of Dₙ."""
+  b = np.zeros((n, n))
+  b[0, 0] = 2.0
+  for i in range(1, n):
+    b[i, i] = 1.0
+    b[i, i - 1] = -1.0
+  return b
+
+
+@dataclasses.dataclass(frozen=True)
+class DnLattice(Lattice):
+  """The checkerboard lattice ``Dₙ = {z ∈ Zⁿ : Σ zᵢ even}``, n ≥ 2.
+
+  Volume 2, minimal vectors ``±eᵢ ± eⱼ`` (2n(n−1) of them), packing radius ``1/√2``,
+  covering radius ``max(1, √n / 2)`` (SPLAG Ch. 4, Sec. 7). ``D₃`` is the fcc lattice,
+  ``D₄`` the best known 4-dimensional quantizer.
+
+  Attributes:
+    n: dimension, ≥ 2.
+  """
+
+  n: int = 4
+
+  def __post_init__(self):
+    if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 2:
+      raise ValueError(f"Dn lattice dimension n={self.n!r} must be an integer ≥ 2")
+
+  @property
+  def dim(self) -> int:
+    return self.n
+
+  @property
+  def name(self) -> str:
+    return f"d{self.n}"
+
+  def generator(self) -> np.ndarray:
+    return _dn_generator(self.n)
+
+  def minimal_vectors(self) -> np.ndarray:
+    out = []
+    for i, j in itertools.combinations(range(self.n), 2):
+      for si, sj in itertools.product((1.0, -1.0), repeat=2):
+        v = np.zeros(self.n)
+        v[i], v[j] = si, sj
+        out.append(v)
+    return np.array(out)
+
+  @property
+  def covering_radius(self) -> float:
+    return max(1.0, math.sqrt(self.n) / 2.0)
+
+  def _closest(self, x):
+    return _closest_dn(x)
+
+
+@dataclasses.dataclass(frozen=True)
+class DnDualLattice(Lattice):
+  """The dual ``Dₙ* = Zⁿ ∪ (Zⁿ + ½·1)``, n ≥ 2 (``D₃*`` is bcc, ``D₄*`` is similar to D₄).
+
+  Volume ½. Minimal vectors: ``(±½)ⁿ`` for n < 4, those and ``±eᵢ`` for n = 4, ``±eᵢ`` for
+  n > 4 (SPLAG Ch. 4, Sec. 7). Covering radius given for n = 3 (``√5/4``) and n = 4
+  (``1/√2``) only.
+
+  Attributes:
+    n: dimension, ≥ 2.
+  """
+
+  n: int = 5
+
+  def __post_init__(self):
+    if isinstance(self.n, bool) or not isinstance(self.n, int) or self.n < 2:
+      raise ValueError(f"Dn* lattice dimension n={self.n!r} must be an integer ≥ 2")
+
+  @property
+  def dim(self) -> int:
+    return self.n
+
+  @property
+  def name(self) -> str:
+    return f"d{self.n}star"
+
+  @property
+  def denominator(self) -> int:
+    return 2
+
+  def generator(self) -> np.ndarray:
+    b = np.eye(self.n)
+    b[-1] = 0.5
+    return b
+
+  def minimal_vectors(self) -> np.ndarray:
+    halves = np.array(list(itertools.product((0.5, -0.5), repeat=self.n)))
+    e = np.eye(self.n)
+    units = np.concatenate([e, -e])
+    if self.n < 4:
+      return halves
+    if self.n == 4:
+      return np.concatenate([units, halves])
+    return units
+
+  @property
+  def covering_radius(self) -> float | None:
+    return {3: math.sqrt(5.0) / 4.0, 4: 1.0 / math.sqrt(2.0)}.get(self.n)
+
+  def _closest(self, x):
+    y0 = _closest_zn(x)
+    y1 = _closest_zn(x - 0.5) + 0.5
+    return _closer(x, y0, y1)
+
+
+@dataclasses.dataclass(frozen=True)
+class E8Lattice(Lattice):
+  """The Gosset lattice ``E8 = D8 ∪ (D8 + ½·1)``.
+
+  Unimodular (volume 1), 240 minimal vectors of norm 2 (112 of the form ``±eᵢ ± eⱼ`` and
+  128 of the form ``(±½)⁸`` with an even number of minus signs), packing radius ``1/√2``,
+  covering radius 1 (SPLAG Ch. 4, Sec. 8). Generator rows: ``2e₁, e₂ − e₁, …, e₇ − e₆,
+  ½·1`` (the basis used by NestQuant, Savkin et al. 2025).
+  """
+
+  @property
+  def dim(self) -> int:
+    return 8
+
+  @property
+  def name(self) -> str:
+    return "e8"
+
+  @property
+  def denominator(self) -> int:
+    return 2
+
+  def generator(self) -> np.ndarray:
+    b = _dn_generator(8)
+    b[7] = 0.5
+    return b
+
+  def minimal_vectors(self) -> np.ndarray:
+    d8 = DnLattice(8).minimal_vectors()
+    halves = np.array([s for s in itertools.product((0.5, -0.5), repeat=8) if sum(v < 0 for v in s) % 2 == 0])
+    return np.concatenate([d8, halves])
+
+  @property
+  def covering_radius(self) -> float:
+    return 1.0
+
+  def _closest(self, x):
+    y0 = _closest_dn(x)
+    y1 = _closest_dn(x - 0.5) + 0.5
+    return _closer(x, y0, y1)
+
+
+_NAME_RE = re.compile(r"(?P<z>z(?P<zn>\d*))|d(?P<dn>\d+)(?P<star>star)?|(?P<e8>e8)")
+
+
+def lattice_from_name(name: str) -> Lattice:
+  """Build a lattice from its short name: ``z``/``z<n>``, ``d<n>``, ``d<n>star``, ``e8``.
+
+  Raises:
+    ValueError: unknown name.
+  """
+  if not isinstance(name, str):
+    raise TypeError(f"lattice name must be a str, got {type(name).__name__}")
+  m = _NAME_RE.fullmatch(name)
+  if m is None:
+    raise ValueError(f"unknown lattice name {name!r}; expected z, z<n>, d<n>, d<n>star or e8")
+  if m["z"]:
+    return ZnLattice(int(m["zn"]) if m["zn"] else 1)
+  if m["e8"]:
+    return E8Lattice()
+  n = int(m["dn"])
+  return DnDualLattice(n) if m["star"] else DnLattice(n)
+
+
+@dataclasses.dataclass(frozen=True)
+class _NsmSample:
+  """One Monte Carlo sample of ``‖x − Q(x)‖² / (n V^{2/n})`` with x uniform modulo Λ."""
+
+  lattice: Lattice
+
+  def __call__(self, key: PRNGKeyArray) -> Float[Array, ""]:
+    lat = self.lattice
+    r = jax.random.uniform(key, (lat.dim,), jnp.float32)
+    x = r @ jnp.asarray(lat.generator(), jnp.float32)
+    e = x - lat._closest(x)
+    return jnp.sum(e * e) / (lat.dim * lat.volume ** (2.0 / lat.dim))
+
+
+def normalized_second_moment(
+    lattice: Lattice, key: PRNGKeyArray, num_samples: int = 1 << 16, batch: int = 8192
+) -> Estimate:
+  """Monte Carlo estimate of the normalized second moment ``G(Λ)`` with its standard error.
+
+  .. math::
+     G(\\Lambda) = \\frac{1}{n}\\, \\frac{\\mathbb{E}\\|U\\|^2}{V^{2/n}}, \\qquad
+     U \\sim \\mathrm{Unif}(\\mathcal V(\\Lambda)),\\ V = \\mathrm{vol}\\,\\mathcal V(\\Lambda),
+
+  estimated as the mean of ``‖x − Q_Λ(x)‖² / (n V^{2/n})`` over ``x = r B``, ``r ~ U[0,1)ⁿ``
+  (``x mod Λ`` is uniform on the cell). ``G`` is dimensionless and scale invariant; a lattice
+  quantizer of cell volume V has MSE per dimension ``G V^{2/n}`` on uniform input.
+
+  Args:
+    lattice: the lattice.
+    key: PRNG key.
+    num_samples: number of uniform points, ≥ 2.
+    batch: points per vmapped batch.
+
+  Returns:
+    ``Estimate`` (``.ci(level)`` for a confidence interval); an estimate, not a bound.
+
+  References:
+    SPLAG Ch. 2, Sec. 3 (definition of G) and Table 2.3 (published values).
+  """
+  if not isinstance(lattice, Lattice):
+    raise TypeError(f"lattice must be an rdq Lattice, got {type(lattice).__name__}")
+  return estimate(_NsmSample(lattice), key, num_samples, batch)
