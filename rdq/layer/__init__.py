@@ -12,12 +12,14 @@ from rdq.layer._sic import inverse_cholesky_upper as inverse_cholesky_upper
 from rdq.layer._sic import sic as sic
 from rdq.layer.gptq import GPTQConfig as GPTQConfig
 from rdq.layer.gptq import gptq as gptq
+from rdq.layer.gptq import gptq_traced as gptq_traced
 from rdq.layer.report import LayerReport as LayerReport
 from rdq.layer.report import layer_distortion as layer_distortion
 from rdq.layer.rtn import RTNConfig as RTNConfig
 from rdq.layer.rtn import rtn as rtn
 from rdq.layer.watersic import WaterSICConfig as WaterSICConfig
 from rdq.layer.watersic import watersic as watersic
+from rdq.layer.watersic import watersic_traced as watersic_traced
 
 __all__ = [
     "GPTQConfig",
@@ -28,10 +30,12 @@ __all__ = [
     "WaterSICConfig",
     "damp_hessian",
     "gptq",
+    "gptq_traced",
     "high_rate_step",
     "inverse_cholesky_upper",
     "layer_distortion",
     "rtn",
     "sic",
     "watersic",
+    "watersic_traced",
 ]

@@ -44,7 +44,7 @@ from rdq.layer._sic import (
 )
 from rdq.layer.report import LayerReport, check_layer_inputs, make_report
 
-__all__ = ["GPTQConfig", "gptq"]
+__all__ = ["GPTQConfig", "gptq", "gptq_traced"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,11 +99,25 @@ def gptq(
   """
   del key
   check_layer_inputs(w, h, config.percdamp, config.grid.group_size)
-  return _gptq(jnp.asarray(w, jnp.float32), jnp.asarray(h, jnp.float32), config)
+  return gptq_traced(jnp.asarray(w, jnp.float32), jnp.asarray(h, jnp.float32), config)
 
 
-@functools.partial(jax.jit, static_argnums=2)
-def _gptq(w, h, config: GPTQConfig):
+def gptq_traced(w, h, config: GPTQConfig, rate_bits=None):
+  """``gptq`` without the eager checks (jit-able, vmappable over ``w`` and ``h``).
+
+  For a ``UniformGrid`` the rate is a traced argument (``rate_bits``, default the grid's),
+  so a rate sweep compiles once.
+  """
+  if isinstance(config.grid, UniformGrid):
+    rate = config.grid.rate_bits if rate_bits is None else rate_bits
+    config = dataclasses.replace(config, grid=UniformGrid(1.0))
+  else:
+    rate = 0.0
+  return _gptq(w, h, jnp.asarray(rate, jnp.float32), config)
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _gptq(w, h, rate_bits, config: GPTQConfig):
   n, m = w.shape
   grid = config.grid
   if config.act_order:
@@ -114,7 +128,7 @@ def _gptq(w, h, config: GPTQConfig):
     wp, hp = w, h
   u = inverse_cholesky_upper(damp_hessian(hp, config.percdamp))
   if isinstance(grid, UniformGrid):
-    step = high_rate_step(w, grid.rate_bits)
+    step = high_rate_step(w, rate_bits)
     steps = jnp.full((n,), step, jnp.float32)
     q, z, _ = sic(wp, u, StepGrid(lmmse=False), steps, config.block_size)
     nominal, scale = None, steps

@@ -71,11 +71,15 @@ def rtn(
   if isinstance(config.quantizer, str):
     q = get_quantizer(config.quantizer)
     q.rate((w.shape[1], w.shape[0]))  # raises if a block size does not divide n
-  return _rtn(jnp.asarray(w, jnp.float32), jnp.asarray(h, jnp.float32), config, key)
+  grid = config.quantizer
+  rate = grid.rate_bits if isinstance(grid, UniformGrid) else 0.0
+  if isinstance(grid, UniformGrid):
+    config = RTNConfig(UniformGrid(1.0))  # the rate is traced: one compilation per sweep
+  return _rtn(jnp.asarray(w, jnp.float32), jnp.asarray(h, jnp.float32), jnp.asarray(rate, jnp.float32), config, key)
 
 
-@functools.partial(jax.jit, static_argnums=2)
-def _rtn(w, h, config: RTNConfig, key):
+@functools.partial(jax.jit, static_argnums=3)
+def _rtn(w, h, rate_bits, config: RTNConfig, key):
   n, m = w.shape
   grid = config.quantizer
   if isinstance(grid, MinMaxGrid):
@@ -86,7 +90,7 @@ def _rtn(w, h, config: RTNConfig, key):
     q, z = quant_rows(wg, params)
     return q.reshape(n, m), make_report(w, q.reshape(n, m), h, z.reshape(n, m), grid.side_bits(n, m), grid.bits)
   if isinstance(grid, UniformGrid):
-    step = high_rate_step(w, grid.rate_bits)
+    step = high_rate_step(w, rate_bits)
     q, z, _ = jax.vmap(lambda r: StepGrid().quantize(r, (), step))(w)
     return q, make_report(w, q, h, z, grid.side_bits(n, m), None, jnp.full((n,), step))
   quant = get_quantizer(grid)

@@ -50,7 +50,7 @@ from rdq.layer.report import LayerReport, check_layer_inputs, layer_distortion, 
 from rdq.limits.waterfill import ECSQ_GAP_BITS
 from rdq.rate import empirical_entropy_bits
 
-__all__ = ["WaterSICConfig", "watersic"]
+__all__ = ["WaterSICConfig", "watersic", "watersic_traced"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +113,16 @@ def watersic(
   """
   del key
   check_layer_inputs(w, h, config.percdamp)
-  return _watersic(jnp.asarray(w, jnp.float32), jnp.asarray(h, jnp.float32), config)
+  return watersic_traced(jnp.asarray(w, jnp.float32), jnp.asarray(h, jnp.float32), config.rate_bits, config)
+
+
+def watersic_traced(w, h, rate_bits, config: WaterSICConfig):
+  """``watersic`` without the eager checks, with ``rate_bits`` a traced argument.
+
+  Jit-able and vmappable over ``w``, ``h`` and ``rate_bits`` (so a rate sweep compiles
+  once); ``config.rate_bits`` is ignored.
+  """
+  return _watersic(w, h, jnp.asarray(rate_bits, jnp.float32), dataclasses.replace(config, rate_bits=1.0))
 
 
 def _rescale(w, h, z, s, iters: int):
@@ -141,8 +150,8 @@ def _rescale(w, h, z, s, iters: int):
   return _fp16(s * gam), _fp16(t)
 
 
-@functools.partial(jax.jit, static_argnums=2)
-def _watersic(w, h, config: WaterSICConfig):
+@functools.partial(jax.jit, static_argnums=3)
+def _watersic(w, h, rate_bits, config: WaterSICConfig):
   n, m = w.shape
   hd = damp_hessian(h, config.percdamp)
   wr, hr = w[::-1], hd[::-1, ::-1]  # paper order: last input feature first
@@ -159,9 +168,9 @@ def _watersic(w, h, config: WaterSICConfig):
 
   def rate_gap(r_nominal):
     z = run(r_nominal)[1]
-    return jnp.mean(empirical_entropy_bits(z, axis=1)) + side - config.rate_bits
+    return jnp.mean(empirical_entropy_bits(z, axis=1)) + side - rate_bits
 
-  r0 = jnp.float32(config.rate_bits - side - ECSQ_GAP_BITS)
+  r0 = rate_bits - side - ECSQ_GAP_BITS
   if config.rate_iters > 0:
     f0 = rate_gap(r0)
     r1 = r0 - f0
