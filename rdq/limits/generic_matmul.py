@@ -97,6 +97,7 @@ def generic_matmul_rate(distortion: ArrayLike) -> Float[Array, "*d"]:
   d = as_float(distortion)
   r_star, f_star = critical_rate()
   linear = r_star * (1.0 - d) / (1.0 - f_star)
-  x = 1.0 - jnp.sqrt(jnp.maximum(1.0 - d, 0.0))  # 2x - x² = d
+  # root of 2x - x² = d, written as d / (1 + sqrt(1 - d)) to avoid cancellation
+  x = d / (1.0 + jnp.sqrt(jnp.maximum(1.0 - d, 0.0)))
   curved = -0.5 * jnp.log2(jnp.maximum(x, 1e-300))
   return jnp.where(d > f_star, linear, curved)

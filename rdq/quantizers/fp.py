@@ -28,7 +28,8 @@ scale ``X``; elements are ``round(x / X)`` in the element format, decoded as ``X
   elements, block 16, E4M3 block scale ``s_b = e4m3((amax_b / t) / 6)`` and one fp32
   tensor scale ``t = amax / (6 · 448)``; decoded as ``t · s_b · code``.
 
-NaN/Inf: ``encode`` raises ``ValueError`` (outside ``jit``); ``quantize`` propagates NaN.
+NaN/Inf: ``encode`` raises ``ValueError`` (outside ``jit``); ``quantize`` propagates NaN
+(a NaN in a block makes the whole block NaN).
 """
 
 from __future__ import annotations
@@ -39,10 +40,10 @@ from typing import NamedTuple
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from rdq.quantizers._scales import SCALE_BITS, SCALE_DTYPES, e8m0_ceil, e8m0_floor, round_scale
+from rdq.quantizers._scales import SCALE_BITS, SCALE_DTYPES, e8m0_ceil, e8m0_floor, pow2, round_scale
 from rdq.quantizers.base import Rate, check_finite, check_last_axis_divisible
 
-__all__ = ["FORMATS", "FPCode", "FPFormat", "FPQuantizer", "format_grid", "round_to_format"]
+__all__ = ["FORMATS", "FPCode", "FPFormat", "FPQuantizer", "format_grid", "from_bits", "round_to_format", "to_bits"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +81,42 @@ class FPFormat:
     return int(math.floor(math.log2(self.max_value)))
 
 
+  @property
+  def xla_codes(self) -> bool:
+    """Whether XLA handles ``dtype`` (4- and 8-bit floats); 6-bit codes are stored as
+    their bit patterns in uint8 instead (XLA:CPU rejects F6E2M3FN/F6E3M2FN buffers)."""
+    return self.bits in (4, 8)
+
+
+def to_bits(z: Float[Array, "*s"], fmt: FPFormat) -> Array:
+  """Bit pattern (uint8, low ``fmt.bits`` bits) of values already on ``fmt``'s grid."""
+  z = jnp.asarray(z, jnp.float32)
+  sign = jnp.signbit(z).astype(jnp.uint32)
+  a = jnp.abs(z)
+  _, e = jnp.frexp(a)
+  e = e - 1  # floor(log2 a) for a > 0
+  normal = a >= pow2(jnp.int32(fmt.e_min))
+  field_e = jnp.where(normal, e + fmt.bias, 0)
+  mant_exp = jnp.where(normal, e, fmt.e_min) - fmt.man_bits
+  mant = (a * pow2(-mant_exp)).astype(jnp.uint32)  # exact integer
+  mant = jnp.where(normal, mant - (1 << fmt.man_bits), mant)
+  bits = (sign << (fmt.exp_bits + fmt.man_bits)) | (field_e.astype(jnp.uint32) << fmt.man_bits) | mant
+  return bits.astype(jnp.uint8)
+
+
+def from_bits(bits: Array, fmt: FPFormat) -> Float[Array, "*s"]:
+  """Inverse of ``to_bits`` (float32 values)."""
+  b = jnp.asarray(bits).astype(jnp.int32)
+  mant = b & ((1 << fmt.man_bits) - 1)
+  field_e = (b >> fmt.man_bits) & ((1 << fmt.exp_bits) - 1)
+  sign = (b >> (fmt.exp_bits + fmt.man_bits)) & 1
+  normal = field_e > 0
+  sig = jnp.where(normal, mant + (1 << fmt.man_bits), mant).astype(jnp.float32)
+  exp = jnp.where(normal, field_e - fmt.bias, fmt.e_min) - fmt.man_bits
+  val = sig * pow2(exp)
+  return jnp.where(sign == 1, -val, val)
+
+
 FORMATS: dict[str, FPFormat] = {
     "e2m1": FPFormat("e2m1", 2, 1, 1, 6.0, jnp.float4_e2m1fn),
     "e2m3": FPFormat("e2m3", 2, 3, 1, 7.5, jnp.float6_e2m3fn),
@@ -96,14 +133,15 @@ def round_to_format(x: Float[Array, "*s"], fmt: FPFormat) -> Float[Array, "*s"]:
   _, e = jnp.frexp(y)  # |y| = m · 2^e with m ∈ [0.5, 1) => floor(log2|y|) = e - 1
   exp = jnp.maximum(e - 1, fmt.e_min)
   ulp_exp = (exp - fmt.man_bits).astype(jnp.int32)
-  return jnp.ldexp(jnp.round(jnp.ldexp(y, -ulp_exp)), ulp_exp)
+  return jnp.round(y * pow2(-ulp_exp)) * pow2(ulp_exp)
 
 
 class FPCode(NamedTuple):
   """Compact code of an FP quantizer.
 
   Attributes:
-    codes: element codes in the element dtype (e.g. ``float4_e2m1fn``), input shape.
+    codes: element codes in the element dtype (e.g. ``float4_e2m1fn``), input shape; for
+      the 6-bit formats, their bit patterns in uint8 (see ``to_bits``).
     scales: per-block scales in the scale dtype, shape ``(*batch, n // block_size)``;
       ``None`` for elementwise formats.
     tensor_scale: float32 scalar (NVFP4's second-level scale), else ``None``.
@@ -170,7 +208,7 @@ class FPQuantizer:
     if t is not None:
       amax = amax / t
     s = self.block_scale(amax)
-    s_safe = jnp.where(s > 0, s, 1.0)
+    s_safe = jnp.where(s > 0, s, jnp.where(jnp.isnan(s), s, 1.0))
     xs = xg / s_safe if t is None else (xg / t) / s_safe
     return round_to_format(xs, fmt), s, t
 
@@ -181,7 +219,7 @@ class FPQuantizer:
     """
     fmt = self.fmt
     if self.scale_format == "e8m0" and self.scale_rule == "ocp":
-      s = e8m0_floor(amax) * jnp.float32(2.0**-fmt.e_max)
+      s = e8m0_floor(amax) * pow2(jnp.int32(-fmt.e_max))
       return jnp.maximum(s, jnp.float32(2.0**-127))
     if self.scale_format == "e8m0":
       return e8m0_ceil(amax / jnp.float32(fmt.max_value))
@@ -208,13 +246,17 @@ class FPQuantizer:
     """Element codes in the element dtype plus scales. Raises on NaN/Inf input."""
     check_finite(x)
     z, s, t = self._parts(x)
-    codes = z.reshape(x.shape).astype(self.fmt.dtype)
+    z = z.reshape(x.shape)
+    codes = z.astype(self.fmt.dtype) if self.fmt.xla_codes else to_bits(z, self.fmt)
     scales = None if s is None else s[..., 0].astype(SCALE_DTYPES[self.scale_format])
     return FPCode(codes=codes, scales=scales, tensor_scale=t)
 
   def decode(self, code: FPCode, dtype=jnp.float32) -> Float[Array, "*batch n"]:
     """Dequantize ``t · s · code``."""
-    z = code.codes.astype(jnp.float32)
+    if code.codes.dtype == jnp.uint8:
+      z = from_bits(code.codes, self.fmt)
+    else:
+      z = code.codes.astype(jnp.float32)
     if code.scales is None:
       return z.astype(dtype)
     zg = z.reshape(z.shape[:-1] + (z.shape[-1] // self.block_size, self.block_size))

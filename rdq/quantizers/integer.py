@@ -4,13 +4,14 @@ For a group ``x_G`` (the whole tensor, one row, or ``block_size`` consecutive en
 last axis) with ``q_max = 2^(b-1) - 1``:
 
 .. math::
-   s = \\mathrm{fmt}\\big(\\max_{i\\in G} |x_i| / q_{\\max}\\big), \\qquad
+   s = \\mathrm{fmt}\\big(\\max_{i\\in G} |x_i| \\cdot \\mathrm{fl}(1/q_{\\max})\\big), \\qquad
    z_i = \\mathrm{clip}(\\mathrm{round}(x_i / s), -q_{\\max}, q_{\\max}), \\qquad
    \\hat x_i = s\\, z_i,
 
 where ``fmt`` rounds the scale to its storage format (fp32, bf16, fp16, or e8m0 rounded up
 to a power of two) and ``round`` is round-half-to-even. The grid is symmetric
-(``2^b - 1`` levels); the block maximum is reproduced exactly when the scale is fp32.
+(``2^b - 1`` levels); with an fp32 scale the block maximum is reproduced to within
+an ulp.
 
 NaN/Inf: ``encode`` raises ``ValueError`` on non-finite input (when called outside ``jit``);
 ``quantize`` is a pure jit-able map and propagates NaN (a NaN in a block makes its block NaN).
@@ -102,7 +103,9 @@ class IntQuantizer:
 
   def scale_from_amax(self, amax: Float[Array, "*g"]) -> Float[Array, "*g"]:
     """The stored scale (as float32) of a group whose largest magnitude is ``amax``."""
-    return round_scale(amax / self.q_max, self.scale_format)
+    # amax · fl(1/q_max): a multiplication is correctly rounded on every backend, whereas
+    # XLA:CPU's float division is not (it differs from IEEE a/b by an ulp about half the time).
+    return round_scale(amax * jnp.float32(1.0 / self.q_max), self.scale_format)
 
   def _scales_and_codes(self, x: Array) -> tuple[Array, Array]:
     if x.ndim == 0:
