@@ -17,6 +17,7 @@ from rdq.layer.report import LayerReport as LayerReport
 from rdq.layer.report import layer_distortion as layer_distortion
 from rdq.layer.rtn import RTNConfig as RTNConfig
 from rdq.layer.rtn import rtn as rtn
+from rdq.layer.rtn import rtn_traced as rtn_traced
 from rdq.layer.watersic import WaterSICConfig as WaterSICConfig
 from rdq.layer.watersic import watersic as watersic
 from rdq.layer.watersic import watersic_traced as watersic_traced
@@ -35,6 +36,7 @@ __all__ = [
     "inverse_cholesky_upper",
     "layer_distortion",
     "rtn",
+    "rtn_traced",
     "sic",
     "watersic",
     "watersic_traced",

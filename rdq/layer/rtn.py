@@ -22,7 +22,7 @@ from rdq.layer._sic import MinMaxGrid, StepGrid, UniformGrid, high_rate_step
 from rdq.layer.report import LayerReport, check_layer_inputs, make_report
 from rdq.quantizers import get as get_quantizer
 
-__all__ = ["RTNConfig", "rtn"]
+__all__ = ["RTNConfig", "rtn", "rtn_traced"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,11 +71,21 @@ def rtn(
   if isinstance(config.quantizer, str):
     q = get_quantizer(config.quantizer)
     q.rate((w.shape[1], w.shape[0]))  # raises if a block size does not divide n
+  return rtn_traced(jnp.asarray(w, jnp.float32), jnp.asarray(h, jnp.float32), config, key=key)
+
+
+def rtn_traced(w, h, config: RTNConfig, rate_bits=None, key=None):
+  """``rtn`` without the eager checks (jit-able, vmappable over ``w`` and ``h``).
+
+  For a ``UniformGrid`` the rate is a traced argument (``rate_bits``, default the grid's),
+  so a rate sweep compiles once.
+  """
   grid = config.quantizer
-  rate = grid.rate_bits if isinstance(grid, UniformGrid) else 0.0
+  rate = 0.0
   if isinstance(grid, UniformGrid):
-    config = RTNConfig(UniformGrid(1.0))  # the rate is traced: one compilation per sweep
-  return _rtn(jnp.asarray(w, jnp.float32), jnp.asarray(h, jnp.float32), jnp.asarray(rate, jnp.float32), config, key)
+    rate = grid.rate_bits if rate_bits is None else rate_bits
+    config = RTNConfig(UniformGrid(1.0))
+  return _rtn(w, h, jnp.asarray(rate, jnp.float32), config, key)
 
 
 @functools.partial(jax.jit, static_argnums=3)
