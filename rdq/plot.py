@@ -73,11 +73,11 @@ def style() -> None:
 
 
 def figure(width: str = "single", aspect: float = 0.72, ncols: int = 1, nrows: int = 1):
-  """A styled ``(fig, axes)``; ``width`` is ``"single"`` (3.5 in) or ``"double"`` (7 in)."""
+  """A styled ``(fig, axes)`` of width ``"single"`` (3.5 in) or ``"double"`` (7 in) and
+  height ``aspect × width``, with constrained layout."""
   style()
   w = {"single": 3.5, "double": 7.0}[width]
-  fig, ax = plt.subplots(nrows, ncols, figsize=(w, w * aspect * nrows / max(ncols, 1) * (1 if ncols == 1 else 1.4)))
-  return fig, ax
+  return plt.subplots(nrows, ncols, figsize=(w, w * aspect), layout="constrained")
 
 
 def save(fig, stem: str | Path) -> list[Path]:
