@@ -42,7 +42,7 @@ def family(name: str) -> str:
 
 
 def point_configs(cfg: DictConfig) -> list[dict]:
-  names = [cfg.quantizer] if cfg.quantizer else list(cfg.quantizers)
+  names = [cfg.quantizer] if cfg.quantizer else list(cfg.quantizer_names)
   out = []
   for name in names:
     out.append(dict(
@@ -150,7 +150,12 @@ def main(cfg: DictConfig) -> None:
   t0 = time.perf_counter()
   out = Path(cfg.out_dir)
   store = PointStore(out)
-  run_points(store, point_configs(cfg), lambda c: compute_point(c, int(cfg.batch)), desc="generic_matmul")
+  configs = point_configs(cfg)
+  from rdq import quantizers
+
+  for c in configs:  # fail on a bad name before any work
+    quantizers.get(c["quantizer_a"]), quantizers.get(c["quantizer_b"])
+  run_points(store, configs, lambda c: compute_point(c, int(cfg.batch)), desc="generic_matmul")
   summary = aggregate(store, cfg, time.perf_counter() - t0)
   write_json_atomic(out / "results.json", summary)
   if summary["points"]:

@@ -1,0 +1,83 @@
+"""The generic-matmul Hydra app: outputs, resumability after SIGKILL, determinism."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMES = "[int8,int4_row,int4_block32,e4m3,mxfp4,nvfp4]"
+TINY = ["n=64", "a=4", "b=4", "num_samples=32", "batch=16", f"quantizer_names={NAMES}"]
+
+
+def _run(out_dir, *extra, wait=True):
+  cmd = [sys.executable, "-m", "experiments.generic_matmul", f"out_dir={out_dir}", *TINY, *extra]
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
+  if wait:
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True)
+
+
+def _points(out_dir):
+  return sorted((Path(out_dir) / "points").glob("*.json"))
+
+
+def _means(out_dir):
+  res = json.loads((Path(out_dir) / "results.json").read_text())
+  return {p["key"]: (p["result"]["mean"], p["result"]["stderr"]) for p in res["points"]}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  out = tmp_path_factory.mktemp("ref")
+  proc = _run(out)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return out
+
+
+def test_outputs(reference):
+  res = json.loads((reference / "results.json").read_text())
+  assert len(res["points"]) == 6
+  for key in ("jax", "jaxlib", "rdq", "device_kind", "device_count", "git_commit"):
+    assert key in res["env"]
+  for p in res["points"]:
+    r = p["result"]
+    assert r["ci95"][0] < r["mean"] < r["ci95"][1] and r["rate_effective"] >= r["rate_nominal"]
+    assert r["gamma_at_rate"] < r["mean"]
+  assert (reference / "generic_matmul.png").stat().st_size > 10_000
+  assert (reference / "generic_matmul.pdf").exists()
+
+
+def test_killed_sweep_resumes_with_identical_results(reference, tmp_path):
+  proc = _run(tmp_path, wait=False)
+  deadline = time.time() + 240
+  while len(_points(tmp_path)) < 2 and time.time() < deadline and proc.poll() is None:
+    time.sleep(0.05)
+  os.killpg(proc.pid, signal.SIGKILL)
+  proc.wait()
+  done = _points(tmp_path)
+  assert 1 <= len(done) < 6, f"kill must land mid-sweep; {len(done)} points finished"
+  for p in done:
+    json.loads(p.read_text())  # every finished point is complete JSON (atomic writes)
+  rerun = _run(tmp_path)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert f"{len(done)} already done, {6 - len(done)} to run" in rerun.stderr + rerun.stdout
+  assert _means(tmp_path) == _means(reference)  # bitwise-identical numbers
+
+
+def test_rerun_skips_everything(reference):
+  proc = _run(reference)
+  assert proc.returncode == 0
+  assert "6 already done, 0 to run" in proc.stderr + proc.stdout
+
+
+def test_unknown_quantizer_fails_clearly(tmp_path):
+  proc = _run(tmp_path, "quantizer=int4_blok32")
+  assert proc.returncode != 0
+  assert "unknown quantizer name 'int4_blok32'" in proc.stderr
