@@ -6,6 +6,11 @@ from rdq.limits.generic_matmul import critical_rate as critical_rate
 from rdq.limits.generic_matmul import generic_matmul as generic_matmul
 from rdq.limits.generic_matmul import generic_matmul_rate as generic_matmul_rate
 from rdq.limits.generic_matmul import naive_matmul_distortion as naive_matmul_distortion
+from rdq.limits.lattice_constants import G_SPHERE_LIMIT as G_SPHERE_LIMIT
+from rdq.limits.lattice_constants import PUBLISHED_G as PUBLISHED_G
+from rdq.limits.lattice_constants import g_dn as g_dn
+from rdq.limits.lattice_constants import g_sphere as g_sphere
+from rdq.limits.lattice_constants import rate_gap_bits as rate_gap_bits
 from rdq.limits.waterfill import ECSQ_GAP_BITS as ECSQ_GAP_BITS
 from rdq.limits.waterfill import WaterfillResult as WaterfillResult
 from rdq.limits.waterfill import waterfill as waterfill
@@ -14,13 +19,18 @@ from rdq.limits.waterfill import waterfill_rate as waterfill_rate
 
 __all__ = [
     "ECSQ_GAP_BITS",
+    "G_SPHERE_LIMIT",
+    "PUBLISHED_G",
     "WaterfillResult",
     "critical_rate",
+    "g_dn",
+    "g_sphere",
     "gaussian_rate",
     "gaussian_rd",
     "generic_matmul",
     "generic_matmul_rate",
     "naive_matmul_distortion",
+    "rate_gap_bits",
     "waterfill",
     "waterfill_high_rate",
     "waterfill_rate",

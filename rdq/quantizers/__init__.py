@@ -1,5 +1,6 @@
-"""Quantizers: absmax INT, FP (elementwise, MX, NV), and the name registry."""
+"""Quantizers: absmax INT, FP (elementwise, MX, NV), lattices and nested-lattice codes, and the name registry."""
 
+from rdq.quantizers import _register_lattice as _register_lattice  # registers nested-lattice names
 from rdq.quantizers import _register_scalar as _register_scalar  # registers INT/FP names
 from rdq.quantizers.base import Quantizer as Quantizer
 from rdq.quantizers.base import Rate as Rate
@@ -10,21 +11,45 @@ from rdq.quantizers.fp import FPQuantizer as FPQuantizer
 from rdq.quantizers.fp import round_to_format as round_to_format
 from rdq.quantizers.integer import IntCode as IntCode
 from rdq.quantizers.integer import IntQuantizer as IntQuantizer
+from rdq.quantizers.lattice import DnDualLattice as DnDualLattice
+from rdq.quantizers.lattice import DnLattice as DnLattice
+from rdq.quantizers.lattice import E8Lattice as E8Lattice
+from rdq.quantizers.lattice import Lattice as Lattice
+from rdq.quantizers.lattice import ZnLattice as ZnLattice
+from rdq.quantizers.lattice import lattice_from_name as lattice_from_name
+from rdq.quantizers.lattice import normalized_second_moment as normalized_second_moment
+from rdq.quantizers.nested import NestedCode as NestedCode
+from rdq.quantizers.nested import NestedLatticeQuantizer as NestedLatticeQuantizer
+from rdq.quantizers.nested import VoronoiCode as VoronoiCode
+from rdq.quantizers.nested import nested_dot as nested_dot
+from rdq.quantizers.nested import search_betas as search_betas
 from rdq.quantizers.registry import get as get
 from rdq.quantizers.registry import names as names
 from rdq.quantizers.registry import register as register
 
 __all__ = [
+    "DnDualLattice",
+    "DnLattice",
+    "E8Lattice",
     "FORMATS",
     "FPCode",
     "FPFormat",
     "FPQuantizer",
     "IntCode",
     "IntQuantizer",
+    "Lattice",
+    "NestedCode",
+    "NestedLatticeQuantizer",
     "Quantizer",
     "Rate",
+    "VoronoiCode",
+    "ZnLattice",
     "get",
+    "lattice_from_name",
     "names",
+    "nested_dot",
+    "normalized_second_moment",
     "register",
     "round_to_format",
+    "search_betas",
 ]

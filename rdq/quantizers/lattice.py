@@ -97,6 +97,33 @@ def _closest_dn(x: Array) -> Array:
   return f + jnp.where(odd, onehot * step, 0.0).astype(x.dtype)
 
 
+def _closest_zn_int(w: Array, den: int) -> tuple[Array, Array]:
+  """``Q_{Zⁿ}(w / den)`` for integer ``w`` in exact integer arithmetic, with the residual
+  ``w − den·f`` (units of 1/den). ``⌊w/den + ½⌋ = ⌊(2w + den) / (2 den)⌋``."""
+  f = jnp.floor_divide(2 * w + den, 2 * den)
+  return f, w - den * f
+
+
+def _closest_dn_int(w: Array, den: int) -> tuple[Array, Array]:
+  """``Q_{Dₙ}(w / den)`` exactly (same algorithm and tie rule as ``_closest_dn``)."""
+  f, r = _closest_zn_int(w, den)
+  odd = jnp.mod(jnp.sum(f, axis=-1, keepdims=True), 2) != 0
+  k = jnp.argmax(jnp.abs(r), axis=-1)
+  onehot = jnp.arange(w.shape[-1]) == k[..., None]
+  step = jnp.where(r >= 0, 1, -1).astype(w.dtype)
+  f = f + jnp.where(odd & onehot, step, 0).astype(w.dtype)
+  return f, w - den * f
+
+
+def _two_coset_int(w: Array, den: int, base) -> Array:
+  """``2·Q(w / den)`` for ``C ∪ (C + ½·1)`` (``den`` even), exactly; ties go to ``C``."""
+  f0, r0 = base(w, den)
+  f1, r1 = base(w - den // 2, den)  # residual of f1 + ½ is (w − den/2) − den·f1
+  d0 = jnp.sum(r0 * r0, axis=-1, keepdims=True)
+  d1 = jnp.sum(r1 * r1, axis=-1, keepdims=True)
+  return jnp.where(d1 < d0, 2 * f1 + 1, 2 * f0)
+
+
 def _closer(x: Array, y0: Array, y1: Array) -> Array:
   """Per vector, ``y0`` unless ``y1`` is strictly closer to ``x``."""
   d0 = jnp.sum((x - y0) ** 2, axis=-1, keepdims=True)
@@ -135,6 +162,10 @@ class Lattice(abc.ABC):
   def _closest(self, x: Array) -> Array:
     """Closest point on the last axis, no argument checks."""
 
+  @abc.abstractmethod
+  def _closest_int(self, w: Array, den: int) -> Array:
+    """``denominator · Q(w / den)`` (integers) for integer ``w``, exact; no checks."""
+
   @property
   def volume(self) -> float:
     """Volume of a Voronoi cell, ``|det B|``."""
@@ -172,6 +203,29 @@ class Lattice(abc.ABC):
     if not jnp.issubdtype(x.dtype, jnp.floating):
       x = x.astype(jnp.float32)
     return self._closest(x)
+
+  def closest_point_rational(self, w: Integer[Array, "*batch n"], den: int, dtype=jnp.float32) -> Float[Array, "*batch n"]:
+    """``Q_Λ(w / den)`` for integer ``w`` and a positive integer ``den``, in exact integer
+    arithmetic (same algorithm and tie rule as ``closest_point``).
+
+    Used for the coarse-lattice reduction of Voronoi codes, where ``w / den`` often lies
+    exactly on a cell boundary: the float quotient would make the tie decision depend on
+    how the compiler rounds a division (``x / 14`` vs ``x · (1/14)``), this does not.
+
+    Args:
+      w: int32 array, last axis of length ``dim``; ``|w|`` well below 2^30 / den.
+      den: positive integer; even for the two-coset lattices (``Dₙ*``, ``E8``).
+      dtype: float dtype of the returned lattice points.
+    """
+    w = jnp.asarray(w)
+    _check_last_axis(w, self.dim, f"{self.name}.closest_point_rational")
+    if not jnp.issubdtype(w.dtype, jnp.integer):
+      raise TypeError(f"w must be an integer array; got dtype {w.dtype}")
+    if isinstance(den, bool) or not isinstance(den, int) or den < 1:
+      raise ValueError(f"den={den!r} must be a positive integer")
+    if self.denominator == 2 and den % 2:
+      raise ValueError(f"{self.name} needs an even den; got den={den}")
+    return self._closest_int(w.astype(jnp.int32), den).astype(dtype) / self.denominator
 
   def coordinates(self, p: Float[Array, "*batch n"]) -> Integer[Array, "*batch n"]:
     """Integer coordinates ``z`` (int32) with ``p = z B`` for lattice points ``p``."""
@@ -230,6 +284,9 @@ class ZnLattice(Lattice):
   def _closest(self, x):
     return _closest_zn(x)
 
+  def _closest_int(self, w, den):
+    return _closest_zn_int(w, den)[0]
+
 
 def _dn_generator(n: int) -> np.ndarray:
   """Rows ``2e₁, e₂ − e₁, …, eₙ − eₙ₋₁`` (det 2): a basis of Dₙ."""
@@ -286,6 +343,9 @@ class DnLattice(Lattice):
   def _closest(self, x):
     return _closest_dn(x)
 
+  def _closest_int(self, w, den):
+    return _closest_dn_int(w, den)[0]
+
 
 @dataclasses.dataclass(frozen=True)
 class DnDualLattice(Lattice):
@@ -341,6 +401,9 @@ class DnDualLattice(Lattice):
     y1 = _closest_zn(x - 0.5) + 0.5
     return _closer(x, y0, y1)
 
+  def _closest_int(self, w, den):
+    return _two_coset_int(w, den, _closest_zn_int)
+
 
 @dataclasses.dataclass(frozen=True)
 class E8Lattice(Lattice):
@@ -382,6 +445,9 @@ class E8Lattice(Lattice):
     y0 = _closest_dn(x)
     y1 = _closest_dn(x - 0.5) + 0.5
     return _closer(x, y0, y1)
+
+  def _closest_int(self, w, den):
+    return _two_coset_int(w, den, _closest_dn_int)
 
 
 _NAME_RE = re.compile(r"(?P<z>z(?P<zn>\d*))|d(?P<dn>\d+)(?P<star>star)?|(?P<e8>e8)")

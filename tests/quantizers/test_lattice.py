@@ -228,3 +228,26 @@ def test_bad_input():
     lattice_from_name("e9")
   with pytest.raises(TypeError, match="Lattice"):
     normalized_second_moment("e8", jax.random.key(0))
+
+
+@pytest.mark.parametrize("lat", [ZnLattice(1), DnLattice(4), DnDualLattice(3), E8Lattice()], ids=lambda l: l.name)
+@pytest.mark.parametrize("den", [2, 6, 14, 16])
+def test_closest_point_rational_is_exact(lat, den):
+  # Q(w/den) in integer arithmetic: a nearest point (same distance as brute force, computed
+  # in float64) everywhere, including the many exact ties rational inputs produce; on
+  # non-ties it equals the float decoder.
+  w = np.random.default_rng(den).integers(-60, 60, size=(300, lat.dim)).astype(np.int32)
+  got = np.asarray(lat.closest_point_rational(jnp.asarray(w), den), np.float64)
+  flt = np.asarray(lat.closest_point(jnp.asarray(w / den, jnp.float32)), np.float64)
+  for wi, gi, fi in zip(w / den, got, flt):
+    want, gap = brute_force(lat, wi)
+    assert is_lattice_point(lat, gi)
+    assert math.isclose(np.sum((gi - wi) ** 2), np.sum((want - wi) ** 2), rel_tol=1e-12, abs_tol=1e-12)
+    if gap > 1e-9:
+      np.testing.assert_array_equal(gi, fi)
+  # Exactly translation-equivariant, ties included, under first-coset lattice vectors (2Λ).
+  v = 2 * np.asarray(lat.from_coordinates(jnp.asarray(np.arange(lat.dim) - 2)), np.float64)
+  shifted = np.asarray(lat.closest_point_rational(jnp.asarray(w + np.rint(den * v).astype(np.int32)), den))
+  np.testing.assert_array_equal(shifted, got + v)
+  with pytest.raises(TypeError, match="integer"):
+    lat.closest_point_rational(jnp.zeros((2, lat.dim)), den)

@@ -1,0 +1,118 @@
+"""Registry entries for nested-lattice (Voronoi) quantizers.
+
+Name grammar (``rdq.quantizers.get``)::
+
+  <lattice>_nested_q<q>[_k<k>][_norm[_fp32|_bf16|_fp16]][_first][_dither]
+
+* ``<lattice>``: ``z`` (scalar), ``z<n>``, ``d<n>``, ``d<n>star`` or ``e8``;
+* ``q``: nesting ratio, ``log2 q`` bits per entry; ``k``: number of scales β per block
+  (default: ``DEFAULT_K[lattice]``, the k with the least gap to Γ(R) in the search below);
+* ``_norm``: per-vector RMS scale stored in bf16 (or the named format), 16/n bits per entry;
+* ``_first``: NestQuant's ``first_beta`` selection instead of least error;
+* ``_dither``: subtractive dither (needs a PRNG key).
+
+**The β sets** (``BETAS``) were found with ``rdq.quantizers.nested.search_betas(lattice, q,
+k, jax.random.key(0), num_blocks=1 << 16)``: least MSE per entry on iid N(0, 1) blocks with
+least-error selection, a 256-point geometric grid and coordinate descent (rerun that call to
+reproduce them). They are in units of the input standard deviation (of the vector RMS with
+``_norm``). For (lattice, q, k) not in the table the nearest tabulated q of the same lattice
+and k is rescaled by ``q₀/q`` (β·q is nearly constant in q); an untabulated k spreads k
+scales geometrically over ``[0.45, 1]·β*(k=1)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from rdq.quantizers.lattice import lattice_from_name
+from rdq.quantizers.nested import NestedLatticeQuantizer
+from rdq.quantizers.registry import register
+
+__all__ = ["BETAS", "DEFAULT_K", "default_betas"]
+
+# (lattice, q, k) -> β set; MSE per entry on N(0, 1) in the comments (search_betas, 2^16 blocks).
+BETAS: dict[tuple[str, int, int], tuple[float, ...]] = {
+    ("z", 4, 1): (2.0,),  # 0.40469
+    ("z", 4, 2): (0.8611, 2.0551),  # 0.09142
+    ("z", 8, 1): (0.9732,),  # 0.09858
+    ("z", 8, 2): (0.4546, 1.0416),  # 0.02198
+    ("z", 16, 1): (0.5425,),  # 0.02570
+    ("z", 16, 2): (0.1984, 0.5425),  # 0.00520
+    ("d4", 4, 1): (1.4433,),  # 0.28192
+    ("d4", 4, 2): (0.8729, 1.6311),  # 0.11757
+    ("d4", 4, 4): (0.6048, 0.8611, 1.1933, 1.7939),  # 0.07030
+    ("d4", 8, 1): (0.7517,),  # 0.07010
+    ("d4", 8, 2): (0.4365, 0.8046),  # 0.02739
+    ("d4", 8, 4): (0.3065, 0.4134, 0.5352, 0.8729),  # 0.01644
+    ("d4", 16, 1): (0.4078,),  # 0.01960
+    ("d4", 16, 2): (0.2182, 0.419),  # 0.00685
+    ("d4", 16, 4): (0.1533, 0.2124, 0.2787, 0.4424),  # 0.00398
+    ("e8", 4, 1): (1.6875,),  # 0.23344
+    ("e8", 4, 2): (1.0924, 1.8062),  # 0.11598
+    ("e8", 4, 4): (0.8211, 1.0631, 1.3577, 1.9071),  # 0.08156
+    ("e8", 8, 1): (0.8324,),  # 0.05586
+    ("e8", 8, 2): (0.5315, 0.8789),  # 0.02656
+    ("e8", 8, 4): (0.4106, 0.5173, 0.6429, 0.9666),  # 0.01830
+    ("e8", 16, 1): (0.4454,),  # 0.01556
+    ("e8", 16, 2): (0.2731, 0.4833),  # 0.00660
+    ("e8", 16, 4): (0.2025, 0.2586, 0.3215, 0.4833),  # 0.00445
+}
+
+# k used when a name has no ``_k``: least gap to Γ(R) in the generic-matmul search.
+DEFAULT_K: dict[str, int] = {"z": 1, "d4": 4, "e8": 4}
+
+
+def default_betas(lattice: str, q: int, k: int) -> tuple[float, ...]:
+  """The β set for ``(lattice, q, k)``: tabulated, or rescaled/spread (module docstring)."""
+  if (lattice, q, k) in BETAS:
+    return BETAS[(lattice, q, k)]
+  same_k = [q0 for (lat, q0, k0) in BETAS if lat == lattice and k0 == k]
+  if same_k:
+    q0 = min(same_k, key=lambda q0: abs(math.log(q0 / q)))
+    return tuple(b * q0 / q for b in BETAS[(lattice, q0, k)])
+  one = [q0 for (lat, q0, k0) in BETAS if lat == lattice and k0 == 1]
+  if one:
+    q0 = min(one, key=lambda q0: abs(math.log(q0 / q)))
+    b1 = BETAS[(lattice, q0, 1)][0] * q0 / q
+  else:  # untabulated lattice: overload radius q·β·ρ_cov ≈ 1.2·√d
+    lat = lattice_from_name(lattice)
+    rho = lat.covering_radius or math.sqrt(lat.dim) / 2.0
+    b1 = 1.2 * math.sqrt(lat.dim) / (q * rho)
+  if k == 1:
+    return (b1,)
+  return tuple(float(b) for b in np.geomspace(0.45 * b1, b1, k))
+
+
+def _nested(m) -> NestedLatticeQuantizer:
+  lattice = m["lat"]
+  q = int(m["q"])
+  if m["k"] is not None:
+    k = int(m["k"])
+    if k < 1:
+      raise ValueError(f"k={k} in {m.string!r} must be ≥ 1")
+  else:
+    k = DEFAULT_K.get(lattice, 1)
+  norm = None
+  if m["norm"] is not None:
+    norm = m["normfmt"] or "bf16"
+  return NestedLatticeQuantizer(
+      lattice=lattice_from_name(lattice),
+      q=q,
+      betas=default_betas(lattice, q, k),
+      beta_select="first" if m["first"] else "mse",
+      norm=norm,
+      dither=bool(m["dither"]),
+  )
+
+
+register(
+    r"(?P<lat>z\d*|d\d+(?:star)?|e8)_nested_q(?P<q>\d+)(?:_k(?P<k>\d+))?"
+    r"(?P<norm>_norm(?:_(?P<normfmt>fp32|bf16|fp16))?)?(?P<first>_first)?(?P<dither>_dither)?",
+    _nested,
+    ("z_nested_q16", "d4_nested_q4", "d4_nested_q8", "d4_nested_q16", "e8_nested_q4", "e8_nested_q8",
+     "e8_nested_q16", "e8_nested_q16_k2", "e8_nested_q16_k1", "e8_nested_q16_norm", "e8_nested_q14_k4_first"),
+    "<z|d<n>|d<n>star|e8>_nested_q<q>[_k<k>][_norm[_fp32|_bf16|_fp16]][_first][_dither]: Voronoi code Λ/qΛ, "
+    "log2 q bits/entry + log2(k)/d for the per-block β index (+16/n with _norm)",
+)
