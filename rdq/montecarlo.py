@@ -5,7 +5,9 @@
 the samples (and so the estimate, up to floating-point summation order) do not depend on
 ``batch``; changing ``n`` only adds or removes samples at the end.
 
-Batches are ``vmap``-ed and looped over with ``lax.scan`` so memory is bounded by one batch.
+Chunks of ``batch`` samples are ``vmap``-ed; with several devices, one chunk per device runs
+at once under ``jax.shard_map`` over a 1-D mesh (one code path for 1 CPU and N GPUs), and
+``lax.scan`` loops over steps, so memory is bounded by one chunk per device.
 Per-batch means and centred second moments are merged with the pairwise update of
 Chan, Golub & LeVeque (1979), "Updating formulae and a pairwise algorithm for computing
 sample variances", which stays accurate in float32 for millions of samples.
@@ -20,9 +22,14 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float, PRNGKeyArray
 
 __all__ = ["Estimate", "estimate"]
+
+_AXIS = "mc"
 
 
 @jax.tree_util.register_dataclass
@@ -72,28 +79,48 @@ def _merge(acc, new):
   return n, mean, m2
 
 
-@functools.partial(jax.jit, static_argnames=("sample_fn", "n", "batch"))
-def _estimate(sample_fn, key, n: int, batch: int):
-  num_batches = -(-n // batch)
+def _chunk_stats(sample_fn, key, n: int, batch: int, chunk_idx):
+  """(count, mean, M2) of the samples ``chunk_idx·batch + [0, batch)`` (masked past n)."""
+  idx = chunk_idx * batch + jnp.arange(batch)
+  valid = idx < n
+  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
+  x = jax.vmap(sample_fn)(keys).astype(jnp.float32)
+  w = valid.reshape((batch,) + (1,) * (x.ndim - 1)).astype(x.dtype)
+  count = jnp.sum(valid).astype(jnp.float32)
+  mean = jnp.sum(x * w, axis=0) / jnp.maximum(count, 1.0)
+  m2 = jnp.sum(w * (x - mean) ** 2, axis=0)
+  return count, mean, m2
 
-  def one_batch(acc, b):
-    idx = b * batch + jnp.arange(batch)
-    valid = idx < n
-    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(idx)
-    x = jax.vmap(sample_fn)(keys).astype(jnp.float32)
-    w = valid.reshape((batch,) + (1,) * (x.ndim - 1)).astype(x.dtype)
-    count = jnp.sum(valid).astype(jnp.float32)
-    mean_b = jnp.sum(x * w, axis=0) / jnp.maximum(count, 1.0)
-    m2_b = jnp.sum(w * (x - mean_b) ** 2, axis=0)
-    return _merge(acc, (count, mean_b, m2_b)), None
+
+@functools.partial(jax.jit, static_argnames=("sample_fn", "n", "batch", "mesh"))
+def _estimate(sample_fn, key, n: int, batch: int, mesh):
+  num_dev = mesh.devices.size
+  num_chunks = -(-n // batch)
+  steps = -(-num_chunks // num_dev)
+
+  # Each device evaluates one chunk of `batch` samples per step: the per-device program is
+  # the same whatever the device count, so chunk statistics are bitwise identical.
+  per_device = jax.shard_map(
+      jax.vmap(lambda c: _chunk_stats(sample_fn, key, n, batch, c)),
+      mesh=mesh, in_specs=P(_AXIS), out_specs=P(_AXIS), check_vma=False,
+  )
+
+  def one_step(acc, step):
+    stats = per_device(step * num_dev + jnp.arange(num_dev))
+    for d in range(num_dev):  # merge in chunk order: same sequence as on one device
+      acc = _merge(acc, jax.tree_util.tree_map(lambda a, d=d: a[d], stats))
+    return acc, None
 
   probe = jax.eval_shape(sample_fn, key)
   zeros = jnp.zeros(probe.shape, jnp.float32)
-  (count, mean, m2), _ = jax.lax.scan(
-      one_batch, (jnp.float32(0.0), zeros, zeros), jnp.arange(num_batches)
-  )
+  (count, mean, m2), _ = jax.lax.scan(one_step, (jnp.float32(0.0), zeros, zeros), jnp.arange(steps))
   var = m2 / jnp.maximum(count - 1.0, 1.0)
   return mean, jnp.sqrt(var / count)
+
+
+@functools.cache
+def _default_mesh(devices: tuple) -> Mesh:
+  return Mesh(np.array(devices), (_AXIS,))
 
 
 def estimate(
@@ -101,6 +128,7 @@ def estimate(
     key: PRNGKeyArray,
     n: int,
     batch: int = 1024,
+    devices: tuple | None = None,
 ) -> Estimate:
   """Monte Carlo mean of ``sample_fn`` with its standard error.
 
@@ -114,7 +142,12 @@ def estimate(
       several statistics estimated at once). It is vmapped over a batch of keys.
     key: PRNG key; the same key gives bitwise-identical results.
     n: number of samples, ≥ 2.
-    batch: samples evaluated together (memory bound); the last batch is masked.
+    batch: samples evaluated together on one device (memory bound); the last chunk is
+      masked. With D devices, D chunks run at once, one per device.
+    devices: devices to shard over (default: all of ``jax.devices()``). The estimate for a
+      given key is bitwise identical whatever the device count: each chunk of ``batch``
+      samples is reduced on one device by the same program, and chunk statistics are
+      merged in chunk order.
 
   Returns:
     ``Estimate(mean, stderr, n)``; ``Estimate.ci(level)`` gives a confidence interval.
@@ -130,5 +163,6 @@ def estimate(
   if not isinstance(batch, int) or batch < 1:
     raise ValueError(f"{batch=} must be a positive integer")
   batch = min(batch, n)
-  mean, stderr = _estimate(sample_fn, key, n, batch)
+  mesh = _default_mesh(tuple(jax.devices() if devices is None else devices))
+  mean, stderr = _estimate(sample_fn, key, n, batch, mesh)
   return Estimate(mean=mean, stderr=stderr, n=n)

@@ -89,3 +89,31 @@ def test_hashable_sample_fn_reuses_compilation():
   size = montecarlo._estimate._cache_size()
   estimate(_Scaled(2.0), jax.random.key(1), 64, 32)
   assert montecarlo._estimate._cache_size() == size
+
+
+_SHARD_SCRIPT = """
+import os, sys
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=" + sys.argv[1]
+import jax, numpy as np
+from rdq import quantizers
+from rdq.matmul import MatmulSetup, matmul_distortion
+from rdq.montecarlo import estimate
+assert len(jax.devices()) == int(sys.argv[1])
+q = quantizers.get("mxfp4")
+e = matmul_distortion(q, q, MatmulSetup(64, 4, 4), jax.random.key(0), 203, 16)
+f = estimate(lambda k: jax.random.normal(k, (3,)) ** 2, jax.random.key(1), 1001, 10)
+print(np.asarray(e.mean).tobytes().hex(), np.asarray(e.stderr).tobytes().hex(), np.asarray(f.mean).tobytes().hex())
+"""
+
+
+def test_identical_result_whatever_the_device_count():
+  import subprocess
+  import sys
+
+  outs = []
+  for ndev in ("1", "3", "4"):
+    proc = subprocess.run([sys.executable, "-c", _SHARD_SCRIPT, ndev], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    outs.append(proc.stdout.strip())
+  assert outs[0] and outs[0] == outs[1] == outs[2]
