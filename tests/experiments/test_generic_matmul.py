@@ -81,3 +81,11 @@ def test_unknown_quantizer_fails_clearly(tmp_path):
   proc = _run(tmp_path, "quantizer=int4_blok32")
   assert proc.returncode != 0
   assert "unknown quantizer name 'int4_blok32'" in proc.stderr
+
+
+def test_submitit_local_sweep(tmp_path):
+  # hydra/launcher=submitit_local: every point runs in a fresh process (JAX is never forked)
+  proc = _run(tmp_path, "-m", "hydra/launcher=submitit_local", "quantizer=int8,e4m3")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert len(_points(tmp_path)) == 2
+  assert list((tmp_path / "hydra").glob("multirun-*/.submitit"))
