@@ -16,7 +16,9 @@ TINY = ["n=64", "a=4", "b=4", "num_samples=32", "batch=16", f"quantizer_names={N
 
 
 def _run(out_dir, *extra, wait=True):
-  cmd = [sys.executable, "-m", "experiments.generic_matmul", f"out_dir={out_dir}", *TINY, *extra]
+  flags = [e for e in extra if e.startswith("-")]  # Hydra flags (e.g. -m) precede overrides
+  overrides = [e for e in extra if not e.startswith("-")]
+  cmd = [sys.executable, "-m", "experiments.generic_matmul", *flags, f"out_dir={out_dir}", *TINY, *overrides]
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
   if wait:
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
