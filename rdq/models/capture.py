@@ -159,7 +159,8 @@ def second_moments(
     batch_size: passages per forward pass.
 
   Returns:
-    ``CalibrationStats`` with one ``H`` per linear layer (query, key and value share one).
+    ``CalibrationStats`` with one ``H`` per linear layer (query, key and value share one
+    array; do not modify it in place).
   """
   if not (isinstance(batch_size, int) and batch_size >= 1):
     raise ValueError(f"{batch_size=} must be a positive integer")
@@ -179,10 +180,9 @@ def second_moments(
     for k, v in part.items():
       sums[k] = sums.get(k, 0.0) + np.asarray(v, np.float64)
     tokens += int(mask.sum())
+  shared = {k: 0.5 * (v + v.T) / tokens for k, v in sums.items()}
   h = {}
   for name in model.config.linear_shapes():
     block, lin = name.split(".")
-    src = f"{block}.{_SHARED_INPUT.get(lin, lin)}"
-    hm = sums[src] / tokens
-    h[name] = 0.5 * (hm + hm.T)
+    h[name] = shared[f"{block}.{_SHARED_INPUT.get(lin, lin)}"]  # key/value: the same array as query
   return CalibrationStats(h=h, num_tokens=tokens, num_sentences=len(sentences))
