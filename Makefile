@@ -35,8 +35,10 @@ $(STAMP_TEST): pyproject.toml | $(PY)
 install: $(STAMP_RUN)
 install-test: $(STAMP_TEST)
 
+# Notebooks are jupytext py:percent sources; they are paired to .ipynb and run by nbmake.
 test: $(STAMP_TEST)
-	JAX_PLATFORMS=cpu $(PY) -m pytest -q
+	$(PY) -m jupytext --quiet --to ipynb notebooks/*.py
+	JAX_PLATFORMS=cpu $(PY) -m pytest -q --nbmake --nbmake-timeout=120 tests notebooks
 
 figures: $(STAMP_RUN)
 	JAX_PLATFORMS=cpu $(PY) paper_figures/regenerate.py
