@@ -91,3 +91,22 @@ def test_submitit_local_sweep(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert len(_points(tmp_path)) == 2
   assert list((tmp_path / "hydra").glob("multirun-*/.submitit"))
+
+
+def _strip_timing(obj):
+  from experiments._store import TIMING_FIELDS
+
+  if isinstance(obj, dict):
+    return {k: _strip_timing(v) for k, v in obj.items() if k not in TIMING_FIELDS and k != "out_dir"}
+  if isinstance(obj, list):
+    return [_strip_timing(v) for v in obj]
+  return obj
+
+
+def test_same_config_and_seed_give_identical_results_json(reference, tmp_path):
+  proc = _run(tmp_path)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  a = json.loads((reference / "results.json").read_text())
+  b = json.loads((tmp_path / "results.json").read_text())
+  assert _strip_timing(a) == _strip_timing(b)
+  assert a["points"][0]["result"]["wall_time_s"] > 0  # timing is recorded, just not compared
