@@ -1,7 +1,8 @@
 """Benchmark GPTQ and WaterSIC: jitted rdq against plain NumPy implementations, same run.
 
 For each layer shape ``(n, m) = (in_features, out_features)`` and algorithm: median wall time
-of the jitted rdq function (after a warm-up call that compiles it; compile time reported
+of the jitted rdq function (after a warm-up call that compiles it; compile time and the
+eager argument checks of the public function — an O(n³) eigendecomposition — reported
 separately), wall time of a plain, unblocked float64 NumPy implementation of the same
 recursion (written here from the papers: GPTQ in torch layout, column by column; WaterSIC
 in the paper's ``Y = W L`` form, last input feature first), their ratio, the relative
@@ -23,6 +24,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 import tracemalloc
@@ -38,11 +40,14 @@ from rdq.layer import (
     WaterSICConfig,
     damp_hessian,
     gptq,
+    gptq_traced,
     high_rate_step,
     inverse_cholesky_upper,
     watersic,
+    watersic_traced,
 )
 from rdq.layer.gptq import _gptq
+from rdq.layer.report import check_layer_inputs
 from rdq.layer.watersic import _watersic
 from rdq.limits import ECSQ_GAP_BITS
 
@@ -140,7 +145,7 @@ def main(argv=None) -> None:
   shapes = "384x1536,1536x384,4096x4096" if args.full else args.shapes
   shapes = [tuple(int(v) for v in s.split("x")) for s in shapes.split(",")]
   print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}")
-  hdr = (f"{'algorithm':9s} {'n x m':>11s} {'compile s':>9s} {'rdq s':>8s} {'numpy s':>8s} {'numpy/rdq':>9s} "
+  hdr = (f"{'algorithm':9s} {'n x m':>11s} {'compile s':>9s} {'checks s':>8s} {'rdq s':>8s} {'numpy s':>8s} {'numpy/rdq':>9s} "
          f"{'rel dD':>8s} {'rdq MiB':>8s} {'dev peak':>8s} {'np MiB':>7s}")
   print(hdr)
   print("-" * len(hdr))
@@ -153,20 +158,24 @@ def main(argv=None) -> None:
     for alg in ("gptq", "watersic"):
       if alg == "gptq":
         cfg = GPTQConfig(MinMaxGrid(4))
-        inner = _gptq
-        inner_args = (w, h, jnp.float32(0.0), cfg)
+        inner = lambda: gptq_traced(w, h, cfg)  # noqa: E731
+        xla_args = (_gptq, w, h, jnp.float32(0.0), cfg)
         run = lambda: gptq(w, h, cfg)  # noqa: E731
       else:
         cfg = WaterSICConfig(args.rate, rate_iters=0, rescale_iters=0)
-        inner = _watersic
-        inner_args = (w, h, jnp.float32(args.rate), cfg)
+        inner = lambda: watersic_traced(w, h, args.rate, cfg)  # noqa: E731
+        xla_args = (_watersic, w, h, jnp.float32(args.rate), dataclasses.replace(cfg, rate_bits=1.0))
         run = lambda: watersic(w, h, cfg)  # noqa: E731
       t0 = time.perf_counter()
-      w_hat, rep = run()
+      w_hat, rep = run()  # eager checks + compile + run
       jax.block_until_ready(w_hat)
-      t_compile = time.perf_counter() - t0
-      t_rdq = _median_time(lambda: run()[0], args.iters)
-      xla_b = _xla_bytes(inner, *inner_args)
+      t_first = time.perf_counter() - t0
+      t0 = time.perf_counter()
+      check_layer_inputs(w, h, cfg.percdamp)  # eager argument checks (an O(n³) eigvalsh)
+      t_check = time.perf_counter() - t0
+      t_rdq = _median_time(lambda: inner()[0], args.iters)  # the jitted function
+      t_compile = max(t_first - t_check - t_rdq, 0.0)
+      xla_b = _xla_bytes(*xla_args)
       peak = _device_peak()
       t_np, np_peak, rel = None, None, None
       if n <= args.numpy_max_n:
@@ -181,7 +190,7 @@ def main(argv=None) -> None:
         d_ref = _distortion(w_np, ref, h_np)
         rel = float(rep.d_per_entry) / d_ref - 1.0
       ratio = "-" if t_np is None else f"{t_np / t_rdq:9.1f}"
-      print(f"{alg:9s} {f'{n}x{m}':>11s} {t_compile:9.2f} {t_rdq:8.3f} {('-' if t_np is None else f'{t_np:8.2f}'):>8s} "
+      print(f"{alg:9s} {f'{n}x{m}':>11s} {t_compile:9.2f} {t_check:8.2f} {t_rdq:8.3f} {('-' if t_np is None else f'{t_np:8.2f}'):>8s} "
             f"{ratio:>9s} {('-' if rel is None else f'{rel:+8.1e}'):>8s} {_mib(xla_b):>8s} {_mib(peak):>8s} "
             f"{_mib(np_peak):>7s}")
 
