@@ -21,7 +21,12 @@ the block are updated once per block with ``W[i2:] −= U[i1:i2, i2:]ᵀ E_block
 equals the unblocked recursion up to float summation order.
 
 A *grid* decides how one row is rounded (``fit`` group parameters on the current rows,
-``quantize`` one row). Group parameters are fitted on the **current** (error-updated)
+``quantize`` one row). A grid with ``vec_dim = d > 1`` (GPTVQ's vector quantizer) quantizes
+``d`` consecutive rows ``P`` jointly; its error ``δ_P = W_P − Q_P`` is fed forward with the
+block form of the same recursion, ``U_PPᵀ e_P = δ_P``, ``W_j ← W_j − U_Pjᵀ e_P`` — exactly
+what the scalar recursion gives on the rows of ``P`` with their quantized values held
+fixed, so ``W − Q = UᵀE`` still holds. A grid with a ``fit_group(rows, feats, key)`` method
+gets the group's per-feature data and a PRNG key (``fold_in(key, first feature)``). Group parameters are fitted on the **current** (error-updated)
 rows of the group, exactly as in the unblocked recursion. (The reference GPTQ code reads
 partly stale weights when a group starts inside a lazy block; rdq does not.)
 
@@ -218,6 +223,7 @@ def sic(
     grid,
     feat: Float[Array, "n"] | None,
     block_size: int,
+    key=None,
 ):
   """Blocked SIC over input features (see module docstring).
 
@@ -233,7 +239,10 @@ def sic(
     grid: ``MinMaxGrid`` or ``StepGrid``.
     feat: per-feature data passed to ``grid.quantize`` (the steps of a ``StepGrid``).
     block_size: lazy-update block; if the grid has groups, one of ``block_size`` and
-      ``group_size`` must divide the other (checked by the callers).
+      ``group_size`` must divide the other (checked by the callers); a grid's ``vec_dim``
+      must divide both.
+    key: PRNG key passed (folded with the group's first feature) to ``grid.fit_group``;
+      only grids with ``fit_group`` use it.
 
   Returns:
     ``(q, z, aux)``: quantized weights ``(n, m)``, integer codes ``(n, m)`` and the grid's
@@ -252,30 +261,70 @@ def sic(
     u = jnp.block([[u, jnp.zeros((n, pad), u.dtype)], [jnp.zeros((pad, n), u.dtype), jnp.eye(pad, dtype=u.dtype)]])
     feat = jnp.concatenate([feat, jnp.ones((pad,), feat.dtype)])
   big_groups = g is not None and g >= bs
+  vd = getattr(grid, "vec_dim", 1)
+  if bs % vd or (g is not None and g % vd):
+    raise ValueError(f"vec_dim={vd} must divide block_size={bs} and group_size={g}")
+  if hasattr(grid, "fit_group") and key is None:
+    raise ValueError("this grid fits its groups with a PRNG key; pass key=")
+
+  def fit(rows, feats, start, params):
+    del params
+    if hasattr(grid, "fit_group"):
+      return grid.fit_group(rows, feats, jax.random.fold_in(key, start))
+    return grid.fit(rows)
 
   def block(k, carry):
     w, q, z, aux, params = carry
     i1 = k * bs
     if big_groups:  # group starts only at block starts; rows ≥ i1 are fully updated here
       params = lax.cond(
-          i1 % g == 0, lambda p: grid.fit(lax.dynamic_slice_in_dim(w, i1, g, 0)), lambda p: p, params
+          i1 % g == 0,
+          lambda p: fit(lax.dynamic_slice_in_dim(w, i1, g, 0), lax.dynamic_slice_in_dim(feat, i1, g, 0), i1, p),
+          lambda p: p,
+          params,
       )
     w1 = lax.dynamic_slice_in_dim(w, i1, bs, 0)
     u_rows = lax.dynamic_slice_in_dim(u, i1, bs, 0)  # (bs, N)
     u1 = lax.dynamic_slice_in_dim(u_rows, i1, bs, 1)  # (bs, bs)
     f1 = lax.dynamic_slice_in_dim(feat, i1, bs, 0)
 
-    def body(i, carry):
-      w1, q1, z1, e1, a1, params = carry
+    def refit(i, params, w1):
       if g is not None and not big_groups:
         params = lax.cond(
-            i % g == 0, lambda p: grid.fit(lax.dynamic_slice_in_dim(w1, i, g, 0)), lambda p: p, params
+            i % g == 0,
+            lambda p: fit(lax.dynamic_slice_in_dim(w1, i, g, 0), lax.dynamic_slice_in_dim(f1, i, g, 0), i1 + i, p),
+            lambda p: p,
+            params,
         )
+      return params
+
+    def body(i, carry):
+      w1, q1, z1, e1, a1, params = carry
+      params = refit(i, params, w1)
       row = w1[i]
       qi, zi, ai = grid.quantize(row, params, f1[i])
       err = (row - qi) / u1[i, i]
       w1 = w1 - jnp.outer(u1[i], err)  # u1[i, j] = 0 for j < i
       return (w1, q1.at[i].set(qi), z1.at[i].set(zi), e1.at[i].set(err), a1.at[i].set(ai), params)
+
+    def vec_body(t, carry):  # d rows P = i..i+d−1 at once (block form of ``body``)
+      w1, q1, z1, e1, a1, params = carry
+      i = t * vd
+      params = refit(i, params, w1)
+      rows = lax.dynamic_slice_in_dim(w1, i, vd, 0)
+      qp, zp, ap = grid.quantize(rows, params, lax.dynamic_slice_in_dim(f1, i, vd, 0))
+      u_p = lax.dynamic_slice_in_dim(u1, i, vd, 0)  # (d, bs), zero left of P
+      u_pp = lax.dynamic_slice_in_dim(u_p, i, vd, 1)  # (d, d) upper triangular
+      err = jax.scipy.linalg.solve_triangular(u_pp, rows - qp, trans="T", lower=False)
+      w1 = w1 - u_p.T @ err
+      return (
+          w1,
+          lax.dynamic_update_slice_in_dim(q1, qp, i, 0),
+          lax.dynamic_update_slice_in_dim(z1, zp, i, 0),
+          lax.dynamic_update_slice_in_dim(e1, err, i, 0),
+          lax.dynamic_update_slice_in_dim(a1, ap, i, 0),
+          params,
+      )
 
     init = (
         w1,
@@ -285,7 +334,10 @@ def sic(
         jnp.zeros((bs,), jnp.float32),
         params,
     )
-    _, q1, z1, e1, a1, params = lax.fori_loop(0, bs, body, init)
+    if vd == 1:
+      _, q1, z1, e1, a1, params = lax.fori_loop(0, bs, body, init)
+    else:
+      _, q1, z1, e1, a1, params = lax.fori_loop(0, bs // vd, vec_body, init)
     # Lazy batch update of the later rows: W[i2:] -= U[i1:i2, i2:]ᵀ E1. U is upper
     # triangular, so rows < i1 get zero; rows of this block are finished and never reread.
     w = w - u_rows.T @ e1
