@@ -237,7 +237,8 @@ def sic(
     w: weights, float32.
     u: upper Cholesky factor of the damped inverse Hessian.
     grid: ``MinMaxGrid`` or ``StepGrid``.
-    feat: per-feature data passed to ``grid.quantize`` (the steps of a ``StepGrid``).
+    feat: per-feature data ``(n, …)`` passed to ``grid.quantize`` (the steps of a
+      ``StepGrid``).
     block_size: lazy-update block; if the grid has groups, one of ``block_size`` and
       ``group_size`` must divide the other (checked by the callers); a grid's ``vec_dim``
       must divide both.
@@ -259,7 +260,7 @@ def sic(
   if pad:
     w = jnp.concatenate([w, jnp.zeros((pad, m), w.dtype)])
     u = jnp.block([[u, jnp.zeros((n, pad), u.dtype)], [jnp.zeros((pad, n), u.dtype), jnp.eye(pad, dtype=u.dtype)]])
-    feat = jnp.concatenate([feat, jnp.ones((pad,), feat.dtype)])
+    feat = jnp.concatenate([feat, jnp.ones((pad,) + feat.shape[1:], feat.dtype)])
   big_groups = g is not None and g >= bs
   vd = getattr(grid, "vec_dim", 1)
   if bs % vd or (g is not None and g % vd):

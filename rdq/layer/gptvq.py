@@ -91,6 +91,7 @@ __all__ = ["GPTVQConfig", "GPTVQReport", "STAGES", "VQBits", "gptvq", "gptvq_bit
 
 STAGES = ("sic", "update", "svd", "finetune", "int8")
 _INITS = ("kmeans++", "minmax")
+_METRICS = ("full", "diag", "none")
 _FORMAT_BITS = {"fp16": 16, "fp32": 32}
 
 
@@ -109,7 +110,9 @@ class GPTVQConfig:
     init: ``"kmeans++"`` (k-means++ seeding then ``em_iters`` weighted EM iterations) or
       ``"minmax"`` (d = 1 only: GPTQ's symmetric min–max grid of ``2^b`` levels, no EM).
     em_iters: EM iterations per codebook.
-    weighted: weight the EM and the assignment by ``1/U_ii²`` (else unweighted).
+    metric: the norm of the EM and of the assignment: ``"full"`` — the exact SIC metric
+      ``‖U_PP^{-T} δ‖²`` of a vector at features P (rdq's default); ``"diag"`` — its
+      diagonal, weights ``1/U_ii²`` (the paper's Hessian-diagonal weighting); ``"none"``.
     codebook_format: ``"fp16"`` or ``"fp32"``: storage of the codebooks in the SIC pass.
     update: least-squares codebook update after the pass.
     svd_rank: rank r of the SVD compression of the stacked codebooks (None: off).
@@ -126,7 +129,7 @@ class GPTVQConfig:
   percdamp: float = 0.01
   init: str = "kmeans++"
   em_iters: int = 25
-  weighted: bool = True
+  metric: str = "full"
   codebook_format: str = "fp16"
   update: bool = True
   svd_rank: int | None = None
@@ -163,6 +166,8 @@ class GPTVQConfig:
       raise ValueError(f"init={self.init!r} must be one of {_INITS}")
     if self.init == "minmax" and (d != 1 or not float(self.bits).is_integer() or not 2 <= self.bits <= 8):
       raise ValueError(f"init='minmax' (GPTQ's grid) needs dim=1 and integer bits in [2, 8]; got dim={d}, bits={self.bits}")
+    if self.metric not in _METRICS:
+      raise ValueError(f"metric={self.metric!r} must be one of {_METRICS}")
     if not isinstance(self.em_iters, int) or self.em_iters < 0:
       raise ValueError(f"em_iters={self.em_iters!r} must be an integer ≥ 0")
     if self.codebook_format not in _FORMAT_BITS:
@@ -266,13 +271,13 @@ class _VQGrid:
   group_outputs: int
   init_method: str
   em_iters: int
-  weighted: bool
+  metric: str
   codebook_format: str
 
   def init(self, m: int):
     return jnp.zeros((m // self.group_outputs, self.k, self.vec_dim), jnp.float32)
 
-  def fit_group(self, rows: Float[Array, "g m"], feats: Float[Array, "g"], key):
+  def fit_group(self, rows: Float[Array, "g m"], feats: Float[Array, "g d"], key):
     g, m = rows.shape
     d, r = self.vec_dim, self.group_outputs
     if self.init_method == "minmax":  # GPTQ's grid (d = 1): exact equivalence with gptq
@@ -281,12 +286,14 @@ class _VQGrid:
       levels = jnp.arange(self.k, dtype=jnp.float32)
       return (scale[:, None] * (levels[None, :] - zero[:, None]))[..., None]
     x = rows.reshape(g // d, d, m // r, r).transpose(2, 0, 3, 1).reshape(m // r, (g // d) * r, d)
-    if self.weighted:
-      wt = jnp.broadcast_to(feats.reshape(g // d, 1, d), (g // d, r, d)).reshape((g // d) * r, d)
-    else:
-      wt = None
+    t = feats.reshape(g // d, d, d)  # T_P of each vector position
+    wt, tr = None, None
+    if self.metric == "diag":
+      wt = jnp.broadcast_to((jnp.diagonal(t, axis1=1, axis2=2) ** 2)[:, None, :], (g // d, r, d)).reshape(-1, d)
+    elif self.metric == "full":
+      tr = jnp.broadcast_to(t[:, None], (g // d, r, d, d)).reshape(-1, d, d)
     keys = jax.random.split(key, m // r)
-    res = jax.vmap(lambda kk, xx: weighted_kmeans(kk, xx, self.k, wt, iters=self.em_iters))(keys, x)
+    res = jax.vmap(lambda kk, xx: weighted_kmeans(kk, xx, self.k, wt, transforms=tr, iters=self.em_iters))(keys, x)
     return round_codebook(res.codebook, self.codebook_format)
 
   def quantize(self, rows, params, feats):
@@ -296,9 +303,12 @@ class _VQGrid:
     m = rows2.shape[1]
     v = rows2.T.reshape(m // r, r, d)
     diff = v[:, :, None, :] - params[:, None, :, :]  # (B, r, k, d)
+    t = jnp.reshape(feats, (d, d))  # T_P (for d = 1 a positive weight cannot change the argmin)
+    if self.metric == "full" and d > 1:
+      diff = jnp.einsum("brkj,ij->brki", diff, t, precision=lax.Precision.HIGHEST)
     sq = diff * diff
-    if self.weighted and d > 1:  # for d = 1 a positive weight cannot change the argmin
-      sq = sq * jnp.reshape(feats, (1, 1, 1, d))
+    if self.metric == "diag" and d > 1:
+      sq = sq * (jnp.diagonal(t) ** 2).reshape(1, 1, 1, d)
     idx = jnp.argmin(jnp.sum(sq, axis=-1), axis=-1).astype(jnp.int32)  # (B, r)
     qv = jax.vmap(lambda c, i: c[i])(params, idx)  # (B, r, d)
     q = qv.reshape(m, d).T.reshape(shape)
@@ -397,10 +407,15 @@ def _gptvq(w, h, key, config: GPTVQConfig):
   d, g, r, k = config.dim, config.group_size, config.group_outputs, config.k
   shape_cb = (n // g, m // r, k, d)
   num_cb = shape_cb[0] * shape_cb[1]
-  grid = _VQGrid(d, k, config.bits, g, r, config.init, config.em_iters, config.weighted, config.codebook_format)
+  grid = _VQGrid(d, k, config.bits, g, r, config.init, config.em_iters, config.metric, config.codebook_format)
   u = inverse_cholesky_upper(damp_hessian(h, config.percdamp))
-  feat = 1.0 / jnp.diagonal(u) ** 2 if config.weighted else jnp.ones((n,), jnp.float32)
-  q, z, _ = sic(w, u, grid, feat, config.block_size, key=key)
+  # T_P = U_PP^{-T} for every vector position P: the SIC cost of an error δ is ‖T_P δ‖².
+  u_pp = u.reshape(n // d, d, n // d, d)[jnp.arange(n // d), :, jnp.arange(n // d), :]
+  t_pp = jax.vmap(lambda a: jax.scipy.linalg.solve_triangular(a, jnp.eye(d, dtype=a.dtype), trans="T", lower=False))(u_pp)
+  feat = t_pp.reshape(n, d)
+  # a block that divides n avoids the core's padding (the result does not depend on it)
+  bs = config.block_size if n % min(config.block_size, n) == 0 else g
+  q, z, _ = sic(w, u, grid, feat, bs, key=key)
   codes = z[::d]
   cb, counts = _collect_codebooks(q, codes, shape_cb, g, r)
   lam_max = jnp.linalg.eigvalsh(h)[-1]

@@ -1,7 +1,8 @@
-"""Quantizers: absmax INT, FP (elementwise, MX, NV), lattices and nested-lattice codes, and the name registry."""
+"""Quantizers: absmax INT, FP (elementwise, MX, NV), lattices and nested-lattice codes, VQ, and the name registry."""
 
 from rdq.quantizers import _register_lattice as _register_lattice  # registers nested-lattice names
 from rdq.quantizers import _register_scalar as _register_scalar  # registers INT/FP names
+from rdq.quantizers import _register_vq as _register_vq  # registers VQ names
 from rdq.quantizers.base import Quantizer as Quantizer
 from rdq.quantizers.base import Rate as Rate
 from rdq.quantizers.fp import FORMATS as FORMATS
@@ -26,6 +27,12 @@ from rdq.quantizers.nested import search_betas as search_betas
 from rdq.quantizers.registry import get as get
 from rdq.quantizers.registry import names as names
 from rdq.quantizers.registry import register as register
+from rdq.quantizers.vq import KMeansResult as KMeansResult
+from rdq.quantizers.vq import VQCode as VQCode
+from rdq.quantizers.vq import VQQuantizer as VQQuantizer
+from rdq.quantizers.vq import kmeanspp_init as kmeanspp_init
+from rdq.quantizers.vq import quantize_codebook_int8 as quantize_codebook_int8
+from rdq.quantizers.vq import weighted_kmeans as weighted_kmeans
 
 __all__ = [
     "DnDualLattice",
@@ -37,19 +44,25 @@ __all__ = [
     "FPQuantizer",
     "IntCode",
     "IntQuantizer",
+    "KMeansResult",
     "Lattice",
     "NestedCode",
     "NestedLatticeQuantizer",
     "Quantizer",
     "Rate",
+    "VQCode",
+    "VQQuantizer",
     "VoronoiCode",
     "ZnLattice",
     "get",
+    "kmeanspp_init",
     "lattice_from_name",
     "names",
     "nested_dot",
     "normalized_second_moment",
+    "quantize_codebook_int8",
     "register",
     "round_to_format",
     "search_betas",
+    "weighted_kmeans",
 ]
