@@ -11,6 +11,11 @@ from rdq.limits.lattice_constants import PUBLISHED_G as PUBLISHED_G
 from rdq.limits.lattice_constants import g_dn as g_dn
 from rdq.limits.lattice_constants import g_sphere as g_sphere
 from rdq.limits.lattice_constants import rate_gap_bits as rate_gap_bits
+from rdq.limits.universal import UNIVERSALITY_GAP_BITS as UNIVERSALITY_GAP_BITS
+from rdq.limits.universal import random_coding_rate as random_coding_rate
+from rdq.limits.universal import universal_distortion as universal_distortion
+from rdq.limits.universal import universal_gap as universal_gap
+from rdq.limits.universal import universal_rate as universal_rate
 from rdq.limits.waterfill import ECSQ_GAP_BITS as ECSQ_GAP_BITS
 from rdq.limits.waterfill import WaterfillResult as WaterfillResult
 from rdq.limits.waterfill import waterfill as waterfill
@@ -21,6 +26,7 @@ __all__ = [
     "ECSQ_GAP_BITS",
     "G_SPHERE_LIMIT",
     "PUBLISHED_G",
+    "UNIVERSALITY_GAP_BITS",
     "WaterfillResult",
     "critical_rate",
     "g_dn",
@@ -30,7 +36,11 @@ __all__ = [
     "generic_matmul",
     "generic_matmul_rate",
     "naive_matmul_distortion",
+    "random_coding_rate",
     "rate_gap_bits",
+    "universal_distortion",
+    "universal_gap",
+    "universal_rate",
     "waterfill",
     "waterfill_high_rate",
     "waterfill_rate",
