@@ -77,7 +77,7 @@ def test_gap_inverse_and_bounds():
   np.testing.assert_allclose(universal_rate(lam, d)[0], rates, atol=1e-3)
   g = np.asarray(universal_gap(np.stack([lam, np.ones(16)]), rates[:, None]))
   assert np.all(g[:, 0] >= -1e-3) and np.all(g[:, 0] <= UNIVERSALITY_GAP_BITS)
-  assert np.all(g[:, 0] > 0.01)  # a spread spectrum does pay for universality
+  assert np.all(g[:2, 0] > 0.04)  # a spread spectrum does pay for universality at low rate
   np.testing.assert_allclose(g[:, 1], 0.0, atol=1e-3)  # isotropic: none
 
 
