@@ -18,8 +18,9 @@ output error — which makes the per-feature rates mimic reverse waterfilling:
 6. Rate: per-input-feature empirical entropy of the integers ``z`` plus 16 bits per input
    feature (the scale ``γ_i α_i Γ_i``) and, with rescalers, 16 bits per output feature (T).
 
-High-rate analysis (why it works; equations of the paper's Sec. 3–4 as digested in
-papers.md §3): ``D = c²/12`` and the mean rate is ``h(w) + mean_i log2 L_ii − log2 c``, so
+High-rate analysis (why it works). Only the paper's abstract and official code were
+available to us, so the equation numbers are not cited; this derivation is ours and is
+what the tests check: ``D = c²/12`` and the mean rate is ``h(w) + mean_i log2 L_ii − log2 c``, so
 ``D = (2πe/12)·σ²·det(H_d)^{1/n}·2^{−2R}`` — a factor ``πe/6`` (``0.2546`` bit) above the
 waterfilling limit ``σ² det(Σ)^{1/n} 2^{−2R}``, **whatever Σ is** (basis free). GPTQ with one
 step for all features gets ``AM(L_ii²)`` in place of ``GM(L_ii²) = det^{1/n}``.
