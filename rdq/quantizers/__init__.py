@@ -24,6 +24,14 @@ from rdq.quantizers.nested import NestedLatticeQuantizer as NestedLatticeQuantiz
 from rdq.quantizers.nested import VoronoiCode as VoronoiCode
 from rdq.quantizers.nested import nested_dot as nested_dot
 from rdq.quantizers.nested import search_betas as search_betas
+from rdq.quantizers.universal import Codebook as Codebook
+from rdq.quantizers.universal import LearnConfig as LearnConfig
+from rdq.quantizers.universal import ProductCodebook as ProductCodebook
+from rdq.quantizers.universal import gaussian_codebook as gaussian_codebook
+from rdq.quantizers.universal import lattice_codebook as lattice_codebook
+from rdq.quantizers.universal import learn_minimax_codebook as learn_minimax_codebook
+from rdq.quantizers.universal import rate_gap as rate_gap
+from rdq.quantizers.universal import sphere_codebook as sphere_codebook
 from rdq.quantizers.registry import get as get
 from rdq.quantizers.registry import names as names
 from rdq.quantizers.registry import register as register
@@ -35,6 +43,7 @@ from rdq.quantizers.vq import quantize_codebook_int8 as quantize_codebook_int8
 from rdq.quantizers.vq import weighted_kmeans as weighted_kmeans
 
 __all__ = [
+    "Codebook",
     "DnDualLattice",
     "DnLattice",
     "E8Lattice",
@@ -44,25 +53,32 @@ __all__ = [
     "FPQuantizer",
     "IntCode",
     "IntQuantizer",
+    "LearnConfig",
     "KMeansResult",
     "Lattice",
     "NestedCode",
     "NestedLatticeQuantizer",
+    "ProductCodebook",
     "Quantizer",
     "Rate",
     "VQCode",
     "VQQuantizer",
     "VoronoiCode",
     "ZnLattice",
+    "gaussian_codebook",
     "get",
+    "lattice_codebook",
+    "learn_minimax_codebook",
     "kmeanspp_init",
     "lattice_from_name",
     "names",
     "nested_dot",
     "normalized_second_moment",
     "quantize_codebook_int8",
+    "rate_gap",
     "register",
     "round_to_format",
     "search_betas",
+    "sphere_codebook",
     "weighted_kmeans",
 ]
