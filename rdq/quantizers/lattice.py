@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 import itertools
 import math
 import re
@@ -451,6 +452,7 @@ class E8Lattice(Lattice):
     return _two_coset_int(w, den, _closest_dn_int)
 
 
+@functools.cache
 def _rm14_codewords() -> np.ndarray:
   """The 32 codewords of the first-order Reed–Muller code RM(1, 4) (length 16, weights
   0, 8, 16): evaluations of the affine functions ``a₀ + a·v`` over ``v ∈ F₂⁴``."""
@@ -459,7 +461,9 @@ def _rm14_codewords() -> np.ndarray:
   for a0 in (0, 1):
     for a in itertools.product((0, 1), repeat=4):
       words.append((a0 + v @ np.array(a)) % 2)
-  return np.array(words, dtype=np.float64)
+  out = np.array(words, dtype=np.float64)
+  out.setflags(write=False)  # cached: shared by every caller
+  return out
 
 
 def _integer_row_basis(gens: np.ndarray) -> np.ndarray:
@@ -482,6 +486,32 @@ def _integer_row_basis(gens: np.ndarray) -> np.ndarray:
     basis.append(nz[0])
     rows = [r for r in rows if r is not nz[0] and any(r)]
   return np.array(basis, dtype=np.float64)
+
+
+@functools.cache
+def _bw16_generator() -> np.ndarray:
+  gens = np.concatenate([_rm14_codewords()[1:], 2.0 * _dn_generator(16)])
+  out = _integer_row_basis(gens)
+  out.setflags(write=False)
+  return out
+
+
+@functools.cache
+def _bw16_minimal_vectors() -> np.ndarray:
+  out = [2.0 * DnLattice(16).minimal_vectors()]
+  for c in _rm14_codewords():
+    if c.sum() != 8:
+      continue
+    supp = np.nonzero(c)[0]
+    for signs in itertools.product((1.0, -1.0), repeat=8):
+      if sum(s < 0 for s in signs) % 2:
+        continue
+      v = np.zeros(16)
+      v[supp] = signs
+      out.append(v[None])
+  out = np.concatenate(out)
+  out.setflags(write=False)
+  return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -509,23 +539,10 @@ class BW16Lattice(Lattice):
     return "bw16"
 
   def generator(self) -> np.ndarray:
-    gens = np.concatenate([_rm14_codewords()[1:], 2.0 * _dn_generator(16)])
-    return _integer_row_basis(gens)
+    return _bw16_generator().copy()
 
   def minimal_vectors(self) -> np.ndarray:
-    d16 = 2.0 * DnLattice(16).minimal_vectors()
-    out = [d16]
-    for c in _rm14_codewords():
-      if c.sum() != 8:
-        continue
-      supp = np.nonzero(c)[0]
-      for signs in itertools.product((1.0, -1.0), repeat=8):
-        if sum(s < 0 for s in signs) % 2:
-          continue
-        v = np.zeros(16)
-        v[supp] = signs
-        out.append(v[None])
-    return np.concatenate(out)
+    return _bw16_minimal_vectors().copy()
 
   def _closest(self, x):
     cw = jnp.asarray(_rm14_codewords(), x.dtype)  # (32, 16)

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from rdq.limits.lattice_constants import PUBLISHED_G, g_dn
 from rdq.quantizers.lattice import (
+    BW16Lattice,
     DnDualLattice,
     DnLattice,
     E8Lattice,
@@ -61,8 +62,14 @@ def q_jit(lat):
   return jax.jit(lat.closest_point)
 
 
+@functools.cache
+def _inv_generator(lat: Lattice) -> np.ndarray:
+  return np.linalg.inv(lat.generator())
+
+
 def is_lattice_point(lat: Lattice, p: np.ndarray) -> bool:
-  z = np.asarray(p, np.float64) @ np.linalg.inv(lat.generator())
+  """Whether every vector of ``p`` (last axis) has integer coordinates in the basis."""
+  z = np.asarray(p, np.float64) @ _inv_generator(lat)
   return bool(np.all(np.abs(z - np.round(z)) < 1e-6))
 
 
@@ -80,7 +87,7 @@ def test_matches_brute_force_and_is_lattice_point(lat):
       assert np.sum((gi - xi) ** 2) <= np.sum((want - xi) ** 2) + 1e-4
 
 
-@pytest.mark.parametrize("lat", LATTICES, ids=IDS)
+@pytest.mark.parametrize("lat", LATTICES + [BW16Lattice()], ids=IDS + ["bw16"])
 @SETTINGS
 @given(data=st.data())
 def test_no_minimal_vector_neighbour_is_closer(lat, data):
@@ -140,21 +147,21 @@ def test_round_half_up_exact():
   np.testing.assert_array_equal(np.asarray(round_half_up(x)), [0.0, 1.0, 2.0, 0.0, -1.0, 2.0, -1.0])
 
 
-@pytest.mark.parametrize("lat", LATTICES, ids=IDS)
+@pytest.mark.parametrize("lat", LATTICES + [BW16Lattice()], ids=IDS + ["bw16"])
 def test_lattice_data(lat):
   b = lat.generator()
   assert b.shape == (lat.dim, lat.dim)
   mv = lat.minimal_vectors()
   norms = np.linalg.norm(mv, axis=1)
   np.testing.assert_allclose(norms, norms[0])
-  assert all(is_lattice_point(lat, v) for v in mv)
+  assert is_lattice_point(lat, mv)
   assert math.isclose(lat.packing_radius, norms[0] / 2)
   # The kissing numbers from SPLAG Table 1.2 / Ch. 4.
   kissing = {"z": 2, "z3": 6, "d2": 4, "d3": 12, "d4": 24, "d5": 40, "d8": 112, "d3star": 8, "d4star": 24,
-             "d5star": 10, "e8": 240}
+             "d5star": 10, "e8": 240, "bw16": 4320}
   assert len(mv) == kissing[lat.name]
   assert len({tuple(v) for v in mv}) == len(mv)
-  vol = {"z": 1, "z3": 1, "e8": 1}.get(lat.name, 2 if isinstance(lat, DnLattice) else 0.5)
+  vol = {"z": 1, "z3": 1, "e8": 1, "bw16": 2**12}.get(lat.name, 2 if isinstance(lat, DnLattice) else 0.5)
   assert math.isclose(lat.volume, vol, rel_tol=1e-12)
   # Coordinates round-trip.
   z = np.random.default_rng(1).integers(-9, 10, size=(32, lat.dim))
@@ -191,6 +198,7 @@ G_CASES = [
     (DnDualLattice(4), PUBLISHED_G["d4"]),  # D4* is similar to D4
     (DnDualLattice(5), PUBLISHED_G["d5star"]),
     (E8Lattice(), PUBLISHED_G["e8"]),
+    (BW16Lattice(), PUBLISHED_G["bw16"]),
 ]
 
 
@@ -251,3 +259,25 @@ def test_closest_point_rational_is_exact(lat, den):
   np.testing.assert_array_equal(shifted, got + v)
   with pytest.raises(TypeError, match="integer"):
     lat.closest_point_rational(jnp.zeros((2, lat.dim)), den)
+
+
+def test_bw16_decoder_properties():
+  # No brute force in 16 dimensions: check the coset decoder against its exact integer twin,
+  # translation/sign equivariance off ties (Gaussian inputs have no ties a.s.), and that
+  # every error lies in the Voronoi cell as seen from the 4320 minimal vectors.
+  lat = BW16Lattice()
+  x = np.asarray(jax.random.normal(jax.random.key(2), (512, 16)) * 4, np.float32)
+  q = q_jit(lat)
+  p = np.asarray(q(jnp.asarray(x)))
+  assert is_lattice_point(lat, p)
+  z = np.random.default_rng(0).integers(-3, 4, size=(512, 16))
+  v = np.asarray(lat.from_coordinates(jnp.asarray(z)))
+  np.testing.assert_array_equal(np.asarray(q(jnp.asarray(x + v))), p + v)
+  np.testing.assert_array_equal(np.asarray(q(jnp.asarray(-x))), -p)
+  w = np.rint(x * 6).astype(np.int32)
+  pr = np.asarray(lat.closest_point_rational(jnp.asarray(w), 6), np.float64)
+  pf = np.asarray(q(jnp.asarray(w / 6, jnp.float32)), np.float64)
+  np.testing.assert_allclose(np.sum((w / 6 - pr) ** 2, 1), np.sum((w / 6 - pf) ** 2, 1), rtol=1e-6)
+  e = x - p
+  mv = lat.minimal_vectors()
+  assert np.all(e @ mv.T <= 0.5 * np.sum(mv**2, 1) + 1e-4)  # |e|² ≤ |e − v|² for all v
