@@ -1,0 +1,371 @@
+"""GPTVQ ablation: distortion vs bits per value for RTN, GPTQ, WaterSIC and GPTVQ (d = 1, 2, 4).
+
+One Hydra app (``python -m experiments.gptvq`` quick; ``+experiment=gptvq_full`` for the
+paper). For every layer — synthetic (``W`` iid N(0, 1), ``H`` from a covariance family of
+``rdq.covariance``) and, when ``real.enabled``, MiniLM-L6 layers with their calibration
+``H`` (``rdq.models``) — it runs
+
+* RTN and GPTQ on GPTQ's symmetric min–max INT grid, per output feature (``b + 16/n`` bits)
+  and with groups of 128 input features (``b + 0.125``): fixed-length rates;
+* WaterSIC at entropy-coded target rates (``rate_entropy_bits``, side information incl.);
+* GPTVQ with d = 1, 2, 4 and b index bits per value: codebook tiles chosen so that fp16
+  codebooks cost about ``gptvq.overhead_bits`` per value, then the post-processing chain
+  LS update → SVD (d = 1, rank k/2, as in the paper) → Adam fine-tuning → INT8 codebooks.
+  The report's ``stage_*`` fields give the cumulative ablation (distortion and bits after
+  each step) from one run; ``gptvq.extra_metrics`` adds runs with another EM/assignment
+  metric (``diag`` is the paper's Hessian-diagonal weighting).
+
+Distortion is ``tr((W−Ŵ)ᵀH(W−Ŵ))/(n·m)``; the reference is the reverse-waterfilling limit
+``D*(R)`` of a Gaussian W with iid entries of variance σ² (1 for synthetic layers,
+``mean W²`` for real ones) under the same H (``rdq.limits.waterfill``); the rate gap of a
+point is ``R − R*(D)``. Synthetic layers are Monte Carlo over ``draws`` independent
+(W, H) draws (mean ± stderr).
+
+Outputs in ``out_dir``: ``results.json``, ``gptvq_ablation.png/.pdf`` and the table
+``gptvq_ablation.md``.
+
+References:
+  van Baalen et al., "GPTVQ", arXiv 2402.15319 (2024), Sec. 3–4; Frantar et al., "GPTQ",
+  ICLR 2023; Lifar et al., "WaterSIC", arXiv 2603.04956; Cover & Thomas, Thm. 10.3.3.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import hydra
+import jax
+import jax.numpy as jnp
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from experiments._store import PointStore, env_info, run_points, write_json_atomic
+from rdq import covariance as cov
+from rdq.layer import (
+    GPTQConfig,
+    GPTVQ_STAGES,
+    GPTVQConfig,
+    MinMaxGrid,
+    RTNConfig,
+    WaterSICConfig,
+    gptq,
+    gptvq,
+    rtn,
+    watersic,
+)
+from rdq.limits import waterfill, waterfill_rate
+
+log = logging.getLogger(__name__)
+
+STAGE_LABELS = ("SIC", "+LS update", "+SVD", "+fine-tune", "+INT8")
+
+
+def choose_tiles(n: int, m: int, dim: int, bits: float, overhead_bits: float) -> tuple[int, int]:
+  """``(group_size, group_outputs)`` whose fp16 codebooks cost about ``overhead_bits`` per value.
+
+  ``ℓ = k·d·16/overhead`` weights per codebook (papers.md §5: ``b + k·d·b_c/ℓ``);
+  ``group_size`` is the largest of 256, 128, 64, 32 dividing n, ``group_outputs`` the
+  divisor of m nearest to ``ℓ/group_size`` in log scale that leaves at least k vectors per
+  tile.
+  """
+  k = 2 ** int(round(dim * bits))
+  g = next((c for c in (256, 128, 64, 32) if n % c == 0 and c <= n), None)
+  if g is None:
+    raise ValueError(f"n={n} must be a multiple of 32")
+  target = k * dim * 16 / overhead_bits / g
+  divisors = [r for r in range(1, m + 1) if m % r == 0 and (g // dim) * r >= k]
+  if not divisors:
+    raise ValueError(f"no tile of an ({n}, {m}) layer holds k={k} vectors of dimension {dim}")
+  return g, min(divisors, key=lambda r: abs(math.log(r / target)))
+
+
+def _layer(point: Mapping[str, Any], draw: int, real_ctx=None):
+  """``(W, H, σ²)`` of a point's layer for one draw."""
+  spec = point["layer"]
+  if spec["kind"] == "real":
+    w, h = real_ctx(spec["name"])
+    return w, h, float(np.mean(np.asarray(w, np.float64) ** 2))
+  key = jax.random.fold_in(jax.random.key(point["seed"]), draw)
+  k_w, k_s = jax.random.split(key)
+  fam = cov.make_family(spec["name"], spec["n"], **dict(spec.get("options") or {}))
+  h = fam(k_s, spec["param"])
+  w = jax.random.normal(k_w, (spec["n"], spec["m"]), jnp.float32)
+  return w, h, 1.0
+
+
+def _gap(eigs: np.ndarray, var: float, rate: np.ndarray, d: np.ndarray) -> np.ndarray:
+  r_star = np.asarray(waterfill_rate(eigs, np.maximum(d, 1e-30), var).rate_bits, np.float64)
+  return np.asarray(rate, np.float64) - r_star
+
+
+def _one(point: Mapping[str, Any], w, h, key) -> dict:
+  """One method on one layer → {d, rate} (arrays of 5 stages for GPTVQ)."""
+  m = point["method"]
+  if m["name"] in ("rtn", "gptq"):
+    grid = MinMaxGrid(m["bits"], True, m["group"])
+    if m["name"] == "rtn":
+      _, rep = rtn(w, h, RTNConfig(grid))
+    else:
+      _, rep = gptq(w, h, GPTQConfig(grid, block_size=128, percdamp=m["percdamp"]))
+    return {"d": float(rep.d_per_entry), "rate": float(rep.rate_nominal_bits)}
+  if m["name"] == "watersic":
+    _, rep = watersic(w, h, WaterSICConfig(rate_bits=m["rate"], percdamp=m["percdamp"]))
+    return {"d": float(rep.d_per_entry), "rate": float(rep.rate_entropy_bits)}
+  if m["name"] == "gptvq":
+    cfg = GPTVQConfig(**m["config"])
+    _, rep = gptvq(w, h, cfg, key)
+    return {"d": np.asarray(rep.stage_d_per_entry, np.float64), "rate": np.asarray(rep.stage_rate_bits, np.float64)}
+  raise ValueError(f"unknown method {m['name']!r}")
+
+
+def _compute(point: Mapping[str, Any], real_ctx=None) -> dict:
+  draws = 1 if point["layer"]["kind"] == "real" else int(point["draws"])
+  ds, rates, gaps = [], [], []
+  for i in range(draws):
+    w, h, var = _layer(point, i, real_ctx)
+    eigs = np.clip(np.linalg.eigvalsh(np.asarray(h, np.float64)), 0, None)
+    out = _one(point, jnp.asarray(w, jnp.float32), jnp.asarray(h, jnp.float32), jax.random.key(point["seed"] + 1000 * i))
+    ds.append(np.asarray(out["d"], np.float64))
+    rates.append(np.asarray(out["rate"], np.float64))
+    gaps.append(_gap(eigs, var, rates[-1], ds[-1]))
+
+  def stat(xs):
+    a = np.stack(xs)
+    se = (a.std(0, ddof=1) / np.sqrt(len(a))).tolist() if len(a) > 1 else None
+    return {"mean": a.mean(0).tolist(), "stderr": se, "n": len(a)}
+
+  return {"d_per_entry": stat(ds), "rate_bits": stat(rates), "gap_bits": stat(gaps)}
+
+
+def _limit(point: Mapping[str, Any], real_ctx=None) -> dict:
+  """Eigenvalues of H (draw 0) and σ² for the waterfilling curve."""
+  w, h, var = _layer(point, 0, real_ctx)
+  return {"eigs": np.clip(np.linalg.eigvalsh(np.asarray(h, np.float64)), 0, None).tolist(), "variance": var}
+
+
+class _RealLayers:
+  """MiniLM-L6 kernels and calibration H, loaded on first use."""
+
+  def __init__(self, cfg: DictConfig):
+    self.cfg = cfg
+    self._data = None
+
+  def __call__(self, name: str):
+    if self._data is None:
+      from rdq.models import from_pretrained, linear_kernels, load_splits, load_tokenizer, second_moments
+
+      r = self.cfg.real
+      model = from_pretrained()
+      tok = load_tokenizer(max_seq_length=int(r.max_seq_length))
+      splits = load_splits(int(r.n_calibration), 1, int(self.cfg.seed))
+      stats = second_moments(model, splits.calibration, tok, int(r.batch_size))
+      self._data = ({k: np.asarray(v) for k, v in linear_kernels(model).items()}, stats.h)
+    kernels, hs = self._data
+    return kernels[name], hs[name]
+
+
+def _plain(x):
+  return OmegaConf.to_container(x, resolve=True) if isinstance(x, DictConfig) else x
+
+
+def _layers(cfg: DictConfig) -> list[dict]:
+  s = cfg.synthetic
+  out = [dict(kind="synthetic", name=f["name"], param=float(f["param"]), options=_plain(f.get("options")) or {},
+              n=int(s.n), m=int(s.m)) for f in s.families]
+  if cfg.real.enabled:
+    from rdq.models import MiniLMConfig
+
+    shapes = MiniLMConfig().linear_shapes()
+    for name in cfg.real.layers:
+      n, m = shapes[name]
+      out.append(dict(kind="real", name=str(name), n=int(n), m=int(m)))
+  return out
+
+
+def _methods(cfg: DictConfig, n: int, m: int) -> list[dict]:
+  out = []
+  b = cfg.baselines
+  for name in ("rtn", "gptq"):
+    for bits in b.bits:
+      for group in b.groups:
+        if group is None or n % int(group) == 0:
+          out.append(dict(name=name, bits=int(bits), group=None if group is None else int(group), percdamp=float(b.percdamp)))
+  for rate in cfg.watersic.rates:
+    out.append(dict(name="watersic", rate=float(rate), percdamp=float(cfg.watersic.percdamp)))
+  v = cfg.gptvq
+  for setting in v.settings:
+    d = int(setting["dim"])
+    metrics = [str(v.metric)] + ([str(x) for x in v.extra_metrics] if d > 1 else [])
+    for bits in setting["bits"]:
+      g, r = choose_tiles(n, m, d, float(bits), float(v.overhead_bits))
+      k = 2 ** int(round(d * float(bits)))
+      svd = k // 2 if setting.get("svd", False) and k // 2 <= (n // g) * (m // r) else None
+      for metric in metrics:
+        config = dict(dim=d, bits=float(bits), group_size=g, group_outputs=r, block_size=int(v.block_size),
+                      percdamp=float(v.percdamp), em_iters=int(v.em_iters), metric=metric, update=True, svd_rank=svd,
+                      finetune_steps=int(v.finetune_steps), finetune_lr=float(v.finetune_lr), int8=True)
+        out.append(dict(name="gptvq", config=config))
+  return out
+
+
+def _points(cfg: DictConfig) -> list[dict]:
+  pts = []
+  for i, layer in enumerate(_layers(cfg)):
+    seed = int(cfg.seed) + 17 * i
+    pts.append(dict(part="limit", layer=layer, seed=seed))
+    for method in _methods(cfg, layer["n"], layer["m"]):
+      pts.append(dict(part="method", layer=layer, method=method, seed=seed, draws=int(cfg.draws)))
+  return pts
+
+
+def _label(layer: Mapping[str, Any]) -> str:
+  if layer["kind"] == "real":
+    return f"MiniLM {layer['name']} ({layer['n']}×{layer['m']})"
+  return f"{layer['name']}({layer['param']:g}) {layer['n']}×{layer['m']}"
+
+
+def _method_label(method: Mapping[str, Any]) -> str:
+  if method["name"] == "gptvq":
+    c = method["config"]
+    extra = "" if c["metric"] == "full" else f", {c['metric']} metric"
+    return f"GPTVQ d={c['dim']}{extra}"
+  return {"rtn": "RTN", "gptq": "GPTQ", "watersic": "WaterSIC"}[method["name"]]
+
+
+def run(cfg: DictConfig) -> dict:
+  t0 = time.perf_counter()
+  out_dir = Path(cfg.out_dir)
+  store = PointStore(out_dir)
+  real_ctx = _RealLayers(cfg)
+  points = _points(cfg)
+
+  def compute(p):
+    return _limit(p, real_ctx) if p["part"] == "limit" else _compute(p, real_ctx)
+
+  records = run_points(store, points, compute, desc="gptvq")
+  table = ablation_table(records)
+  (out_dir / "gptvq_ablation.md").write_text(table)
+  _figure(records, out_dir)
+  results = {
+      "config": OmegaConf.to_container(cfg, resolve=True),
+      "conventions": {
+          "distortion": "tr((W-What)^T H (W-What))/(n m), undamped H",
+          "rate_bits": "bits per value incl. side information: RTN/GPTQ fixed-length (b + 16/group), WaterSIC "
+                       "empirical entropy + side, GPTVQ index bits + codebook (+scale) bits",
+          "gap_bits": "rate_bits - R*(d), R* = reverse waterfilling for iid Gaussian W of variance sigma^2 under H",
+          "gptvq_stages": list(GPTVQ_STAGES),
+      },
+      "points": records,
+      "env": env_info(),
+      "wall_time_s": time.perf_counter() - t0,
+  }
+  write_json_atomic(out_dir / "results.json", results)
+  log.info("wrote %s (%.1f s)", out_dir / "results.json", time.perf_counter() - t0)
+  return results
+
+
+def _fmt(d: float, r: float, gap: float) -> str:
+  return f"{d:.3g} @ {r:.3f} ({gap:+.2f})"
+
+
+def ablation_table(records: list[dict]) -> str:
+  """Markdown: per layer, GPTVQ's distortion/bits/gap after each stage, then the baselines."""
+  lines = [
+      "# GPTVQ ablation",
+      "",
+      "Each cell: distortion tr((W−Ŵ)ᵀH(W−Ŵ))/(nm) @ bits per value (rate gap to reverse waterfilling, bits).",
+      "GPTVQ columns are cumulative: SIC pass with fp16 codebooks, then + least-squares codebook update, + SVD of the",
+      "stacked codebooks (d = 1, rank k/2), + Adam fine-tuning, + INT8 codebooks with fp16 scales. RTN/GPTQ: INT grid",
+      "(fixed-length, b + 16/group); WaterSIC: entropy-coded rate incl. side information.",
+      "",
+  ]
+  by_layer: dict[str, list[dict]] = {}
+  for r in records:
+    if r["config"]["part"] == "method":
+      by_layer.setdefault(_label(r["config"]["layer"]), []).append(r)
+  for layer, recs in by_layer.items():
+    lines += [f"## {layer}", "", "| method | b | ℓ | " + " | ".join(STAGE_LABELS) + " |", "|---|---|---|" + "---|" * 5]
+    for r in recs:
+      mth = r["config"]["method"]
+      if mth["name"] != "gptvq":
+        continue
+      c = mth["config"]
+      res = r["result"]
+      cells = [_fmt(res["d_per_entry"]["mean"][s], res["rate_bits"]["mean"][s], res["gap_bits"]["mean"][s]) for s in range(5)]
+      if c["svd_rank"] is None:
+        cells[2] = "—"
+      lines.append(f"| {_method_label(mth)} | {c['bits']:g} | {c['group_size']}×{c['group_outputs']} | " + " | ".join(cells) + " |")
+    lines += ["", "| baseline | setting | result |", "|---|---|---|"]
+    for r in recs:
+      mth = r["config"]["method"]
+      if mth["name"] == "gptvq":
+        continue
+      res = r["result"]
+      setting = (f"target {mth['rate']:g} bits" if mth["name"] == "watersic"
+                 else f"INT{mth['bits']}, " + ("per output feature" if mth["group"] is None else f"group {mth['group']}"))
+      lines.append(f"| {_method_label(mth)} | {setting} | "
+                   f"{_fmt(res['d_per_entry']['mean'], res['rate_bits']['mean'], res['gap_bits']['mean'])} |")
+    lines.append("")
+  return "\n".join(lines)
+
+
+def _figure(records: list[dict], out_dir: Path) -> None:
+  from rdq import plot
+
+  limits = {_label(r["config"]["layer"]): r["result"] for r in records if r["config"]["part"] == "limit"}
+  layers = list(limits)
+  fig, axes = plot.figure("double", ncols=len(layers))
+  axes = np.atleast_1d(axes)
+  fig.set_size_inches(3.4 * len(layers), 3.2)
+  markers = {1: "o", 2: "s", 4: "^", 8: "D"}
+  shades = {1: "#9467bd", 2: "#8c564b", 4: "#e377c2", 8: "#7f7f7f"}
+  for ax, layer in zip(axes, layers):
+    recs = [r for r in records if r["config"]["part"] == "method" and _label(r["config"]["layer"]) == layer]
+    rmin, rmax = 10.0, 0.0
+    for name in ("rtn", "gptq", "watersic"):
+      pts = sorted((r["result"]["rate_bits"]["mean"], r["result"]["d_per_entry"]["mean"]) for r in recs
+                   if r["config"]["method"]["name"] == name)
+      if pts:
+        x, y = zip(*pts)
+        ax.plot(x, y, marker="o", ms=3, lw=1, color=plot.COLORS[name], label={"rtn": "RTN", "gptq": "GPTQ",
+                                                                              "watersic": "WaterSIC (entropy)"}[name])
+        rmin, rmax = min(rmin, min(x)), max(rmax, max(x))
+    groups: dict[tuple, list] = {}
+    for r in recs:
+      mth = r["config"]["method"]
+      if mth["name"] == "gptvq":
+        groups.setdefault((mth["config"]["dim"], mth["config"]["metric"]), []).append(r["result"])
+    for (d, metric), res in sorted(groups.items()):
+      fin = sorted((x["rate_bits"]["mean"][-1], x["d_per_entry"]["mean"][-1]) for x in res)
+      sic = sorted((x["rate_bits"]["mean"][0], x["d_per_entry"]["mean"][0]) for x in res)
+      ls = "-" if metric == "full" else "--"
+      tag = "" if metric == "full" else f" ({metric})"
+      ax.plot(*zip(*fin), marker=markers[d], ls=ls, color=shades[d], label=f"GPTVQ d={d}{tag}, all steps")
+      ax.plot(*zip(*sic), marker=markers[d], ls=":", mfc="none", color=shades[d], lw=0.8,
+              label=f"GPTVQ d={d}{tag}, SIC only" if metric == "full" else None)
+      rmin, rmax = min(rmin, fin[0][0], sic[0][0]), max(rmax, fin[-1][0], sic[-1][0])
+    lim = limits[layer]
+    rr = np.linspace(max(rmin - 0.25, 0.1), rmax + 0.25, 60)
+    ax.plot(rr, np.asarray(waterfill(np.asarray(lim["eigs"]), rr, lim["variance"]).distortion),
+            **plot.LIMIT_STYLE, label="waterfilling limit")
+    ax.set_yscale("log")
+    ax.set_title(layer, fontsize=8)
+    ax.set_xlabel(plot.RATE_LABEL, fontsize=7)
+  axes[0].set_ylabel(plot.DISTORTION_LABEL_WEIGHT)
+  axes[0].legend(fontsize=5.5)
+  fig.suptitle("GPTVQ ablation: distortion vs bits per value (codebooks, scales and side information counted)", fontsize=8)
+  plot.save(fig, out_dir / "gptvq_ablation")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="gptvq")
+def main(cfg: DictConfig) -> None:
+  logging.getLogger("fontTools").setLevel(logging.WARNING)
+  run(cfg)
+
+
+if __name__ == "__main__":
+  main()
