@@ -14,7 +14,7 @@ Name grammar (``rdq.quantizers.get``)::
 **The β sets** (``BETAS``) were found with ``rdq.quantizers.nested.search_betas(lattice, q,
 k, jax.random.key(0), num_blocks=1 << 16)``: least MSE per entry on iid N(0, 1) blocks with
 least-error selection, a 256-point geometric grid and coordinate descent (rerun that call to
-reproduce them). They are in units of the input standard deviation (of the vector RMS with
+reproduce them; the BW16 rows used ``num_blocks=1 << 14``). They are in units of the input standard deviation (of the vector RMS with
 ``_norm``). For (lattice, q, k) not in the table the nearest tabulated q of the same lattice
 and k is rescaled by ``q₀/q`` (β·q is nearly constant in q); an untabulated k spreads k
 scales geometrically over ``[0.45, 1]·β*(k=1)``.
@@ -79,10 +79,19 @@ BETAS: dict[tuple[str, int, int], tuple[float, ...]] = {
     ("e8", 16, 1): (0.4454,),  # 0.01556
     ("e8", 16, 2): (0.2731, 0.4833),  # 0.00660
     ("e8", 16, 4): (0.2025, 0.2586, 0.3215, 0.4833),  # 0.00445
+    ("bw16", 4, 1): (0.9217,),  # 0.18029 (2^14 blocks)
+    ("bw16", 4, 4): (0.5425, 0.6652, 0.8156, 1.0559),  # 0.08279 (2^14 blocks)
+    ("bw16", 4, 8): (0.4424, 0.5068, 0.5651, 0.6215, 0.6835, 0.7517, 0.8611, 1.0559),  # 0.07448 (2^14 blocks)
+    ("bw16", 8, 1): (0.4735,),  # 0.04377 (2^14 blocks)
+    ("bw16", 8, 4): (0.2604, 0.3065, 0.3658, 0.4735),  # 0.01885 (2^14 blocks)
+    ("bw16", 8, 8): (0.2242, 0.2534, 0.2787, 0.3065, 0.3371, 0.3708, 0.4134, 0.5068),  # 0.01660 (2^14 blocks)
+    ("bw16", 16, 1): (0.2433,),  # 0.01143 (2^14 blocks)
+    ("bw16", 16, 4): (0.1302, 0.1533, 0.1804, 0.2433),  # 0.00461 (2^14 blocks)
+    ("bw16", 16, 8): (0.1121, 0.1284, 0.1394, 0.1512, 0.164, 0.178, 0.1984, 0.2433),  # 0.00402 (2^14 blocks)
 }
 
 # k used when a name has no ``_k``: least gap to Γ(R) in the generic-matmul search.
-DEFAULT_K: dict[str, int] = {"z": 1, "d4": 4, "e8": 4}
+DEFAULT_K: dict[str, int] = {"z": 1, "d4": 4, "e8": 4, "bw16": 8}
 
 
 def default_betas(lattice: str, q: int, k: int) -> tuple[float, ...]:

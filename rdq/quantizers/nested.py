@@ -226,21 +226,19 @@ class NestedLatticeQuantizer:
     y = x32 if s is None else x32 / jnp.where(s > 0, s, 1.0)
     yb = self._blocks(y)
     z = self._dither(key, yb.shape)
+    z = z[..., None, :] if self.dither else z  # broadcast over the k scales
     vc = self.voronoi
-    codes, errs, ok = [], [], []
-    for beta in self.betas:
-      t = self.lattice.closest_point(yb / beta + z)
-      c = vc.encode(t)
-      v = vc.decode(c) - z
-      v = vc.reduce(v) if self.dither else v
-      codes.append(c)
-      errs.append(jnp.sum((yb - beta * v) ** 2, axis=-1))
-      ok.append(jnp.all(v == t - z, axis=-1))
-    codes = jnp.stack(codes, axis=-2)  # (*batch, blocks, k, d)
+    betas = jnp.asarray(self.betas, jnp.float32)[:, None]  # (k, 1)
+    # All k scales at once: (*batch, blocks, k, d).
+    t = self.lattice.closest_point(yb[..., None, :] / betas + z)
+    codes = vc.encode(t)
+    v = vc.decode(codes) - z
+    v = vc.reduce(v) if self.dither else v
     if self.beta_select == "mse":
-      idx = jnp.argmin(jnp.stack(errs, axis=-1), axis=-1)
+      errs = jnp.sum((yb[..., None, :] - betas * v) ** 2, axis=-1)
+      idx = jnp.argmin(errs, axis=-1)  # first on ties
     else:
-      ok = jnp.stack(ok, axis=-1)
+      ok = jnp.all(v == t - z, axis=-1)
       idx = jnp.where(jnp.any(ok, axis=-1), jnp.argmax(ok, axis=-1), self.k - 1)
     chosen = jnp.take_along_axis(codes, idx[..., None, None], axis=-2)[..., 0, :]
     scale = None if s is None else s.astype(SCALE_DTYPES[self.norm])

@@ -31,22 +31,24 @@ IDS = [lat.name for lat in LATTICES]
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+@functools.cache
+def _corners(n: int) -> np.ndarray:
+  return np.array(list(itertools.product((0.0, 1.0), repeat=n)))
+
+
 def brute_force(lat: Lattice, x: np.ndarray) -> tuple[np.ndarray, float]:
   """Nearest lattice point by enumeration: every lattice point whose coordinates in the
   standard basis are floor/ceil of x (for Zⁿ, Dₙ) or of x − ½ shifted by ½ (second coset).
   Returns the point and the gap between the best and second-best squared distances."""
-  n = lat.dim
-  cands = []
   cosets = [0.0] if isinstance(lat, (ZnLattice, DnLattice)) else [0.0, 0.5]
+  parity = isinstance(lat, (DnLattice, E8Lattice))
+  cands = []
   for h in cosets:
-    base = np.floor(x - h)
-    for bits in itertools.product((0.0, 1.0), repeat=n):
-      p = base + np.array(bits) + h
-      if isinstance(lat, DnLattice) or isinstance(lat, E8Lattice):
-        if int(round(np.sum(p - h))) % 2 != 0:
-          continue
-      cands.append(p)
-  cands = np.array(cands)
+    p = np.floor(x - h) + _corners(lat.dim) + h
+    if parity:
+      p = p[np.mod(np.rint(np.sum(p - h, axis=1)), 2) == 0]
+    cands.append(p)
+  cands = np.concatenate(cands)
   d = np.sum((cands - x) ** 2, axis=1)
   order = np.argsort(d)
   return cands[order[0]], float(d[order[1]] - d[order[0]])
@@ -239,14 +241,15 @@ def test_bad_input():
 
 
 @pytest.mark.parametrize("lat", [ZnLattice(1), DnLattice(4), DnDualLattice(3), E8Lattice()], ids=lambda l: l.name)
-@pytest.mark.parametrize("den", [2, 6, 14, 16])
+@pytest.mark.parametrize("den", [6, 14])
 def test_closest_point_rational_is_exact(lat, den):
   # Q(w/den) in integer arithmetic: a nearest point (same distance as brute force, computed
   # in float64) everywhere, including the many exact ties rational inputs produce; on
   # non-ties it equals the float decoder.
-  w = np.random.default_rng(den).integers(-60, 60, size=(300, lat.dim)).astype(np.int32)
-  got = np.asarray(lat.closest_point_rational(jnp.asarray(w), den), np.float64)
-  flt = np.asarray(lat.closest_point(jnp.asarray(w / den, jnp.float32)), np.float64)
+  w = np.random.default_rng(den).integers(-60, 60, size=(200, lat.dim)).astype(np.int32)
+  rat = jax.jit(lat.closest_point_rational, static_argnums=1)
+  got = np.asarray(rat(jnp.asarray(w), den), np.float64)
+  flt = np.asarray(q_jit(lat)(jnp.asarray(w / den, jnp.float32)), np.float64)
   for wi, gi, fi in zip(w / den, got, flt):
     want, gap = brute_force(lat, wi)
     assert is_lattice_point(lat, gi)
@@ -255,7 +258,7 @@ def test_closest_point_rational_is_exact(lat, den):
       np.testing.assert_array_equal(gi, fi)
   # Exactly translation-equivariant, ties included, under first-coset lattice vectors (2Λ).
   v = 2 * np.asarray(lat.from_coordinates(jnp.asarray(np.arange(lat.dim) - 2)), np.float64)
-  shifted = np.asarray(lat.closest_point_rational(jnp.asarray(w + np.rint(den * v).astype(np.int32)), den))
+  shifted = np.asarray(rat(jnp.asarray(w + np.rint(den * v).astype(np.int32)), den))
   np.testing.assert_array_equal(shifted, got + v)
   with pytest.raises(TypeError, match="integer"):
     lat.closest_point_rational(jnp.zeros((2, lat.dim)), den)
