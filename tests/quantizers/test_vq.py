@@ -1,5 +1,7 @@
 """VQ quantizer: weighted k-means (monotone objective, determinism, NumPy E/M steps), INT8 codebooks, rate, bad input."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,11 +24,16 @@ def _data(seed, n, d):
   return x, w
 
 
+@functools.partial(jax.jit, static_argnums=3)
+def _kmeans12(key, x, w, k):
+  return weighted_kmeans(key, x, k, w, iters=12)
+
+
 @settings(max_examples=8, deadline=None)
-@given(seed=st.integers(0, 10_000), d=st.sampled_from([1, 2, 4]), k=st.sampled_from([2, 8, 16]))
+@given(seed=st.integers(0, 10_000), d=st.sampled_from([1, 4]), k=st.sampled_from([2, 16]))
 def test_weighted_objective_never_increases(seed, d, k):
   x, w = _data(seed, 256, d)
-  res = jax.jit(lambda key, x, w: weighted_kmeans(key, x, k, w, iters=12))(jax.random.key(seed), x, w)
+  res = _kmeans12(jax.random.key(seed), x, w, k)
   obj = np.asarray(res.objective, np.float64)
   assert np.all(obj[1:] <= obj[:-1] * (1 + F32_SLACK)), np.diff(obj)
   assert obj[-1] < obj[0]  # EM did something
@@ -122,9 +129,9 @@ def test_quantizer_roundtrip_and_rate(d, bits, g, fmt):
 
 def test_vq_beats_scalar_at_same_rate():
   """2-D VQ of iid N(0,1) at 2 bits/value is below the 2-bit Lloyd–Max MSE 0.1175 (papers.md §6)."""
-  x = jax.random.normal(jax.random.key(0), (4, 4096))
-  mse1 = float(jnp.mean((Q.VQQuantizer(1, 2, 4096, iters=30).quantize(x) - x) ** 2))
-  mse2 = float(jnp.mean((Q.VQQuantizer(2, 2, 4096, iters=30).quantize(x) - x) ** 2))
+  x = jax.random.normal(jax.random.key(0), (2, 4096))
+  mse1 = float(jnp.mean((Q.VQQuantizer(1, 2, 4096, iters=20).quantize(x) - x) ** 2))
+  mse2 = float(jnp.mean((Q.VQQuantizer(2, 2, 4096, iters=20).quantize(x) - x) ** 2))
   assert mse1 == pytest.approx(0.1175, rel=0.05)
   assert mse2 < mse1
 
