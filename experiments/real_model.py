@@ -413,11 +413,12 @@ def _e2e_table(records: Sequence[dict], cfg: DictConfig) -> str:
 
 
 def _figures(cfg, ctx: _Context, records, spectra, out_dir: Path) -> None:
+  import jax
   import matplotlib.pyplot as plt
 
   from rdq import covariance
   from rdq.limits import waterfill
-  from rdq.plot import COLORS, DISTORTION_LABEL_WEIGHT, LIMIT_STYLE, RATE_LABEL, save, style
+  from rdq.plot import COLORS, LIMIT_STYLE, RATE_LABEL, save, style
 
   style()
   by = {(r["config"]["algorithm"], r["config"]["bits"]): r["result"] for r in records}
@@ -470,7 +471,7 @@ def _figures(cfg, ctx: _Context, records, spectra, out_dir: Path) -> None:
       ax0.loglog(np.arange(1, eig.size + 1) / eig.size, eig / eig.mean(), color=cmap(t_i), lw=0.7, alpha=0.8,
                  label=t if b == blocks[0] else None)
   n_syn = 384
-  key = __import__("jax").random.key(int(cfg.seed))
+  key = jax.random.key(int(cfg.seed))
   syn = {
       r"power law $\alpha$=1": np.asarray(covariance.PowerLaw(n_syn).eigenvalues(1.0)),
       r"power law $\alpha$=2": np.asarray(covariance.PowerLaw(n_syn).eigenvalues(2.0)),
@@ -517,7 +518,6 @@ def _figures(cfg, ctx: _Context, records, spectra, out_dir: Path) -> None:
     ax0.legend()
     fig.suptitle(f"MiniLM-L6 end to end, all linear layers quantized ({cfg.data.n_eval} eval passages)", fontsize=9)
     save(fig, out_dir / "real_model_e2e")
-  del DISTORTION_LABEL_WEIGHT
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="real_model")
