@@ -51,6 +51,7 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Literal, NamedTuple
 
@@ -432,14 +433,14 @@ def search_betas(
   return tuple(float(betas_grid[s]) for s in best_set), float(best_val / d)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _single_beta_errors(lattice: Lattice, q: int, beta: Array, y: Array) -> Array:
+  vc = VoronoiCode(lattice, q)
+  t = lattice.closest_point(y / beta)
+  v = vc.decode(vc.encode(t))
+  return jnp.sum((y - beta * v) ** 2, axis=-1)
+
+
 def _grid_errors(lattice: Lattice, q: int, betas: tuple[float, ...], y: Array) -> Array:
   """Squared error per block (rows) and scale (columns) of the single-β Voronoi quantizer."""
-  vc = VoronoiCode(lattice, q)
-
-  @jax.jit
-  def one(beta, yy):
-    t = lattice.closest_point(yy / beta)
-    v = vc.decode(vc.encode(t))
-    return jnp.sum((yy - beta * v) ** 2, axis=-1)
-
-  return jnp.stack([one(jnp.float32(b), y) for b in betas], axis=1)
+  return jnp.stack([_single_beta_errors(lattice, q, jnp.float32(b), y) for b in betas], axis=1)

@@ -27,8 +27,8 @@ def _jit(f):
   return jax.jit(f)
 
 
-@pytest.mark.parametrize("lat", LATTICES, ids=lambda l: l.name)
-@pytest.mark.parametrize("q", [3, 16])
+@pytest.mark.parametrize("lat,q", [(ZnLattice(1), 3), (DnLattice(4), 3), (DnDualLattice(3), 16), (E8Lattice(), 3),
+                                   (E8Lattice(), 16)], ids=["z-3", "d4-3", "d3star-16", "e8-3", "e8-16"])
 @SETTINGS
 @given(data=st.data())
 def test_voronoi_encode_decode_roundtrip_on_codewords(lat, q, data):
@@ -61,18 +61,17 @@ def _gauss(shape, seed=0):
   return jax.random.normal(jax.random.key(seed), shape, jnp.float32)
 
 
-NAMES = ["z_nested_q16", "d4_nested_q8", "e8_nested_q16", "e8_nested_q4_k2_norm", "e8_nested_q8_first",
-         "d5star_nested_q8_k2", "e8_nested_q14_k4_first"]
+NAMES = ["z_nested_q16", "e8_nested_q16", "e8_nested_q4_k2_norm", "d5star_nested_q8_k2", "e8_nested_q14_k4_first"]
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_decode_encode_equals_quantize_and_jit(name):
+def test_decode_encode_equals_quantize(name):
+  # Under jit (compiled once per quantizer; the registry contract suite checks jit == eager).
   qz = Q.get(name)
   x = _gauss((3, 5, 80 if qz.dim == 5 else 64)) * 1.7
-  code = qz.encode(x)
-  xq = qz.quantize(x)
-  np.testing.assert_array_equal(np.asarray(qz.decode(code)), np.asarray(xq))
-  np.testing.assert_array_equal(np.asarray(jax.jit(qz.quantize)(x)), np.asarray(xq))
+  code = _jit(qz.encode)(x)
+  xq = _jit(qz.quantize)(x)
+  np.testing.assert_array_equal(np.asarray(_jit(qz.decode)(code)), np.asarray(xq))
   assert xq.shape == x.shape and xq.dtype == x.dtype
   assert code.codes.dtype == jnp.uint8 and int(jnp.max(code.codes)) < qz.q
   assert code.beta_index.shape == x.shape[:-1] + (x.shape[-1] // qz.dim,)
@@ -80,14 +79,10 @@ def test_decode_encode_equals_quantize_and_jit(name):
   # Least-error selection is idempotent on its own output (β_j reproduces it exactly) when no
   # per-vector scale changes the input; "first" selection is not (a smaller β may fit it).
   if qz.norm is None and qz.beta_select == "mse":
-    np.testing.assert_array_equal(np.asarray(qz.quantize(xq)), np.asarray(xq))
+    np.testing.assert_array_equal(np.asarray(_jit(qz.quantize)(xq)), np.asarray(xq))
   assert hash(qz) == hash(Q.get(name))
-
-
-def test_bf16_input_dtype_kept():
-  qz = Q.get("e8_nested_q16")
-  x = _gauss((4, 64)).astype(jnp.bfloat16)
-  assert qz.quantize(x).dtype == jnp.bfloat16
+  # bf16 input keeps its dtype.
+  assert _jit(qz.quantize)(x.astype(jnp.bfloat16)).dtype == jnp.bfloat16
 
 
 def test_without_overload_error_is_granular():
@@ -96,38 +91,41 @@ def test_without_overload_error_is_granular():
   lat = E8Lattice()
   beta = 0.05
   qz = NestedLatticeQuantizer(lat, 256, (beta,))
-  x = _gauss((4096, 8))
-  np.testing.assert_array_equal(np.asarray(qz.quantize(x)), np.asarray(beta * lat.closest_point(x / beta)))
+  x = _gauss((512, 8))
+  np.testing.assert_array_equal(np.asarray(_jit(qz.quantize)(x)), np.asarray(beta * lat.closest_point(x / beta)))
 
 
 def test_mse_selection_is_best_single_beta_per_block():
-  betas = (0.2025, 0.2586, 0.3215, 0.4833)
+  betas = (0.22, 0.3, 0.48)
   multi = NestedLatticeQuantizer(E8Lattice(), 16, betas)
   x = _gauss((512, 8)) * 1.3
-  err_multi = jnp.sum((multi.quantize(x) - x) ** 2, -1)
-  errs = jnp.stack([jnp.sum((NestedLatticeQuantizer(E8Lattice(), 16, (b,)).quantize(x) - x) ** 2, -1) for b in betas])
+  err_multi = jnp.sum((_jit(multi.quantize)(x) - x) ** 2, -1)
+  errs = jnp.stack([jnp.sum((_jit(NestedLatticeQuantizer(E8Lattice(), 16, (b,)).quantize)(x) - x) ** 2, -1)
+                    for b in betas])
   np.testing.assert_allclose(np.asarray(err_multi), np.asarray(jnp.min(errs, 0)), rtol=1e-6, atol=1e-7)
   first = NestedLatticeQuantizer(E8Lattice(), 16, betas, beta_select="first")
-  assert float(jnp.mean(jnp.sum((first.quantize(x) - x) ** 2, -1))) >= float(jnp.mean(err_multi))
+  assert float(jnp.mean(jnp.sum((_jit(first.quantize)(x) - x) ** 2, -1))) >= float(jnp.mean(err_multi))
 
 
 def test_dither_shared_key_and_unbiased_error():
-  qz = Q.get("e8_nested_q16_dither")
-  x = _gauss((256, 64))
-  key = jax.random.key(7)
-  code = qz.encode(x, key)
-  np.testing.assert_array_equal(np.asarray(qz.decode(code, key)), np.asarray(qz.quantize(x, key)))
-  with pytest.raises(ValueError, match="PRNG key"):
-    qz.quantize(x)
   # Subtractive dither: with a single β and no overload the error is uniform on the fine
-  # cell, independent of x: mean 0 and MSE per entry G(E8)·β².
+  # cell, independent of x: mean 0 and MSE per entry G(E8)·β². Encoder and decoder share
+  # the key; without one the quantizer refuses to run.
   beta = 0.05
   fine = NestedLatticeQuantizer(E8Lattice(), 256, (beta,), dither=True)
-  err = (fine.quantize(x, key) - x) / beta
+  x = _gauss((256, 64))
+  key = jax.random.key(7)
+  xq = _jit(fine.quantize)(x, key)
+  np.testing.assert_array_equal(np.asarray(_jit(fine.decode)(_jit(fine.encode)(x, key), key)), np.asarray(xq))
+  with pytest.raises(ValueError, match="PRNG key"):
+    fine.quantize(x)
+  err = (xq - x) / beta
   mse = float(jnp.mean(err**2))
   se = float(jnp.std(jnp.sum(err.reshape(-1, 8) ** 2, -1) / 8) / math.sqrt(err.size / 8))
   assert abs(mse - PUBLISHED_G["e8"]) < 4 * se
   assert abs(float(jnp.mean(err))) < 4 * float(jnp.std(err)) / math.sqrt(err.size)
+  # A different key gives a different quantization (the dither is really used).
+  assert not np.array_equal(np.asarray(_jit(fine.quantize)(x, jax.random.key(8))), np.asarray(xq))
 
 
 def test_rate_counts_side_information():
@@ -144,30 +142,29 @@ def test_rate_counts_side_information():
 
 
 def test_nested_dot_from_codes_matches_decode_then_dot():
-  qa = Q.get("e8_nested_q16_norm")
-  qb = Q.get("d4_nested_q8_k2")  # mixed lattices with block lengths 8 and 4 are rejected
+  qa = Q.get("e8_nested_q16_k2_norm")  # mixed lattices are fine if the block lengths agree
   a, b = _gauss((6, 64), 1) * 2, _gauss((5, 64), 2)
-  with pytest.raises(ValueError, match="block lengths"):
-    nested_dot(qa, qa.encode(a), qb, qb.encode(b))
   qb = Q.get("d8_nested_q8_k2")
-  ca, cb = qa.encode(a), qb.encode(b)
-  got = nested_dot(qa, ca, qb, cb)
-  want = qa.decode(ca) @ qb.decode(cb).T
+  ca, cb = _jit(qa.encode)(a), _jit(qb.encode)(b)
+  with pytest.raises(ValueError, match="block lengths"):
+    nested_dot(qa, ca, Q.get("d4_nested_q8_k2"), cb)
+  got = jax.jit(nested_dot, static_argnums=(0, 2))(qa, ca, qb, cb)
+  want = _jit(qa.decode)(ca) @ _jit(qb.decode)(cb).T
   assert got.shape == (6, 5)
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
 
 
 def test_search_betas_improves_on_single_beta():
   lat = E8Lattice()
-  grid = (0.3, 1.5, 40)
-  (b1,), mse1 = search_betas(lat, 8, 1, jax.random.key(0), num_blocks=4096, grid=grid)
-  b2, mse2 = search_betas(lat, 8, 2, jax.random.key(0), num_blocks=4096, grid=grid)
+  grid = (0.3, 1.5, 24)
+  (b1,), mse1 = search_betas(lat, 8, 1, jax.random.key(0), num_blocks=2048, grid=grid)
+  b2, mse2 = search_betas(lat, 8, 2, jax.random.key(0), num_blocks=2048, grid=grid)
   assert len(b2) == 2 and b2[0] < b2[1]
   assert mse2 < mse1
   # The tabulated set is no worse than the single best β on fresh samples.
   x = _gauss((8192, 8), 9)
-  mse_tab = float(jnp.mean((Q.get("e8_nested_q8_k2").quantize(x) - x) ** 2))
-  mse_one = float(jnp.mean((NestedLatticeQuantizer(lat, 8, (b1,)).quantize(x) - x) ** 2))
+  mse_tab = float(jnp.mean((_jit(Q.get("e8_nested_q8_k2").quantize)(x) - x) ** 2))
+  mse_one = float(jnp.mean((_jit(NestedLatticeQuantizer(lat, 8, (b1,)).quantize)(x) - x) ** 2))
   assert mse_tab < mse_one
 
 
