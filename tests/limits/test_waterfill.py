@@ -56,9 +56,10 @@ def test_batch_vectorizes_and_jits():
   np.testing.assert_allclose(r.rate_bits, rate, rtol=1e-5)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(
-    st.lists(st.floats(1e-3, 1e3), min_size=1, max_size=12),
+    # fixed length: one compilation for all examples
+    st.lists(st.floats(1e-3, 1e3), min_size=8, max_size=8),
     st.floats(0.01, 6.0),
 )
 def test_inverse_roundtrip_and_monotone(eig, rate):
