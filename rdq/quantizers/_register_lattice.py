@@ -141,8 +141,8 @@ register(
     r"(?P<lat>z\d*|d\d+(?:star)?|e8|bw16)_nested_q(?P<q>\d+)(?:_k(?P<k>\d+))?"
     r"(?P<norm>_norm(?:_(?P<normfmt>fp32|bf16|fp16))?)?(?P<first>_first)?(?P<dither>_dither)?",
     _nested,
-    ("z_nested_q16", "d4_nested_q4", "d4_nested_q8", "d4_nested_q16", "e8_nested_q4", "e8_nested_q8",
-     "e8_nested_q16", "e8_nested_q16_k2", "e8_nested_q16_k1", "e8_nested_q16_norm", "e8_nested_q14_k4_first"),
+    # Examples (each runs through the registry contract suite; kept few, compiles are costly).
+    ("z_nested_q16", "d4_nested_q8", "e8_nested_q4", "e8_nested_q16", "e8_nested_q16_norm", "e8_nested_q14_k4_first"),
     "<z|d<n>|d<n>star|e8|bw16>_nested_q<q>[_k<k>][_norm[_fp32|_bf16|_fp16]][_first][_dither]: Voronoi code Λ/qΛ, "
     "log2 q bits/entry + log2(k)/d for the per-block β index (+16/n with _norm)",
 )
