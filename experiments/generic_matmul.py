@@ -93,9 +93,13 @@ def plot(records: list[dict], stem: Path) -> list[Path]:
   ax.semilogy(r, limits.naive_matmul_distortion(r), "--", color=rplot.COLORS["gaussian"], lw=1,
               label=r"$2\cdot2^{-2R}-2^{-4R}$ (each factor at $D(R)$)")
   labels_done = set()
+  lattices: dict[str, list] = {}
   for rec in sorted(records, key=lambda x: x["config"]["quantizer_a"]):
     c, res = rec["config"], rec["result"]
     fam = family(c["quantizer_a"])
+    if fam == "lattice" and c["quantizer_a"] == c["quantizer_b"]:
+      lattices.setdefault(c["quantizer_a"].split("_nested")[0], []).append(res)
+      continue
     col = rplot.COLORS.get(fam, "0.3")
     err = [[res["mean"] - res["ci95"][0]], [res["ci95"][1] - res["mean"]]]
     lab = {"int": "absmax INT", "fp": "FP (elementwise)", "mx": "MX (e8m0 / 32)", "nv": "NVFP4",
@@ -104,7 +108,15 @@ def plot(records: list[dict], stem: Path) -> list[Path]:
                 label=None if lab in labels_done else lab)
     labels_done.add(lab)
     name = c["quantizer_a"] if c["quantizer_a"] == c["quantizer_b"] else f'{c["quantizer_a"]}×{c["quantizer_b"]}'
-    ax.annotate(name, (res["rate_effective"], res["mean"]), fontsize=5.5, xytext=(3, 2), textcoords="offset points")
+    ax.annotate(name, (res["rate_effective"], res["mean"]), fontsize=5, xytext=(3, 2), textcoords="offset points")
+  markers = {"z": "v", "d4": "s", "e8": "D", "bw16": "*"}
+  for k, (lat, pts) in enumerate(sorted(lattices.items())):
+    pts.sort(key=lambda r: r["rate_effective"])
+    x = [r["rate_effective"] for r in pts]
+    y = [r["mean"] for r in pts]
+    err = [[r["mean"] - r["ci95"][0] for r in pts], [r["ci95"][1] - r["mean"] for r in pts]]
+    ax.errorbar(x, y, yerr=err, fmt="-" + markers.get(lat, "o"), ms=3.5, lw=0.8,
+                color=["#9467bd", "#7b4173", "#c5b0d5", "#5254a3"][k % 4], label=f"{lat.upper()} Voronoi code (NestQuant)")
   ax.set_xlabel(r"effective rate $R$ [bits/entry per factor, scales included]")
   ax.set_ylabel(r"$\mathbb{E}\|A^\top B-\hat A^\top\hat B\|_F^2/(nab)$")
   c0 = records[0]["config"]
