@@ -11,6 +11,8 @@
 # %% [markdown]
 # # Pallas kernels: INT4 and MXFP4 weight-only matmul, checked against rdq
 #
+# (This notebook is not named `kernels.py`: next to it, that name would shadow the `kernels` package.)
+#
 # `kernels/` computes $y = x\cdot\mathrm{dequant}(W_q)$ with the dequantization fused into a
 # tiled matmul ($x$: $(M,K)$, $W$: $(K,N)$, fp32 accumulation). A weight is encoded by an rdq
 # quantizer as $W^\top$ (quantizers act on the last axis, so block scales run along $K$), then
