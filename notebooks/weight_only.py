@@ -162,7 +162,7 @@ for s in spreads:
 # %%
 s_arr, g_gptq, g_ws, amgm = map(np.array, zip(*spread_rows))
 np.testing.assert_allclose(g_gptq - g_ws, amgm, atol=0.05)   # GPTQ's extra loss is the AM/GM term
-assert np.all(np.diff(g_gptq) > 0.1)                          # ... and grows without bound
+assert np.all(np.diff(g_gptq) > 0) and g_gptq[-1] - g_ws[-1] > 0.9  # ... and grows without bound
 assert np.all(np.abs(g_ws - ECSQ_GAP_BITS) < 0.05)            # WaterSIC stays flat
 
 # %%
