@@ -12,7 +12,8 @@
 # # Lattices: closest point, G(Λ), and a nested-lattice code for matmul
 #
 # A lattice quantizer $Q_\Lambda$ maps $x$ to its closest lattice point (Conway & Sloane 1982
-# decoders for $\mathbb Z^n$, $D_n$, $D_n^*$, $E_8$, Barnes–Wall $\Lambda_{16}$). Its quality is
+# decoders for $\mathbb Z^n$, $D_n$, $D_n^*$, $E_8$; a 32-coset decoder for Barnes–Wall
+# $\Lambda_{16}$). Its quality is
 # the normalized second moment
 #
 # $$G(\Lambda) = \frac{\mathbb E\|U\|^2}{n\,V^{2/n}},\qquad U\sim\mathrm{Unif}(\mathcal V(\Lambda)),$$

@@ -22,7 +22,7 @@
 #
 # which at high rate is $D = (\det\Sigma_X)^{1/n}2^{-2R}$. WaterSIC (Lifar et al., arXiv
 # 2603.04956) gives every input feature its own step $c/L_{ii}$ (Cholesky diagonal of $\Sigma_X$)
-# and stays within $\tfrac12\log_2(\pi e/6)=0.2546$ bit of the limit for every $\Sigma_X$; GPTQ
+# and at high rate stays within $\tfrac12\log_2(\pi e/6)=0.2546$ bit of the limit for every $\Sigma_X$; GPTQ
 # (one step for all features) loses an extra $\tfrac12\log_2(\mathrm{AM}/\mathrm{GM})$ of its LDL
 # diagonal, which is unbounded. RTN ignores $\Sigma_X$.
 
