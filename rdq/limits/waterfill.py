@@ -107,7 +107,10 @@ def _theta_for_distortion(mu: Array, d: Array) -> Array:
   n = mu.shape[0]
   s = jnp.sort(mu)[::-1]
   k = jnp.arange(1, n + 1, dtype=s.dtype)
-  tail = jnp.sum(s) - jnp.cumsum(s)  # Σ_{i>k} s_i
+  # Σ_{i>k} s_i as a reverse cumulative sum (smallest terms first): sum(s) − cumsum(s) cancels
+  # catastrophically at high rate, where the tail is tiny.
+  rev = jnp.cumsum(s[::-1])[::-1]
+  tail = jnp.concatenate([rev[1:], jnp.zeros((1,), s.dtype)])
   theta_k = (n * d - tail) / k
   nxt = jnp.concatenate([s[1:], jnp.zeros((1,), s.dtype)])
   valid = (theta_k <= s) & (theta_k >= nxt)

@@ -93,3 +93,11 @@ def test_distortion_above_variance_is_zero_rate():
 def test_bad_input(args, match):
   with pytest.raises(ValueError, match=match):
     waterfill(*args)
+
+
+def test_inverse_round_trip_at_high_rate():
+  # regression: the tail sum must not cancel when the water level is tiny
+  lam = np.geomspace(1.0, 1e-3, 32)
+  for rate in (6.0, 8.0, 10.0):
+    d = waterfill(lam, rate).distortion
+    np.testing.assert_allclose(float(waterfill_rate(lam, d).rate_bits), rate, atol=1e-4)
