@@ -26,6 +26,16 @@ def _run(out_dir, *extra, wait=True):
                           start_new_session=True)
 
 
+def _strip_timing(obj):
+  from experiments._store import TIMING_FIELDS
+
+  if isinstance(obj, dict):
+    return {k: _strip_timing(v) for k, v in obj.items() if k not in TIMING_FIELDS and k != "out_dir"}
+  if isinstance(obj, list):
+    return [_strip_timing(v) for v in obj]
+  return obj
+
+
 def _points(out_dir):
   return sorted((Path(out_dir) / "points").glob("*.json"))
 
@@ -56,8 +66,12 @@ def test_outputs(reference):
   assert (reference / "generic_matmul.pdf").exists()
 
 
-def test_killed_sweep_resumes_with_identical_results(reference, tmp_path):
-  proc = _run(tmp_path, wait=False)
+MULTIRUN = ("-m", "quantizer=int8,int4_row,int4_block32,e4m3,mxfp4,nvfp4")
+
+
+def test_killed_multirun_resumes_with_identical_results(reference, tmp_path):
+  # a Hydra multirun (one job per quantizer) killed with SIGKILL partway
+  proc = _run(tmp_path, *MULTIRUN, wait=False)
   deadline = time.time() + 240
   while len(_points(tmp_path)) < 2 and time.time() < deadline and proc.poll() is None:
     time.sleep(0.05)
@@ -67,10 +81,17 @@ def test_killed_sweep_resumes_with_identical_results(reference, tmp_path):
   assert 1 <= len(done) < 6, f"kill must land mid-sweep; {len(done)} points finished"
   for p in done:
     json.loads(p.read_text())  # every finished point is complete JSON (atomic writes)
-  rerun = _run(tmp_path)
+  rerun = _run(tmp_path, *MULTIRUN)
   assert rerun.returncode == 0, rerun.stderr[-3000:]
-  assert f"{len(done)} already done, {6 - len(done)} to run" in rerun.stderr + rerun.stdout
+  log = rerun.stderr + rerun.stdout
+  assert log.count("1 points, 1 already done, 0 to run") == len(done)  # finished jobs skip their point
+  assert log.count("1 points, 0 already done, 1 to run") == 6 - len(done)  # only the missing ones run
   assert _means(tmp_path) == _means(reference)  # bitwise-identical numbers
+  # same point configs and seed: identical results apart from timing fields
+  a = json.loads((reference / "results.json").read_text())
+  b = json.loads((tmp_path / "results.json").read_text())
+  assert _strip_timing(a["points"]) == _strip_timing(b["points"]) and a["env"] == b["env"]
+  assert a["points"][0]["result"]["wall_time_s"] > 0  # timing is recorded, just not compared
 
 
 def test_rerun_skips_everything(reference):
@@ -92,21 +113,3 @@ def test_submitit_local_sweep(tmp_path):
   assert len(_points(tmp_path)) == 2
   assert list((tmp_path / "hydra").glob("multirun-*/.submitit"))
 
-
-def _strip_timing(obj):
-  from experiments._store import TIMING_FIELDS
-
-  if isinstance(obj, dict):
-    return {k: _strip_timing(v) for k, v in obj.items() if k not in TIMING_FIELDS and k != "out_dir"}
-  if isinstance(obj, list):
-    return [_strip_timing(v) for v in obj]
-  return obj
-
-
-def test_same_config_and_seed_give_identical_results_json(reference, tmp_path):
-  proc = _run(tmp_path)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  a = json.loads((reference / "results.json").read_text())
-  b = json.loads((tmp_path / "results.json").read_text())
-  assert _strip_timing(a) == _strip_timing(b)
-  assert a["points"][0]["result"]["wall_time_s"] > 0  # timing is recorded, just not compared
