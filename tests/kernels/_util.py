@@ -53,7 +53,7 @@ def lower(fn, args, backend: str):
     abstract = jax.sharding.AbstractDevice(device_kind="NVIDIA H100 80GB HBM3", num_cores=None,
                                            platform="cuda")
   except (AttributeError, TypeError) as e:  # older/newer jax without abstract devices
-    pytest.skip(f"this jax ({jax.__version__}) cannot describe an abstract GPU: {e}")
+    pytest.skip(reason=f"this jax ({jax.__version__}) cannot describe an abstract GPU: {e}")
   mesh = jax.sharding.AbstractMesh((1,), ("x",), abstract_device=abstract)
   with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # "Triton backend is deprecated"

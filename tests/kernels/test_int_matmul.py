@@ -180,7 +180,7 @@ class TestBadInput:
 
   def test_cpu_without_interpret(self):
     if jax.default_backend() != "cpu":
-      pytest.skip("checks the CPU error")
+      pytest.skip(reason="checks the CPU error")
     with pytest.raises(ValueError, match="interpret=True"):
       int_matmul(jnp.zeros((2, 256)), self._packed())
 

@@ -106,7 +106,7 @@ def _jax_quantize():
   try:
     from jax._src.cudnn.scaled_matmul_stablehlo import BlockScaleConfig, quantize
   except ImportError:  # pragma: no cover - private module moved
-    pytest.skip("jax's MX quantize helper (jax._src.cudnn.scaled_matmul_stablehlo) is not available")
+    pytest.skip(reason="jax's MX quantize helper (jax._src.cudnn.scaled_matmul_stablehlo) is not available")
   return BlockScaleConfig, quantize
 
 
@@ -154,7 +154,7 @@ def test_matmul_through_public_scaled_dot_general():
   try:
     out = jax.nn.scaled_dot_general(lhs, rhs, (((2,), (2,)), ((0,), (0,))), configs=[cfg, cfg, cfg])
   except NotImplementedError as e:  # jax 0.10 has no CPU lowering for scaled_matmul
-    pytest.skip(f"jax.nn.scaled_dot_general does not run on this backend/version: {e}")
+    pytest.skip(reason=f"jax.nn.scaled_dot_general does not run on this backend/version: {e}")
   q = FPQuantizer("e4m3", 32, "e8m0", scale_rule="ceil")
   ref = jnp.einsum("bmk,bnk->bmn", q.quantize(lhs), q.quantize(rhs))
   np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-4)

@@ -37,7 +37,7 @@ def test_vmap_over_leading_axis(name):
   q = Q.get(name)
   x = jax.random.normal(jax.random.key(1), (3,) + SHAPE)
   if getattr(q, "granularity", None) == "tensor" or getattr(q, "tensor_scale", False):
-    pytest.skip("per-tensor scales are defined over the whole array; vmap changes the tensor")
+    pytest.skip(reason="per-tensor scales are defined over the whole array; vmap changes the tensor")
   np.testing.assert_array_equal(jax.jit(jax.vmap(q.quantize))(x), jax.jit(q.quantize)(x))
 
 
