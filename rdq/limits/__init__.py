@@ -16,14 +16,18 @@ from rdq.limits.universal import random_coding_rate as random_coding_rate
 from rdq.limits.universal import universal_distortion as universal_distortion
 from rdq.limits.universal import universal_gap as universal_gap
 from rdq.limits.universal import universal_rate as universal_rate
-from rdq.limits.waterfill import ECSQ_GAP_BITS as ECSQ_GAP_BITS
+from rdq.limits.ecsq import ECSQ_GAP as ECSQ_GAP
+from rdq.limits.ecsq import ECSQ_GAP_BITS as ECSQ_GAP_BITS
+from rdq.limits.ecsq import ecsq_distortion as ecsq_distortion
 from rdq.limits.waterfill import WaterfillResult as WaterfillResult
 from rdq.limits.waterfill import waterfill as waterfill
 from rdq.limits.waterfill import waterfill_high_rate as waterfill_high_rate
 from rdq.limits.waterfill import waterfill_rate as waterfill_rate
 
 __all__ = [
+    "ECSQ_GAP",
     "ECSQ_GAP_BITS",
+    "ecsq_distortion",
     "G_SPHERE_LIMIT",
     "PUBLISHED_G",
     "UNIVERSALITY_GAP_BITS",

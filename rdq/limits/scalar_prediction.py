@@ -28,12 +28,12 @@ exactly; with the additive-noise assumption ``ρ = 1``, ``P = 1 + D`` this is th
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import numpy as np
 
 from rdq.limits._blockmax import Phi, ScalarModel, cells, max_grid, phi, scalar_model
+from rdq.limits.ecsq import ECSQ_GAP, ECSQ_GAP_BITS, ecsq_distortion  # re-exported
 
 __all__ = [
     "ECSQ_GAP",
@@ -46,24 +46,6 @@ __all__ = [
     "high_rate_mse",
     "matmul_from_marginals",
 ]
-
-ECSQ_GAP = math.pi * math.e / 6.0
-"""Factor πe/6 = 2πe/12 ≈ 1.4233 (1.53 dB) between entropy-coded uniform scalar
-quantization and D(R) at high rate (Gish & Pierce, "Asymptotically efficient quantizing",
-IEEE Trans. IT 14, 1968)."""
-
-ECSQ_GAP_BITS = 0.5 * math.log2(ECSQ_GAP)
-"""The same gap in rate: ½·log2(πe/6) ≈ 0.2546 bit per entry."""
-
-
-def ecsq_distortion(rate, variance: float = 1.0):
-  """High-rate distortion of entropy-coded uniform scalar quantization of a Gaussian:
-  ``D ≈ (πe/6) σ² 2^(-2R)`` (Gish & Pierce 1968). ``rate`` in bits per entry, > 0."""
-  from rdq.limits._checks import check_positive
-
-  check_positive(rate, "rate")
-  return ECSQ_GAP * variance * np.exp2(-2.0 * np.asarray(rate, np.float64))
-
 
 def matmul_from_marginals(d_a, d_b):
   """High-rate matmul distortion ``D_A + D_B + D_A D_B`` from per-entry MSEs (additive,

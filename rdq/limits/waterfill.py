@@ -32,7 +32,6 @@ References:
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import jax
@@ -40,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
+from rdq.limits.ecsq import ECSQ_GAP_BITS  # re-exported
 from rdq.limits._checks import check_positive
 
 __all__ = [
@@ -50,8 +50,6 @@ __all__ = [
     "waterfill_rate",
 ]
 
-ECSQ_GAP_BITS: float = 0.5 * math.log2(math.pi * math.e / 6.0)
-"""½·log2(πe/6) = 0.2546 bit: high-rate rate loss of entropy-coded uniform scalar quantization."""
 
 
 class WaterfillResult(NamedTuple):

@@ -1,6 +1,5 @@
 """Exact and high-rate scalar predictions against closed forms and Monte Carlo."""
 
-import math
 
 import jax
 import jax.numpy as jnp
@@ -11,14 +10,6 @@ from scipy import integrate, stats
 from rdq import quantizers
 from rdq.limits import scalar_prediction as sp
 from rdq.montecarlo import estimate
-
-
-def test_ecsq_constants():
-  assert sp.ECSQ_GAP == pytest.approx(math.pi * math.e / 6)
-  assert sp.ECSQ_GAP_BITS == pytest.approx(0.25461, abs=5e-6)  # "0.255 bit" (WaterSIC)
-  np.testing.assert_allclose(sp.ecsq_distortion(3.0), math.pi * math.e / 6 / 64)
-  with pytest.raises(ValueError):
-    sp.ecsq_distortion(0.0)
 
 
 @pytest.mark.parametrize("name", ["e2m1", "e4m3", "e2m3"])
