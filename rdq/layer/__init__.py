@@ -1,4 +1,4 @@
-"""Weight-only layer quantization with known input statistics: RTN, GPTQ, WaterSIC, GPTVQ.
+"""Weight-only layer quantization with known input statistics: RTN, GPTQ, WaterSIC, GPTVQ, lattice SIC.
 
 Every algorithm maps ``(W, H, config, key) -> (Ŵ, LayerReport)`` with ``W`` of shape
 ``(n, m) = (in_features, out_features)`` and ``H = Σ_X = E[x xᵀ]`` of shape ``(n, n)``.
@@ -21,6 +21,9 @@ from rdq.layer.gptvq import VQBits as VQBits
 from rdq.layer.gptvq import gptvq as gptvq
 from rdq.layer.gptvq import gptvq_bits as gptvq_bits
 from rdq.layer.gptvq import vq_decode as vq_decode
+from rdq.layer.lattice_sic import LatticeSICConfig as LatticeSICConfig
+from rdq.layer.lattice_sic import lattice_sic as lattice_sic
+from rdq.layer.lattice_sic import lattice_sic_traced as lattice_sic_traced
 from rdq.layer.report import LayerReport as LayerReport
 from rdq.layer.report import layer_distortion as layer_distortion
 from rdq.layer.rtn import RTNConfig as RTNConfig
@@ -35,6 +38,7 @@ __all__ = [
     "GPTVQConfig",
     "GPTVQReport",
     "GPTVQ_STAGES",
+    "LatticeSICConfig",
     "LayerReport",
     "MinMaxGrid",
     "RTNConfig",
@@ -49,6 +53,8 @@ __all__ = [
     "gptvq_bits",
     "high_rate_step",
     "inverse_cholesky_upper",
+    "lattice_sic",
+    "lattice_sic_traced",
     "layer_distortion",
     "rtn",
     "rtn_traced",

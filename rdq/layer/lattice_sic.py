@@ -1,0 +1,189 @@
+"""Nested-lattice codes with SIC error feedback (NestQuant's weight path; QuIP#'s LDLQ).
+
+Layout as everywhere in ``rdq.layer``: ``W ∈ R^{n×m}`` (n input features, m output
+features), ``H = E[x xᵀ]`` ``(n, n)``. A lattice *block* is ``d`` consecutive input features
+of one output feature, ``W[i:i+d, j]`` (E8: d = 8), exactly the block ``rtn`` with the same
+registry quantizer rounds (it acts on ``Wᵀ``, whose last axis is the input features).
+
+**Scale.** Each output feature ``j`` gets one RMS scale ``s_j = ‖W[:, j]‖/√n`` of the
+*original* weights, stored in the quantizer's ``norm`` format (NestQuant normalizes every
+weight row to norm ``√n`` and keeps the norm; ``bits(norm)/n`` per weight). Without ``norm``,
+``s_j = 1``.
+
+**SIC pass** (``rdq.layer._sic.sic`` with ``vec_dim = d``). Blocks ``P`` of d features are
+visited in order; the current (error-updated) rows are divided by ``s``, each d-vector is
+rounded by the nested-lattice quantizer (Voronoi code ``Λ/qΛ``, β chosen per block by least
+**Euclidean** error, as NestQuant's ``try_all``), and the error is fed forward with the block
+recursion of GPTQ,
+
+.. math::
+   U_{PP}^\\top E_P = W_P - Q_P, \\qquad W_j \\leftarrow W_j - U_{Pj}^\\top E_P\\quad (j > P),
+
+so ``W − Q = UᵀE`` and ``tr((W−Q)ᵀH_d(W−Q)) = ‖E‖²_F`` (``H_d^{-1} = UᵀU``). This is the
+block-LDL feedback of LDLQ with block size d (QuIP#, NestQuant), run first-to-last with the
+Cholesky factor of ``H_d^{-1}`` instead of last-to-first with the LDL of ``H``: the same
+recursion on the reversed feature order. With a diagonal H there is no feedback and the result
+equals ``rtn`` with the same quantizer bit for bit.
+
+**Rotation** (``rotate=True``, incoherence processing as in QuIP/QuIP#/NestQuant). With a
+Haar-random orthogonal ``Q`` (``rdq.covariance.haar_orthogonal``, from an explicit key) the
+layer ``y = Wᵀx`` is quantized in the rotated input basis, ``W' = QᵀW``, ``H' = QᵀHQ``, and
+``Ŵ = QŴ'``; the distortion is basis-free, ``tr((W−Ŵ)ᵀH(W−Ŵ)) = tr((W'−Ŵ')ᵀH'(W'−Ŵ'))``, and
+the column norms (hence the scales) are unchanged. It spreads outlier weights (MiniLM's FFN
+output layers have single weights 80–175× their RMS), which otherwise overload every β of the
+code. The rotation is free in rate (a shared seed) but costs an ``n × n`` product on the
+activations at inference; NestQuant uses a randomized Hadamard transform for that reason.
+
+``feedback=False`` drops the SIC feedback (``U = I``): round-to-nearest in the (possibly
+rotated) basis, equal to ``rtn`` with the same quantizer when not rotated.
+
+Not done here: QA-LDLQ's ``W(I − ε²(H+ε²I)^{-1})`` correction (NestQuant).
+
+**Rate** (bits per weight, side information counted, fixed length): the quantizer's
+``rate((m, n))`` — ``log2 q`` for the Voronoi coordinates, ``log2(k)/d`` for the β indices
+(enumerated jointly over a row) and ``bits(norm)/n`` for the scale; the same as ``rtn``.
+
+References:
+  K. Savkin, E. Porat, O. Ordentlich, Y. Polyanskiy, "NestQuant: nested lattice quantization
+  for matrix products and LLMs", ICML 2025, arXiv 2502.09720 (E8 Voronoi codes with k scales,
+  per-row norm, LDLQ with 8×8 block LDL for the weights; research/papers.md §1).
+  A. Tseng, J. Chee, Q. Sun, V. Kuleshov, C. De Sa, "QuIP#", ICML 2024, arXiv 2402.04396
+  (block LDLQ with E8 codebooks). E. Frantar et al., "GPTQ", ICLR 2023, Algorithm 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from rdq.covariance import haar_orthogonal
+from rdq.layer._sic import damp_hessian, inverse_cholesky_upper, sic
+from rdq.layer.report import LayerReport, check_layer_inputs, make_report
+from rdq.quantizers import NestedLatticeQuantizer
+from rdq.quantizers import get as get_quantizer
+
+__all__ = ["LatticeSICConfig", "lattice_sic", "lattice_sic_traced"]
+
+HIGHEST = jax.lax.Precision.HIGHEST
+
+
+@dataclasses.dataclass(frozen=True)
+class LatticeSICConfig:
+  """Nested-lattice SIC hyperparameters (hashable; a static ``jit`` argument).
+
+  Attributes:
+    quantizer: registry name of a nested-lattice quantizer without dither, e.g.
+      ``"e8_nested_q8_norm"`` (``rdq.quantizers`` name grammar ``<lattice>_nested_q<q>…``).
+    block_size: lazy-update block; a multiple of the lattice dimension.
+    percdamp: damping relative to ``mean(diag H)`` (0.01 as GPTQ).
+    feedback: SIC error feedback (False: round to nearest, no use of H).
+    rotate: quantize in a Haar-random rotated input basis (needs a PRNG key).
+  """
+
+  quantizer: str = "e8_nested_q8_norm"
+  block_size: int = 128
+  percdamp: float = 0.01
+  feedback: bool = True
+  rotate: bool = False
+
+  def __post_init__(self):
+    q = get_quantizer(self.quantizer)  # ValueError for unknown names
+    if not isinstance(q, NestedLatticeQuantizer):
+      raise ValueError(f"quantizer={self.quantizer!r} is a {type(q).__name__}; lattice SIC needs a nested-lattice name")
+    if q.dither:
+      raise ValueError(f"quantizer={self.quantizer!r}: dithered codes are not supported by lattice SIC")
+    if not isinstance(self.block_size, int) or self.block_size < 1 or self.block_size % q.dim:
+      raise ValueError(f"block_size={self.block_size!r} must be a positive multiple of the lattice dimension {q.dim}")
+    if not (isinstance(self.percdamp, (int, float)) and self.percdamp >= 0):
+      raise ValueError(f"percdamp={self.percdamp!r} must be ≥ 0")
+    for name in ("feedback", "rotate"):
+      if not isinstance(getattr(self, name), bool):
+        raise TypeError(f"{name}={getattr(self, name)!r} must be a bool")
+
+  @property
+  def lattice_quantizer(self) -> NestedLatticeQuantizer:
+    return get_quantizer(self.quantizer)
+
+
+@dataclasses.dataclass(frozen=True)
+class _LatticeGrid:
+  """SIC grid: d input features of every output feature rounded jointly to the nested code."""
+
+  quant: NestedLatticeQuantizer
+  group_size = None
+
+  @property
+  def vec_dim(self) -> int:
+    return self.quant.dim
+
+  def fit(self, w: Float[Array, "n m"]):
+    """Per-output-feature RMS scale of the original W, ``(m, 1)`` in float32 (1 without norm)."""
+    s = self.quant._scale(w.T)
+    return jnp.ones((w.shape[1], 1), jnp.float32) if s is None else s.astype(jnp.float32)
+
+  def quantize(self, rows: Float[Array, "d m"], s, feats):
+    del feats
+    plain = dataclasses.replace(self.quant, norm=None)
+    y = rows.T / jnp.where(s > 0, s, 1.0)  # (m, d): one lattice block per output feature
+    code = plain._encode(y, None)
+    q = plain.decode(code) * s
+    return q.T, code.codes.T.astype(jnp.int32), jnp.zeros(rows.shape[:1], jnp.float32)
+
+
+def lattice_sic(
+    w: Float[Array, "n m"],
+    h: Float[Array, "n n"],
+    config: LatticeSICConfig = LatticeSICConfig(),
+    key: PRNGKeyArray | None = None,
+) -> tuple[Float[Array, "n m"], LayerReport]:
+  """Quantize ``W`` to a nested-lattice code with SIC error feedback under ``H`` (module docstring).
+
+  Args:
+    w: ``(n, m) = (in_features, out_features)`` weights; n a multiple of the lattice dimension.
+    h: ``(n, n)`` symmetric PSD ``E[x xᵀ]`` (undamped; used as is for the distortion).
+    config: ``LatticeSICConfig``.
+    key: PRNG key of the rotation; required iff ``config.rotate`` (else unused).
+
+  Returns:
+    ``(Ŵ, report)``: ``Ŵ`` in float32 and a ``LayerReport``; ``rate_nominal_bits`` is the
+    quantizer's fixed-length rate incl. β indices and scales, ``codes`` the Voronoi
+    coordinates in ``[0, q)``.
+
+  Raises:
+    ValueError: bad W/H (shape, non-symmetric, non-PSD, non-finite, singular with
+      ``percdamp = 0`` and feedback on), n not a multiple of the lattice dimension, or a
+      missing key with ``rotate``.
+  """
+  check_layer_inputs(w, h, config.percdamp if config.feedback else None)
+  config.lattice_quantizer.rate((w.shape[1], w.shape[0]))  # raises if d does not divide n
+  if config.rotate and key is None:
+    raise ValueError("rotate=True needs a PRNG key for the rotation (key=jax.random.key(…))")
+  return lattice_sic_traced(jnp.asarray(w, jnp.float32), jnp.asarray(h, jnp.float32), config, key)
+
+
+@functools.partial(jax.jit, static_argnames="config")
+def lattice_sic_traced(w, h, config: LatticeSICConfig, key=None):
+  """``lattice_sic`` without the eager checks (jit-able, vmappable over ``w``, ``h`` and ``key``)."""
+  n, m = w.shape
+  quant = config.lattice_quantizer
+  w_in, h_in = w, h
+  if config.rotate:
+    rot = haar_orthogonal(key, n)
+    w_in = jnp.matmul(rot.T, w, precision=HIGHEST)
+    h_in = jnp.matmul(jnp.matmul(rot.T, h, precision=HIGHEST), rot, precision=HIGHEST)
+    h_in = 0.5 * (h_in + h_in.T)
+  if config.feedback:
+    u = inverse_cholesky_upper(damp_hessian(h_in, config.percdamp))
+  else:
+    u = jnp.eye(n, dtype=jnp.float32)
+  # a block that divides n avoids the core's zero padding (the result does not depend on it)
+  bs = config.block_size if n % min(config.block_size, n) == 0 else quant.dim
+  q, z, _ = sic(w_in, u, _LatticeGrid(quant), None, bs)
+  if config.rotate:
+    q = jnp.matmul(rot, q, precision=HIGHEST)
+  r = quant.rate((m, n))
+  return q, make_report(w, q, h, z, r.side, r.nominal)
