@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rdq import quantizers as Q
-from rdq.quantizers.vq import assign, kmeanspp_init, quantize_codebook_int8, weighted_kmeans, weighted_objective
+from rdq.quantizers.vq import _assign_expanded, assign, kmeanspp_init, quantize_codebook_int8, weighted_kmeans, weighted_objective
 
 # float32 sums of ~10³ positive terms: the objective may wobble by a few ulps when an
 # assignment does not change; 1e-6 relative is ~10 ulps of float32.
@@ -87,6 +87,40 @@ def test_kmeanspp_picks_distinct_data_points():
   for c in cb:  # every seed is a data vector, and no vector is picked twice
     assert np.min(np.abs(xn - c).sum(1)) == 0
   assert len({tuple(c) for c in cb}) == 16
+
+
+@pytest.mark.parametrize("d", [1, 2, 4, 8])
+@pytest.mark.parametrize("metric", ["none", "diag", "full"])
+def test_expanded_assignment_is_the_nearest_centroid(d, metric):
+  """The one-matmul E-step picks a centroid whose direct-form distance is the minimum (to float32)."""
+  kx, kc, kt = jax.random.split(jax.random.key(d), 3)
+  x = jax.random.normal(kx, (2000, d))
+  cb = jax.random.normal(kc, (64, d))
+  w = jnp.exp(jax.random.normal(kt, (2000, d))) if metric == "diag" else None
+  t = jax.random.normal(kt, (2000, d, d)) * 0.3 + jnp.eye(d) if metric == "full" else None
+  fast = np.asarray(_assign_expanded(x, cb, w, t))
+  from rdq.quantizers.vq import weighted_sq_dist
+
+  dist = np.asarray(weighted_sq_dist(x, cb, w, t), np.float64)
+  best = dist.min(axis=1)
+  got = dist[np.arange(2000), fast]
+  assert np.all(got <= best * (1 + 1e-5) + 1e-6)
+  assert np.mean(fast == np.asarray(assign(x, cb, w, t))) > 0.99
+
+
+def test_kmeanspp_second_seed_follows_d_squared():
+  """P(second seed = j | first = i) = D(x_j)²/Σ D² (Arthur & Vassilvitskii): frequencies over 4000 keys."""
+  x = jnp.array([[0.0], [1.0], [3.0], [10.0]])
+  seeds = jax.vmap(lambda k: kmeanspp_init(k, x, 2))(jax.random.split(jax.random.key(0), 4000))
+  pos = {0.0: 0, 1.0: 1, 3.0: 2, 10.0: 3}
+  pairs = np.array([[pos[float(a)], pos[float(b)]] for a, b in np.asarray(seeds)[:, :, 0]])
+  xs = np.array([0.0, 1.0, 3.0, 10.0])
+  for i in range(4):
+    sel = pairs[pairs[:, 0] == i, 1]
+    assert 800 < sel.size < 1200  # first seed uniform
+    p = (xs - xs[i]) ** 2 / np.sum((xs - xs[i]) ** 2)
+    freq = np.bincount(sel, minlength=4) / sel.size
+    assert np.all(np.abs(freq - p) <= 5 * np.sqrt(p * (1 - p) / sel.size) + 1e-12), (i, freq, p)
 
 
 def test_kmeanspp_degenerate_data_is_finite():
