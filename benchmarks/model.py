@@ -3,7 +3,8 @@
 Measures, in one run:
   * calibration: ``rdq.models.second_moments`` over ``--n-calibration`` passages (H of all
     36 linear layers), cold (with compilation) and warm;
-  * quantization of all 36 linear layers at ``--bits`` with RTN, GPTQ and WaterSIC, cold
+  * quantization of all 36 linear layers at ``--bits`` with every algorithm of
+    ``experiments/real_model.py`` (RTN, GPTQ, WaterSIC, GPTVQ, E8 RTN and E8 LDLQ), cold
     (first call: compiles one program per layer shape) and warm, layers of one shape batched
     with ``vmap`` exactly as ``experiments/real_model.py`` does.
 Ratios are against RTN (warm) measured in the same run.
@@ -31,7 +32,7 @@ def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--n-calibration", type=int, default=64)
   parser.add_argument("--bits", type=int, default=4)
-  parser.add_argument("--algorithms", nargs="+", default=["rtn", "gptq", "watersic"])
+  parser.add_argument("--algorithms", nargs="+", default=["rtn", "gptq", "watersic", "gptvq", "e8_rtn", "e8_ldlq"])
   args = parser.parse_args()
 
   import jax

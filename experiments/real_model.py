@@ -5,8 +5,8 @@ Three parts, one Hydra app (``python -m experiments.real_model`` quick;
 
 1. **Layerwise.** For each of the 36 linear layers (6 blocks × query, key, value,
    attention output, FFN in, FFN out), ``H = E[x xᵀ]`` is estimated from the calibration
-   passages (``rdq.models.second_moments``). RTN, GPTQ and WaterSIC quantize ``W`` at each
-   rate; the distortion ``d = tr((W−Ŵ)ᵀH(W−Ŵ))/(n·m)`` is compared with the reverse-
+   passages (``rdq.models.second_moments``). RTN, GPTQ, WaterSIC, GPTVQ and the E8 nested
+   lattice code (round to nearest, and with LDLQ feedback) quantize ``W`` at each rate; the distortion ``d = tr((W−Ŵ)ᵀH(W−Ŵ))/(n·m)`` is compared with the reverse-
    waterfilling limit ``D*(R)`` for that H (``rdq.limits.waterfill`` over the eigenvalues
    of H, weights modelled as iid ``N(0, σ²)`` with ``σ² = mean W²``). The **rate gap** of an
    algorithm is ``R_alg − R*(d_alg)``: the extra bits per weight it spends over the limit
@@ -20,14 +20,32 @@ Three parts, one Hydra app (``python -m experiments.real_model`` quick;
    information counted) with each algorithm; mean cosine similarity of the sentence
    embeddings to the fp32 model and top-1 retrieval agreement on the evaluation split.
 
-Rates. RTN and GPTQ use GPTQ's symmetric min–max integer grid with one fp16 scale per output
-feature and input-feature group (``MinMaxGrid``): ``bits + 16/n`` bits per weight, fixed
-length. WaterSIC targets the same budget ``bits + 16/n`` as an entropy-coded rate (plug-in
-entropy of each input feature's codes plus its 16-bit scales), as in the WaterSIC paper.
+Rates (bits per weight, side information counted; the budget at ``bits`` is ``bits + 16/n``).
+
+* RTN and GPTQ: GPTQ's symmetric min–max integer grid with one fp16 scale per output feature
+  (``MinMaxGrid``): ``bits + 16/n``, fixed length.
+* WaterSIC: the same budget ``bits + 16/n`` as an entropy-coded rate (plug-in entropy of each
+  input feature's codes plus its 16-bit scales), as in the WaterSIC paper.
+* GPTVQ (``rdq.layer.gptvq``, d = 2, EM init, least-squares codebook update): ``bits`` index
+  bits plus fp16 codebooks, with tiles chosen so the codebooks cost at most
+  ``gptvq.overhead_bits`` (0.125, the paper's ``b + 0.125`` setting) per weight
+  (``gptvq_tiles``). INT8 codebook compression is off: one INT8 scale per codebook cannot
+  hold MiniLM's FFN-output outliers (weights up to 175× the layer RMS); measured on
+  ``layer0.ffn_out`` at 4 bits it multiplies the distortion by 137.
+* E8 nested lattice (``rdq.layer.lattice_sic``; NestQuant's Voronoi code ``E8/qE8`` with k
+  scales β per 8-block and one bf16 RMS scale per output feature): the largest integer q with
+  ``log2 q + log2(k)/8 ≤ bits`` (q = 3, 6, 13 at 2, 3, 4 bits for k = 4), so the rate
+  ``≤ bits + 16/n``, fixed length. Both E8 rows quantize in a Haar-random rotated input basis
+  (NestQuant and QuIP# rotate too; without it the 80–175σ outliers of the FFN-output layers
+  overload every β and E8 is 20–1000× worse than GPTQ there). ``e8_rtn`` rounds to nearest;
+  ``e8_ldlq`` adds the block-SIC (LDLQ) feedback. RTN, GPTQ, WaterSIC and GPTVQ are not
+  rotated.
 
 References:
   Lifar, Savkin, Ordentlich & Polyanskiy, "WaterSIC", arXiv 2603.04956 (0.255-bit gap,
-  entropy rates); Frantar et al., "GPTQ", ICLR 2023; Cover & Thomas, *Elements of Information
+  entropy rates); Frantar et al., "GPTQ", ICLR 2023; van Baalen et al., "GPTVQ", arXiv
+  2402.15319 (bits per value ``b + k·d·16/ℓ``); Savkin, Porat, Ordentlich & Polyanskiy,
+  "NestQuant", arXiv 2502.09720 (E8 Voronoi codes, LDLQ, rotation); Cover & Thomas, *Elements of Information
   Theory*, Thm. 10.3.3 (reverse waterfilling); Reimers & Gurevych, "Sentence-BERT" (2019).
 """
 
@@ -36,7 +54,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 import time
+import zlib
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -49,8 +69,15 @@ from experiments._store import PointStore, env_info, run_points, write_json_atom
 log = logging.getLogger(__name__)
 
 LAYER_TYPES = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
-ALGORITHMS = ("rtn", "gptq", "watersic")
-ALGO_LABELS = {"rtn": "RTN", "gptq": "GPTQ", "watersic": "WaterSIC"}
+ALGORITHMS = ("rtn", "gptq", "watersic", "gptvq", "e8_rtn", "e8_ldlq")
+ALGO_LABELS = {
+    "rtn": "RTN",
+    "gptq": "GPTQ",
+    "watersic": "WaterSIC",
+    "gptvq": "GPTVQ (d=2)",
+    "e8_rtn": "E8-nested RTN (rot.)",
+    "e8_ldlq": "E8-nested LDLQ (rot.)",
+}
 
 
 # --------------------------------------------------------------------------------------
@@ -60,7 +87,7 @@ ALGO_LABELS = {"rtn": "RTN", "gptq": "GPTQ", "watersic": "WaterSIC"}
 
 @dataclasses.dataclass(frozen=True)
 class AlgoSettings:
-  """Hyperparameters of the three layer algorithms (from the config's ``gptq``/``watersic``)."""
+  """Hyperparameters of the layer algorithms (from the config's ``gptq``/``watersic``/``gptvq``/``e8``)."""
 
   gptq_percdamp: float = 0.01
   gptq_block_size: int = 128
@@ -68,12 +95,65 @@ class AlgoSettings:
   watersic_percdamp: float = 1e-4
   watersic_rate_iters: int = 2
   watersic_rescale_iters: int = 4
+  gptvq_dim: int = 2
+  gptvq_overhead_bits: float = 0.125
+  gptvq_em_iters: int = 10
+  gptvq_percdamp: float = 0.01
+  e8_k: int = 4
+  e8_rotate: bool = True
+  e8_percdamp: float = 0.01
 
 
-def _algo_fn(algorithm: str, bits: int, n: int, settings: AlgoSettings):
-  """The traced (jit-able, vmappable) layer algorithm ``(w, h) -> (Ŵ, report)`` and its rate key."""
-  from rdq.layer import GPTQConfig, MinMaxGrid, RTNConfig, WaterSICConfig
+def e8_quantizer_name(bits: int, k: int = 4) -> str:
+  """Registry name of the E8 Voronoi code within ``bits`` per weight before the scale.
+
+  The largest integer ``q ≥ 2`` with ``log2 q + log2(k)/8 ≤ bits`` (β index: ``log2 k`` bits
+  per 8-block), with one bf16 RMS scale per output feature (``_norm``, 16/n bits).
+  """
+  if not isinstance(k, int) or k < 1:
+    raise ValueError(f"e8 k={k!r} must be a positive integer")
+  q = math.floor(2.0 ** (bits - math.log2(k) / 8) + 1e-9)
+  if q < 2:
+    raise ValueError(f"bits={bits} leaves no room for an E8 code with k={k} scales (need log2 2 + log2(k)/8 ≤ bits)")
+  return f"e8_nested_q{q}_k{k}_norm"
+
+
+def gptvq_tiles(n: int, m: int, dim: int, bits: int, max_overhead_bits: float, block_size: int = 128) -> tuple[int, int]:
+  """``(group_size, group_outputs)`` with the most codebooks whose fp16 entries cost ≤ ``max_overhead_bits``.
+
+  ``#codebooks · k·d·16 / (n·m) ≤ max_overhead_bits`` with ``k = 2^{d·bits}`` (GPTVQ's bits
+  per value ``b + k·d·16/ℓ``, ℓ = n·m/#codebooks). ``group_size`` divides n, is a multiple of
+  d and of or a divisor of ``block_size``; every tile holds at least k vectors. Among the
+  layouts with the most codebooks, the group width nearest 256 (the paper's) wins.
+  """
+  k = 2 ** (dim * bits)
+  per = k * dim * 16
+  best = None
+  for g in range(dim, n + 1, dim):
+    if n % g or (g % block_size and block_size % g):
+      continue
+    for r in range(1, m + 1):
+      if m % r or (g // dim) * r < k:
+        continue
+      count = (n // g) * (m // r)
+      if count * per <= max_overhead_bits * n * m + 1e-9:
+        cand = (count, -abs(math.log(g / 256)), g, r)
+        best = cand if best is None else max(best, cand)
+        break  # larger r only means fewer codebooks
+  if best is None:
+    raise ValueError(
+        f"no GPTVQ tiling of an ({n}, {m}) layer keeps d={dim}, b={bits} fp16 codebooks within "
+        f"{max_overhead_bits} bits per weight (one codebook costs {per / (n * m):.3f})"
+    )
+  return best[2], best[3]
+
+
+def _algo_fn(algorithm: str, bits: int, shape: tuple[int, int], settings: AlgoSettings):
+  """The traced (jit-able, vmappable) layer algorithm ``(w, h, key) -> (Ŵ, report)`` and its rate key."""
+  from rdq.layer import GPTQConfig, GPTVQConfig, LatticeSICConfig, MinMaxGrid, RTNConfig, WaterSICConfig
   from rdq.layer.gptq import gptq_traced
+  from rdq.layer.gptvq import _gptvq
+  from rdq.layer.lattice_sic import lattice_sic_traced
   from rdq.layer.rtn import rtn_traced
   from rdq.layer.watersic import watersic_traced
 
@@ -81,40 +161,68 @@ def _algo_fn(algorithm: str, bits: int, n: int, settings: AlgoSettings):
     raise ValueError(f"algorithm={algorithm!r} must be one of {ALGORITHMS}")
   if not isinstance(bits, int) or not 2 <= bits <= 8:
     raise ValueError(f"bits={bits!r} must be an integer in [2, 8]")
+  n, m = shape
   if algorithm == "rtn":
     cfg = RTNConfig(MinMaxGrid(bits=bits))
-    return (lambda w, h: rtn_traced(w, h, cfg)), "rate_nominal_bits"
+    return (lambda w, h, key: rtn_traced(w, h, cfg)), "rate_nominal_bits"
   if algorithm == "gptq":
     cfg = GPTQConfig(
         grid=MinMaxGrid(bits=bits), block_size=settings.gptq_block_size,
         percdamp=settings.gptq_percdamp, act_order=settings.gptq_act_order,
     )
-    return (lambda w, h: gptq_traced(w, h, cfg)), "rate_nominal_bits"
-  cfg = WaterSICConfig(
-      rate_bits=float(bits), rate_iters=settings.watersic_rate_iters,
-      percdamp=settings.watersic_percdamp, rescale_iters=settings.watersic_rescale_iters,
+    return (lambda w, h, key: gptq_traced(w, h, cfg)), "rate_nominal_bits"
+  if algorithm == "watersic":
+    cfg = WaterSICConfig(
+        rate_bits=float(bits), rate_iters=settings.watersic_rate_iters,
+        percdamp=settings.watersic_percdamp, rescale_iters=settings.watersic_rescale_iters,
+    )
+    target = bits + 16.0 / n  # the same budget as the INT grid with one fp16 scale per output feature
+    return (lambda w, h, key: watersic_traced(w, h, target, cfg)), "rate_entropy_bits"
+  if algorithm == "gptvq":
+    g, r = gptvq_tiles(n, m, settings.gptvq_dim, bits, settings.gptvq_overhead_bits)
+    cfg = GPTVQConfig(
+        dim=settings.gptvq_dim, bits=bits, group_size=g, group_outputs=r, percdamp=settings.gptvq_percdamp,
+        em_iters=settings.gptvq_em_iters, update=True,
+    )
+    return (lambda w, h, key: _gptvq(w, h, key, cfg)), "rate_bits"
+  cfg = LatticeSICConfig(
+      quantizer=e8_quantizer_name(bits, settings.e8_k), percdamp=settings.e8_percdamp,
+      feedback=algorithm == "e8_ldlq", rotate=settings.e8_rotate,
   )
-  target = bits + 16.0 / n  # the same budget as the INT grid with one fp16 scale per output feature
-  return (lambda w, h: watersic_traced(w, h, target, cfg)), "rate_entropy_bits"
+  return (lambda w, h, key: lattice_sic_traced(w, h, cfg, key)), "rate_nominal_bits"
 
 
 @functools.lru_cache(maxsize=None)
-def _batched(algorithm: str, bits: int, n: int, settings: AlgoSettings):
+def _batched(algorithm: str, bits: int, shape: tuple[int, int], settings: AlgoSettings):
   """Jitted ``vmap`` of ``_algo_fn`` (cached, so each shape compiles once per run)."""
   import jax
 
-  fn, rate_key = _algo_fn(algorithm, bits, n, settings)
+  fn, rate_key = _algo_fn(algorithm, bits, shape, settings)
   return jax.jit(jax.vmap(fn)), rate_key
 
 
+def layer_key(seed: int, name: str):
+  """PRNG key of one layer (GPTVQ seeding, E8 rotation): ``fold_in(key(seed), crc32(name))``."""
+  import jax
+
+  return jax.random.fold_in(jax.random.key(int(seed)), zlib.crc32(name.encode()) & 0x7FFFFFFF)
+
+
 def quantize_layers(
-    ws: Sequence[np.ndarray], hs: Sequence[np.ndarray], algorithm: str, bits: int, settings: AlgoSettings = AlgoSettings()
+    ws: Sequence[np.ndarray],
+    hs: Sequence[np.ndarray],
+    algorithm: str,
+    bits: int,
+    settings: AlgoSettings = AlgoSettings(),
+    keys: Sequence[Any] | None = None,
 ) -> list[tuple[np.ndarray, float, Any]]:
   """Quantize several same-shape layers at once (``vmap``); returns ``[(Ŵ, rate_bits, report)]``.
 
-  ``rate_bits`` is the algorithm's rate incl. side information: fixed-length for RTN/GPTQ,
-  entropy-coded for WaterSIC (see module docstring). ``H`` must already be validated (the
-  caller checks each H once with ``rdq.layer.report.check_layer_inputs``).
+  ``rate_bits`` is the algorithm's rate incl. side information: fixed-length for RTN, GPTQ,
+  GPTVQ and E8, entropy-coded for WaterSIC (see module docstring). ``keys``: one PRNG key per
+  layer (default ``layer_key(0, f"layer{i}")``); only GPTVQ and the rotated E8 codes use them.
+  ``H`` must already be validated (the caller checks each H once with
+  ``rdq.layer.report.check_layer_inputs``).
   """
   import jax
 
@@ -122,20 +230,45 @@ def quantize_layers(
   hs = np.stack([np.asarray(h, np.float32) for h in hs])
   if ws.ndim != 3 or hs.shape != (ws.shape[0], ws.shape[1], ws.shape[1]):
     raise ValueError(f"need k layers of one shape: W (k, n, m) and H (k, n, n); got {ws.shape} and {hs.shape}")
-  fn, rate_key = _batched(algorithm, bits, ws.shape[1], settings)
-  w_hat, rep = fn(ws, hs)
+  if keys is None:
+    keys = [layer_key(0, f"layer{i}") for i in range(ws.shape[0])]
+  if len(keys) != ws.shape[0]:
+    raise ValueError(f"need one key per layer: {len(keys)} keys for {ws.shape[0]} layers")
+  fn, rate_key = _batched(algorithm, bits, tuple(ws.shape[1:]), settings)
+  w_hat, rep = fn(ws, hs, jax.numpy.stack(list(keys)))
   w_hat = np.asarray(w_hat)
   rates = np.asarray(getattr(rep, rate_key))
   reps = [jax.tree.map(lambda x, i=i: np.asarray(x[i]), rep) for i in range(ws.shape[0])]
   return [(w_hat[i], float(rates[i]), reps[i]) for i in range(ws.shape[0])]
 
 
-def quantize_layer(w: np.ndarray, h: np.ndarray, algorithm: str, bits: int, settings: AlgoSettings = AlgoSettings()):
+def quantize_layer(
+    w: np.ndarray, h: np.ndarray, algorithm: str, bits: int, settings: AlgoSettings = AlgoSettings(), key=None
+):
   """One layer: ``quantize_layers([w], [h], …)[0]`` after the eager checks of W and H."""
   from rdq.layer.report import check_layer_inputs
 
   check_layer_inputs(w, h, settings.gptq_percdamp)
-  return quantize_layers([w], [h], algorithm, bits, settings)[0]
+  return quantize_layers([w], [h], algorithm, bits, settings, None if key is None else [key])[0]
+
+
+def report_fields(rep: Any) -> dict:
+  """Rates and distortions of a ``LayerReport`` or ``GPTVQReport`` as plain floats.
+
+  GPTVQ has no per-feature integer code: its nominal rate is its bits per value (indices,
+  codebooks and scales), its side information the codebooks and scales, its entropy rate None.
+  """
+  if hasattr(rep, "rate_nominal_bits"):
+    return {
+        "rate_nominal_bits": float(rep.rate_nominal_bits), "rate_entropy_bits": float(rep.rate_entropy_bits),
+        "side_bits": float(rep.side_bits), "d_per_entry": float(rep.d_per_entry),
+        "d_relative": float(rep.d_relative),
+    }
+  return {
+      "rate_nominal_bits": float(rep.rate_bits), "rate_entropy_bits": None,
+      "side_bits": float(rep.rate_codebook_bits) + float(rep.rate_scale_bits), "d_per_entry": float(rep.d_per_entry),
+      "d_relative": float(rep.d_relative),
+  }
 
 
 def layer_limits(w: np.ndarray, h_eigs: np.ndarray, hs_eigs: np.ndarray, rate_bits: float, d_per_entry: float) -> dict:
@@ -293,6 +426,8 @@ def _point_config(cfg: DictConfig, ctx: _Context, algorithm: str, bits: int) -> 
       "seed": int(cfg.seed),
       "gptq": OmegaConf.to_container(cfg.gptq),
       "watersic": OmegaConf.to_container(cfg.watersic),
+      "gptvq": OmegaConf.to_container(cfg.gptvq),
+      "e8": OmegaConf.to_container(cfg.e8),
   }
 
 
@@ -301,6 +436,9 @@ def _settings(cfg: DictConfig) -> AlgoSettings:
       gptq_percdamp=float(cfg.gptq.percdamp), gptq_block_size=int(cfg.gptq.block_size),
       gptq_act_order=bool(cfg.gptq.act_order), watersic_percdamp=float(cfg.watersic.percdamp),
       watersic_rate_iters=int(cfg.watersic.rate_iters), watersic_rescale_iters=int(cfg.watersic.rescale_iters),
+      gptvq_dim=int(cfg.gptvq.dim), gptvq_overhead_bits=float(cfg.gptvq.overhead_bits),
+      gptvq_em_iters=int(cfg.gptvq.em_iters), gptvq_percdamp=float(cfg.gptvq.percdamp),
+      e8_k=int(cfg.e8.k), e8_rotate=bool(cfg.e8.rotate), e8_percdamp=float(cfg.e8.percdamp),
   )
 
 
@@ -314,15 +452,14 @@ def _compute(point: Mapping[str, Any], ctx: _Context, settings: AlgoSettings) ->
   for name in ctx.layers:
     groups.setdefault(ctx.kernels[name].shape, []).append(name)
   for names in groups.values():
-    outs = quantize_layers([ctx.kernels[k] for k in names], [ctx.stats.h[k] for k in names], algorithm, bits, settings)
+    keys = [layer_key(point["seed"], k) for k in names]
+    outs = quantize_layers(
+        [ctx.kernels[k] for k in names], [ctx.stats.h[k] for k in names], algorithm, bits, settings, keys
+    )
     for name, (w_hat, rate, rep) in zip(names, outs):
       w = ctx.kernels[name]
-      d = float(rep.d_per_entry)
-      rec = {
-          "n": int(w.shape[0]), "m": int(w.shape[1]), "rate_bits": rate,
-          "rate_nominal_bits": float(rep.rate_nominal_bits), "rate_entropy_bits": float(rep.rate_entropy_bits),
-          "side_bits": float(rep.side_bits), "d_per_entry": d, "d_relative": float(rep.d_relative),
-      }
+      rec = {"n": int(w.shape[0]), "m": int(w.shape[1]), "rate_bits": rate, **report_fields(rep)}
+      d = rec["d_per_entry"]
       rec.update(layer_limits(w, ctx.h_eigs[name], ctx.hs_eigs[name], rate, d))
       layers[name] = rec
       new[name] = w_hat
@@ -342,6 +479,7 @@ def run(cfg: DictConfig) -> dict:
   """Run (or resume) the sweep, write ``results.json``, the figures and the e2e table."""
   t_start = time.perf_counter()
   logging.getLogger("jax").setLevel(logging.WARNING)
+  logging.getLogger("fontTools").setLevel(logging.WARNING)  # PDF font subsetting chatter
   for a in cfg.algorithms:
     if a not in ALGORITHMS:
       raise ValueError(f"algorithms contains {a!r}; known: {ALGORITHMS}")
@@ -350,7 +488,8 @@ def run(cfg: DictConfig) -> dict:
   ctx = _Context(cfg)
   settings = _settings(cfg)
   bits_all = sorted(set(int(b) for b in cfg.bits) | set(int(b) for b in cfg.e2e_bits))
-  points = [_point_config(cfg, ctx, a, b) for a in cfg.algorithms for b in bits_all]
+  max_vq = int(cfg.gptvq.max_bits)  # k = 2^(d·b) centroids: time and codebook size grow as 4^b at d = 2
+  points = [_point_config(cfg, ctx, a, b) for a in cfg.algorithms for b in bits_all if a != "gptvq" or b <= max_vq]
   records = run_points(store, points, lambda p: _compute(p, ctx, settings), desc="real_model")
 
   spectra = {}
@@ -405,9 +544,14 @@ def _e2e_table(records: Sequence[dict], cfg: DictConfig) -> str:
   lines.append(
       f"all-MiniLM-L6-v2, all 36 linear layers quantized; calibration {d.n_calibration} and evaluation "
       f"{d.n_eval} stdlib-docstring passages (disjoint, seed {cfg.seed}); ± is one standard error over "
-      "evaluation passages. RTN/GPTQ: symmetric min–max INT grid, one fp16 scale per output feature "
-      "(fixed-length rate); WaterSIC: entropy-coded rate at the same budget. Gap: rate minus the "
-      "waterfilling rate R*(d) at the achieved distortion, averaged over layers."
+      "evaluation passages. Budget at b bits: b + 16/n bits per weight. RTN/GPTQ: symmetric min–max INT "
+      "grid, one fp16 scale per output feature (fixed-length rate); WaterSIC: entropy-coded rate at the "
+      "same budget; GPTVQ: 2-D codebooks (EM init, least-squares update) with fp16 codebooks costing "
+      "≤ 0.125 bit per weight (the paper's b + 0.125; INT8 codebooks are off because of FFN-output "
+      "outliers); E8: Voronoi code E8/qE8 with 4 β-scales per 8-block and a bf16 scale per output feature, "
+      "largest q within the budget (q = 3, 6, 13), in a Haar-random rotated basis, rounded to nearest "
+      "(RTN) or with block-LDLQ feedback. Gap: rate minus the waterfilling rate R*(d) at the achieved "
+      "distortion, averaged over layers."
   )
   return "\n".join(lines) + "\n"
 
@@ -428,10 +572,13 @@ def _figures(cfg, ctx: _Context, records, spectra, out_dir: Path) -> None:
 
   # --- real_layer_gap: D(R) for two layers + gap heat-maps at gap_bits -----------------
   gap_b = int(cfg.gap_bits) if int(cfg.gap_bits) in bits else bits[len(bits) // 2]
-  fig = plt.figure(figsize=(7.0, 5.2))
-  gs = fig.add_gridspec(2, len(algos), height_ratios=[1.1, 1.0], hspace=0.45, wspace=0.35)
+  heat_algos = [a for a in algos if (a, gap_b) in by]
+  cols = min(3, len(heat_algos))
+  rows = -(-len(heat_algos) // cols)
+  fig = plt.figure(figsize=(7.0, 3.0 + 2.0 * rows))
+  gs = fig.add_gridspec(1 + rows, 2 * cols, height_ratios=[1.4] + [1.0] * rows, hspace=0.55, wspace=0.6)
   examples = [ctx.layers[0], ctx.layers[-1]]
-  top = [fig.add_subplot(gs[0, : max(1, len(algos) // 2)]), fig.add_subplot(gs[0, max(1, len(algos) // 2):])]
+  top = [fig.add_subplot(gs[0, :cols]), fig.add_subplot(gs[0, cols:])]
   for ax, name in zip(top, examples):
     w = ctx.kernels[name]
     r_grid = np.linspace(min(bits) - 0.25, max(bits) + 0.25, 40)
@@ -439,24 +586,28 @@ def _figures(cfg, ctx: _Context, records, spectra, out_dir: Path) -> None:
            for r in r_grid]
     ax.semilogy(r_grid, lim, label="waterfilling limit", **LIMIT_STYLE)
     for a in algos:
-      pts = sorted((by[(a, b)]["layers"][name]["rate_bits"], by[(a, b)]["layers"][name]["d_per_entry"]) for b in bits)
-      ax.semilogy(*zip(*pts), "o-", color=COLORS[a], label=ALGO_LABELS[a])
+      pts = sorted((by[(a, b)]["layers"][name]["rate_bits"], by[(a, b)]["layers"][name]["d_per_entry"])
+                   for b in bits if (a, b) in by)
+      if pts:
+        ax.semilogy(*zip(*pts), "o-", ms=3, color=COLORS[a], label=ALGO_LABELS[a])
     ax.set_title(f"{name} (n={w.shape[0]}, m={w.shape[1]})")
     ax.set_xlabel("rate [bits/weight, side incl.]")
   top[0].set_ylabel(r"$\mathrm{tr}((W-\hat W)^\top H(W-\hat W))/(nm)$")
-  top[1].legend(loc="upper right")
-  vmax = max(by[(a, gap_b)]["layers"][n]["gap_bits"] for a in algos for n in ctx.layers)
-  for j, a in enumerate(algos):
-    ax = fig.add_subplot(gs[1, j])
+  top[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=6)
+  vmax = max(by[(a, gap_b)]["layers"][n]["gap_bits"] for a in heat_algos for n in ctx.layers)
+  heat = []
+  for j, a in enumerate(heat_algos):
+    ax = fig.add_subplot(gs[1 + j // cols, 2 * (j % cols): 2 * (j % cols) + 2])
+    heat.append(ax)
     g = np.array([[by[(a, gap_b)]["layers"][f"layer{b}.{t}"]["gap_bits"] for t in LAYER_TYPES] for b in blocks])
     im = ax.imshow(g, cmap="viridis", vmin=0.0, vmax=vmax, aspect="auto")
     for (i, k), v in np.ndenumerate(g):
-      ax.text(k, i, f"{v:.2f}", ha="center", va="center", fontsize=5.5, color="w" if v < 0.6 * vmax else "k")
+      ax.text(k, i, f"{v:.2f}", ha="center", va="center", fontsize=5, color="w" if v < 0.6 * vmax else "k")
     ax.set_xticks(range(len(LAYER_TYPES)), ["q", "k", "v", "o", "in", "out"])
-    ax.set_yticks(range(len(blocks)), [f"block {b}" for b in blocks] if j == 0 else [])
-    ax.set_title(f"{ALGO_LABELS[a]}: gap at {gap_b} bits")
+    ax.set_yticks(range(len(blocks)), [f"block {b}" for b in blocks] if j % cols == 0 else [])
+    ax.set_title(f"{ALGO_LABELS[a]}\ngap at {gap_b} bits", fontsize=7)
     ax.grid(False)
-  fig.colorbar(im, ax=fig.axes[-len(algos):], shrink=0.9, label="rate gap to limit [bits/weight]")
+  fig.colorbar(im, ax=heat, shrink=0.9, label="rate gap to limit [bits/weight]")
   fig.suptitle("MiniLM-L6 real layers: distortion vs rate and rate gap to reverse waterfilling", fontsize=9)
   save(fig, out_dir / "real_layer_gap")
 
@@ -507,15 +658,15 @@ def _figures(cfg, ctx: _Context, records, spectra, out_dir: Path) -> None:
         continue
       x = [p[0] for p in pts]
       ax0.errorbar(x, [1 - p[1]["cosine_mean"] for p in pts], yerr=[p[1]["cosine_stderr"] for p in pts],
-                   fmt="o-", color=COLORS[a], label=ALGO_LABELS[a])
+                   fmt="o-", ms=3, color=COLORS[a], label=ALGO_LABELS[a])
       ax1.errorbar(x, [p[1]["top1_agreement"] for p in pts], yerr=[p[1]["top1_agreement_stderr"] for p in pts],
-                   fmt="o-", color=COLORS[a], label=ALGO_LABELS[a])
+                   fmt="o-", ms=3, color=COLORS[a], label=ALGO_LABELS[a])
     ax0.set_yscale("log")
     ax0.set_xlabel(RATE_LABEL.replace(" per entry", " per weight"), fontsize=7)
     ax0.set_ylabel("1 − mean cosine to fp32 embedding")
     ax1.set_xlabel(RATE_LABEL.replace(" per entry", " per weight"), fontsize=7)
     ax1.set_ylabel("top-1 retrieval agreement with fp32")
-    ax0.legend()
+    ax0.legend(fontsize=6)
     fig.suptitle(f"MiniLM-L6 end to end, all linear layers quantized ({cfg.data.n_eval} eval passages)", fontsize=9)
     save(fig, out_dir / "real_model_e2e")
 

@@ -43,6 +43,8 @@ COLORS = {
     "gptq": "#d62728",
     "watersic": "#2ca02c",
     "gptvq": "#9467bd",
+    "e8_rtn": "#e377c2",
+    "e8_ldlq": "#8c564b",
     "universal": "#17becf",
 }
 LIMIT_STYLE = dict(color="black", lw=1.6, zorder=5)

@@ -5,13 +5,20 @@ import pytest
 from hydra import compose, initialize
 
 from experiments.real_model import (
+    ALGORITHMS,
     LAYER_TYPES,
+    AlgoSettings,
+    _settings,
     e2e_metrics,
+    e8_quantizer_name,
+    gptvq_tiles,
     layer_limits,
     power_law_exponent,
     quantize_layer,
     quantize_layers,
+    report_fields,
 )
+from rdq.quantizers import get
 from rdq.covariance import PowerLaw
 from rdq.models import from_pretrained, linear_kernels, load_splits, second_moments
 
@@ -33,26 +40,91 @@ def block3():
   return out
 
 
-@pytest.mark.parametrize("algorithm", ["rtn", "gptq", "watersic"])
-def test_limit_below_every_algorithm_on_every_layer_type(block3, algorithm):
+def _budget_ok(algorithm: str, rate: float, bits: int, n: int, m: int) -> bool:
+  """Each algorithm's rate at ``bits`` (module docstring of experiments/real_model.py)."""
+  if algorithm in ("rtn", "gptq"):
+    return abs(rate - (bits + 16 / n)) < 1e-6
+  if algorithm == "watersic":  # entropy-coded target, met by a root find
+    return abs(rate - (bits + 16 / n)) < 0.05
+  if algorithm == "gptvq":  # b index bits + fp16 codebooks ≤ 0.125
+    return bits < rate <= bits + 0.125 + 1e-6
+  expect = get(e8_quantizer_name(bits)).rate((m, n)).effective  # E8: fixed length, within the budget
+  return abs(rate - expect) < 1e-6 and bits - 0.25 < rate <= bits + 16 / n
+
+
+@pytest.fixture(scope="module")
+def block3_at_3_bits(block3):
+  """Every algorithm on the six layers of block 3 at 3 bits: {algorithm: {layer: (Ŵ, rate, report)}}."""
   groups = {}
   for name, (w, *_) in block3.items():
     groups.setdefault(w.shape, []).append(name)
-  for names in groups.values():
-    outs = quantize_layers([block3[k][0] for k in names], [block3[k][1] for k in names], algorithm, 3)
-    for name, (w_hat, rate, rep) in zip(names, outs):
-      w, h, eig, eig_s = block3[name]
-      n, m = w.shape
-      assert w_hat.shape == (n, m)
-      d = float(rep.d_per_entry)
-      e = (w - w_hat).astype(np.float64)
-      np.testing.assert_allclose(d, np.sum(e * (h @ e)) / (n * m), rtol=1e-3)
-      assert abs(rate - (3 + 16 / n)) < (1e-6 if algorithm != "watersic" else 0.05), (name, rate)
-      lim = layer_limits(w, eig, eig_s, rate, d)
-      assert lim["limit_d"] < d and lim["limit_d_featvar"] < d, (name, d, lim)
-      assert lim["gap_bits"] > 0 and lim["gap_bits_featvar"] > 0, (name, lim)
-      if algorithm == "watersic":  # high-rate theory: ≈ 0.255 bit; allow the finite-m entropy bias
-        assert lim["gap_bits"] < 0.6, (name, lim)
+  out = {}
+  for algorithm in ALGORITHMS:
+    out[algorithm] = {}
+    for names in groups.values():
+      outs = quantize_layers([block3[k][0] for k in names], [block3[k][1] for k in names], algorithm, 3)
+      out[algorithm].update(zip(names, outs))
+  return out
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_limit_below_every_algorithm_on_every_layer_type(block3, block3_at_3_bits, algorithm):
+  for name, (w_hat, rate, rep) in block3_at_3_bits[algorithm].items():
+    w, h, eig, eig_s = block3[name]
+    n, m = w.shape
+    assert w_hat.shape == (n, m)
+    fields = report_fields(rep)
+    d = fields["d_per_entry"]
+    e = (w - w_hat).astype(np.float64)
+    np.testing.assert_allclose(d, np.sum(e * (h @ e)) / (n * m), rtol=1e-3)
+    assert _budget_ok(algorithm, rate, 3, n, m), (algorithm, name, rate)
+    lim = layer_limits(w, eig, eig_s, rate, d)
+    assert lim["limit_d"] < d and lim["limit_d_featvar"] < d, (name, d, lim)
+    assert lim["gap_bits"] > 0 and lim["gap_bits_featvar"] > 0, (name, lim)
+    if algorithm == "watersic":  # high-rate theory: ≈ 0.255 bit; allow the finite-m entropy bias
+      assert lim["gap_bits"] < 0.6, (name, lim)
+
+
+def test_feedback_helps_on_every_real_layer(block3_at_3_bits):
+  """E8 with LDLQ feedback beats E8 rounded to nearest on each layer (same code, same rotation)."""
+  for name, (_, rate, rep) in block3_at_3_bits["e8_ldlq"].items():
+    _, rate_rtn, rep_rtn = block3_at_3_bits["e8_rtn"][name]
+    assert rate == rate_rtn
+    assert float(rep.d_per_entry) < 0.8 * float(rep_rtn.d_per_entry), name
+
+
+def test_e8_quantizer_name():
+  assert [e8_quantizer_name(b) for b in (2, 3, 4)] == [f"e8_nested_q{q}_k4_norm" for q in (3, 6, 13)]
+  assert [e8_quantizer_name(b, k=1) for b in (2, 3, 4)] == [f"e8_nested_q{q}_k1_norm" for q in (4, 8, 16)]
+  for b in (2, 3, 4, 6):
+    q = get(e8_quantizer_name(b)).q
+    within = get(f"e8_nested_q{q}_k4").rate((384, 384))
+    over = get(f"e8_nested_q{q + 1}_k4").rate((384, 384))
+    assert within.effective <= b < over.effective  # the largest q within b bits before the scale
+  with pytest.raises(ValueError, match="no room"):
+    e8_quantizer_name(1, k=256)
+
+
+@pytest.mark.parametrize("shape", [(384, 384), (384, 1536), (1536, 384)])
+@pytest.mark.parametrize("bits", [2, 3, 4])
+def test_gptvq_tiles_are_the_most_codebooks_within_the_overhead(shape, bits):
+  n, m = shape
+  k, per = 2 ** (2 * bits), 2 ** (2 * bits) * 2 * 16
+
+  def valid(g, r):
+    return n % g == 0 and m % r == 0 and g % 2 == 0 and (g % 128 == 0 or 128 % g == 0) and (g // 2) * r >= k
+
+  g, r = gptvq_tiles(n, m, 2, bits, 0.125)
+  count = (n // g) * (m // r)
+  assert valid(g, r) and count * per / (n * m) <= 0.125
+  best = max((n // g2) * (m // r2) for g2 in range(2, n + 1, 2) for r2 in range(1, m + 1)
+             if valid(g2, r2) and (n // g2) * (m // r2) * per / (n * m) <= 0.125)
+  assert count == best
+
+
+def test_gptvq_tiles_bad_input():
+  with pytest.raises(ValueError, match="no GPTVQ tiling"):
+    gptvq_tiles(384, 384, 2, 4, 0.01)
 
 
 def test_quantize_layer_checks_h(block3):
@@ -101,6 +173,7 @@ def test_config_composes(overrides):
   with initialize(version_base="1.3", config_path="../../conf"):
     cfg = compose(config_name="real_model", overrides=overrides)
   assert set(cfg.e2e_bits) == {2, 3, 4} and list(cfg.blocks) == list(range(6))
-  assert set(cfg.algorithms) == {"rtn", "gptq", "watersic"}
+  assert set(cfg.algorithms) == set(ALGORITHMS)
+  assert _settings(cfg) == AlgoSettings()  # the config's defaults are the code's
   if overrides:
     assert cfg.data.n_calibration == 512 and max(cfg.bits) == 6
