@@ -6,6 +6,14 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# No per-example wall-clock deadline: the first example of a property pays for jit compilation,
+# and under `pytest -n 2` the other worker competes for the cores, so a deadline is a flaky timing
+# assertion, not a correctness check (benchmarks/ measures speed). Tests that need a different
+# example count still set it with @settings.
+settings.register_profile("rdq", deadline=None)
+settings.load_profile("rdq")
 
 
 @pytest.fixture

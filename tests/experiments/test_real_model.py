@@ -20,24 +20,31 @@ from experiments.real_model import (
 )
 from rdq.quantizers import get
 from rdq.covariance import PowerLaw
+from rdq.limits import waterfill_rate
 from rdq.models import from_pretrained, linear_kernels, load_splits, second_moments
 
 
 @pytest.fixture(scope="module")
-def block3():
-  """Weights, calibration H and the eigenvalues the limits need, for the six layers of block 3."""
+def all_layers():
+  """Weights, calibration H and the eigenvalues the limits need, for all 36 linear layers."""
   model = from_pretrained()  # fails (never skips) with an install hint if the package is missing
   stats = second_moments(model, load_splits(32, 8, seed=0).calibration)
   kernels = linear_kernels(model)
   out, eig_cache = {}, {}
-  for t in LAYER_TYPES:
-    name = f"layer3.{t}"
-    w, h = np.asarray(kernels[name]), stats.h[name]
-    if id(h) not in eig_cache:  # query, key and value share one H
-      eig_cache[id(h)] = np.linalg.eigvalsh(h)
-    s = np.sqrt(np.mean(w.astype(np.float64) ** 2, axis=1))
-    out[name] = (w, h, eig_cache[id(h)], np.linalg.eigvalsh(s[:, None] * h * s[None, :]))
+  for b in range(6):
+    for t in LAYER_TYPES:
+      name = f"layer{b}.{t}"
+      w, h = np.asarray(kernels[name]), stats.h[name]
+      if id(h) not in eig_cache:  # query, key and value share one H
+        eig_cache[id(h)] = np.linalg.eigvalsh(h)
+      s = np.sqrt(np.mean(w.astype(np.float64) ** 2, axis=1))
+      out[name] = (w, h, eig_cache[id(h)], np.linalg.eigvalsh(s[:, None] * h * s[None, :]))
   return out
+
+
+@pytest.fixture(scope="module")
+def block3(all_layers):
+  return {k: v for k, v in all_layers.items() if k.startswith("layer3.")}
 
 
 def _budget_ok(algorithm: str, rate: float, bits: int, n: int, m: int) -> bool:
@@ -53,24 +60,25 @@ def _budget_ok(algorithm: str, rate: float, bits: int, n: int, m: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def block3_at_3_bits(block3):
-  """Every algorithm on the six layers of block 3 at 3 bits: {algorithm: {layer: (Ŵ, rate, report)}}."""
+def all_at_3_bits(all_layers):
+  """Every algorithm on all 36 layers at 3 bits: {algorithm: {layer: (Ŵ, rate, report)}}."""
   groups = {}
-  for name, (w, *_) in block3.items():
+  for name, (w, *_) in all_layers.items():
     groups.setdefault(w.shape, []).append(name)
   out = {}
   for algorithm in ALGORITHMS:
     out[algorithm] = {}
     for names in groups.values():
-      outs = quantize_layers([block3[k][0] for k in names], [block3[k][1] for k in names], algorithm, 3)
+      outs = quantize_layers([all_layers[k][0] for k in names], [all_layers[k][1] for k in names], algorithm, 3)
       out[algorithm].update(zip(names, outs))
   return out
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_limit_below_every_algorithm_on_every_layer_type(block3, block3_at_3_bits, algorithm):
-  for name, (w_hat, rate, rep) in block3_at_3_bits[algorithm].items():
-    w, h, eig, eig_s = block3[name]
+def test_limit_below_every_algorithm_on_every_layer(all_layers, all_at_3_bits, algorithm):
+  assert len(all_at_3_bits[algorithm]) == 36
+  for name, (w_hat, rate, rep) in all_at_3_bits[algorithm].items():
+    w, h, eig, eig_s = all_layers[name]
     n, m = w.shape
     assert w_hat.shape == (n, m)
     fields = report_fields(rep)
@@ -81,14 +89,45 @@ def test_limit_below_every_algorithm_on_every_layer_type(block3, block3_at_3_bit
     lim = layer_limits(w, eig, eig_s, rate, d)
     assert lim["limit_d"] < d and lim["limit_d_featvar"] < d, (name, d, lim)
     assert lim["gap_bits"] > 0 and lim["gap_bits_featvar"] > 0, (name, lim)
-    if algorithm == "watersic":  # high-rate theory: ≈ 0.255 bit; allow the finite-m entropy bias
-      assert lim["gap_bits"] < 0.6, (name, lim)
 
 
-def test_feedback_helps_on_every_real_layer(block3_at_3_bits):
+def _fraction_below_water(w: np.ndarray, eig: np.ndarray, d: float) -> float:
+  """Fraction of components ``σ²λ_i`` under the water level θ of ``R*(d)`` (dropped by the limit)."""
+  sigma2 = float(np.mean(np.square(w, dtype=np.float64)))
+  eig = np.clip(eig, 0.0, None)
+  theta = float(waterfill_rate(eig, d, sigma2).water_level)
+  return float(np.mean(sigma2 * eig < theta))
+
+
+def test_watersic_gap_on_every_real_layer(all_layers, all_at_3_bits):
+  """WaterSIC has the smallest rate gap of the six algorithms on every layer, and in the high-rate
+  regime it is near the ECSQ gap ½log2(πe/6) ≈ 0.255 bit (WaterSIC paper, Thm. 1).
+
+  The 0.255-bit theory assumes every eigendirection is active (θ ≤ min σ²λ_i). On layers where
+  the limit drops more than 5% of the directions (layer 0's q/k/v: ~30%; every ffn_out, whose
+  1536-dim H is rank-deficient with 32 calibration passages: ~60%) WaterSIC still spends rate on
+  every column and the gap grows to 0.56–0.74 bit; there only the ranking is asserted.
+  """
+  high_rate = 0
+  for name, (_, rate, rep) in all_at_3_bits["watersic"].items():
+    w, _, eig, eig_s = all_layers[name]
+    d = report_fields(rep)["d_per_entry"]
+    gap = layer_limits(w, eig, eig_s, rate, d)["gap_bits"]
+    for other in ALGORITHMS:
+      if other != "watersic":
+        _, r_o, rep_o = all_at_3_bits[other][name]
+        gap_o = layer_limits(w, eig, eig_s, r_o, report_fields(rep_o)["d_per_entry"])["gap_bits"]
+        assert gap < gap_o, (name, other, gap, gap_o)
+    if _fraction_below_water(w, eig, d) <= 0.05:
+      high_rate += 1
+      assert gap < 0.6, (name, gap)
+  assert high_rate >= 15  # 17 of 36 layers at this calibration size
+
+
+def test_feedback_helps_on_every_real_layer(all_at_3_bits):
   """E8 with LDLQ feedback beats E8 rounded to nearest on each layer (same code, same rotation)."""
-  for name, (_, rate, rep) in block3_at_3_bits["e8_ldlq"].items():
-    _, rate_rtn, rep_rtn = block3_at_3_bits["e8_rtn"][name]
+  for name, (_, rate, rep) in all_at_3_bits["e8_ldlq"].items():
+    _, rate_rtn, rep_rtn = all_at_3_bits["e8_rtn"][name]
     assert rate == rate_rtn
     assert float(rep.d_per_entry) < 0.8 * float(rep_rtn.d_per_entry), name
 
