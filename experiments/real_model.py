@@ -666,7 +666,7 @@ def _figures(cfg, ctx: _Context, records, spectra, out_dir: Path) -> None:
     ax0.set_ylabel("1 − mean cosine to fp32 embedding")
     ax1.set_xlabel(RATE_LABEL.replace(" per entry", " per weight"), fontsize=7)
     ax1.set_ylabel("top-1 retrieval agreement with fp32")
-    ax0.legend(fontsize=6)
+    ax1.legend(loc="lower right", fontsize=6)  # the lower right of the agreement panel is empty
     fig.suptitle(f"MiniLM-L6 end to end, all linear layers quantized ({cfg.data.n_eval} eval passages)", fontsize=9)
     save(fig, out_dir / "real_model_e2e")
 
