@@ -283,7 +283,9 @@ def layer_limits(w: np.ndarray, h_eigs: np.ndarray, hs_eigs: np.ndarray, rate_bi
 
   Returns:
     ``limit_d``: ``D*(rate)``; ``limit_rate``: ``R*(d)``; ``gap_bits = rate − R*(d)``;
-    the same three with suffix ``_featvar`` for the per-input-feature-variance model.
+    ``dropped_frac``: the fraction of components ``var·λ_i`` below the water level θ of ``R*(d)``
+    (given no rate by the limit; the ½log2(πe/6) high-rate gap of ECSQ assumes none is);
+    the same four with suffix ``_featvar`` for the per-input-feature-variance model.
   """
   from rdq.limits import waterfill, waterfill_rate
 
@@ -292,10 +294,12 @@ def layer_limits(w: np.ndarray, h_eigs: np.ndarray, hs_eigs: np.ndarray, rate_bi
   for suffix, eigs, var in (("", h_eigs, sigma2), ("_featvar", hs_eigs, 1.0)):
     eigs = np.clip(np.asarray(eigs, np.float64), 0.0, None)
     d_lim = float(waterfill(eigs, rate_bits, var).distortion)
-    r_lim = float(waterfill_rate(eigs, max(d_per_entry, 1e-30), var).rate_bits)
+    at_d = waterfill_rate(eigs, max(d_per_entry, 1e-30), var)
+    r_lim = float(at_d.rate_bits)
     out[f"limit_d{suffix}"] = d_lim
     out[f"limit_rate{suffix}"] = r_lim
     out[f"gap_bits{suffix}"] = rate_bits - r_lim
+    out[f"dropped_frac{suffix}"] = float(np.mean(var * eigs < float(at_d.water_level)))
   return out
 
 

@@ -20,7 +20,6 @@ from experiments.real_model import (
 )
 from rdq.quantizers import get
 from rdq.covariance import PowerLaw
-from rdq.limits import waterfill_rate
 from rdq.models import from_pretrained, linear_kernels, load_splits, second_moments
 
 
@@ -40,11 +39,6 @@ def all_layers():
       s = np.sqrt(np.mean(w.astype(np.float64) ** 2, axis=1))
       out[name] = (w, h, eig_cache[id(h)], np.linalg.eigvalsh(s[:, None] * h * s[None, :]))
   return out
-
-
-@pytest.fixture(scope="module")
-def block3(all_layers):
-  return {k: v for k, v in all_layers.items() if k.startswith("layer3.")}
 
 
 def _budget_ok(algorithm: str, rate: float, bits: int, n: int, m: int) -> bool:
@@ -74,8 +68,20 @@ def all_at_3_bits(all_layers):
   return out
 
 
+@pytest.fixture(scope="module")
+def limits_at_3_bits(all_layers, all_at_3_bits):
+  """``layer_limits`` of every (algorithm, layer) at 3 bits: {algorithm: {layer: dict}}."""
+  out = {}
+  for algorithm, per_layer in all_at_3_bits.items():
+    out[algorithm] = {}
+    for name, (_, rate, rep) in per_layer.items():
+      w, _, eig, eig_s = all_layers[name]
+      out[algorithm][name] = layer_limits(w, eig, eig_s, rate, report_fields(rep)["d_per_entry"])
+  return out
+
+
 @pytest.mark.parametrize("algorithm", ALGORITHMS)
-def test_limit_below_every_algorithm_on_every_layer(all_layers, all_at_3_bits, algorithm):
+def test_limit_below_every_algorithm_on_every_layer(all_layers, all_at_3_bits, limits_at_3_bits, algorithm):
   assert len(all_at_3_bits[algorithm]) == 36
   for name, (w_hat, rate, rep) in all_at_3_bits[algorithm].items():
     w, h, eig, eig_s = all_layers[name]
@@ -86,20 +92,27 @@ def test_limit_below_every_algorithm_on_every_layer(all_layers, all_at_3_bits, a
     e = (w - w_hat).astype(np.float64)
     np.testing.assert_allclose(d, np.sum(e * (h @ e)) / (n * m), rtol=1e-3)
     assert _budget_ok(algorithm, rate, 3, n, m), (algorithm, name, rate)
-    lim = layer_limits(w, eig, eig_s, rate, d)
+    lim = limits_at_3_bits[algorithm][name]
     assert lim["limit_d"] < d and lim["limit_d_featvar"] < d, (name, d, lim)
     assert lim["gap_bits"] > 0 and lim["gap_bits_featvar"] > 0, (name, lim)
 
 
-def _fraction_below_water(w: np.ndarray, eig: np.ndarray, d: float) -> float:
-  """Fraction of components ``σ²λ_i`` under the water level θ of ``R*(d)`` (dropped by the limit)."""
-  sigma2 = float(np.mean(np.square(w, dtype=np.float64)))
-  eig = np.clip(eig, 0.0, None)
-  theta = float(waterfill_rate(eig, d, sigma2).water_level)
-  return float(np.mean(sigma2 * eig < theta))
+def test_layer_limits_closed_form():
+  """Reverse waterfilling by hand (Cover & Thomas, Thm. 10.3.3) on μ = σ²λ = (4, 1, 1/16, 1/16), σ² = 1.
+
+  θ = 1/4 keeps two components: D = (¼ + ¼ + 1/16 + 1/16)/4 = 5/32, R = (½log2 16 + ½log2 4)/4 = ¾,
+  half dropped. At R = 1: θ = 2^{(log2 4 + log2 1 − 8)/2} = 1/8, D = (⅛·2 + 1/16·2)/4 = 3/32.
+  """
+  eig = np.array([4.0, 1.0, 1 / 16, 1 / 16])
+  lim = layer_limits(np.ones((4, 3)), eig, eig, 1.0, 5 / 32)
+  for suffix in ("", "_featvar"):
+    np.testing.assert_allclose(lim[f"limit_rate{suffix}"], 0.75, rtol=1e-5)
+    np.testing.assert_allclose(lim[f"gap_bits{suffix}"], 0.25, rtol=1e-4)
+    np.testing.assert_allclose(lim[f"limit_d{suffix}"], 3 / 32, rtol=1e-5)
+    assert lim[f"dropped_frac{suffix}"] == 0.5
 
 
-def test_watersic_gap_on_every_real_layer(all_layers, all_at_3_bits):
+def test_watersic_gap_on_every_real_layer(limits_at_3_bits):
   """WaterSIC has the smallest rate gap of the six algorithms on every layer, and in the high-rate
   regime it is near the ECSQ gap ½log2(πe/6) ≈ 0.255 bit (WaterSIC paper, Thm. 1).
 
@@ -109,18 +122,13 @@ def test_watersic_gap_on_every_real_layer(all_layers, all_at_3_bits):
   every column and the gap grows to 0.56–0.74 bit; there only the ranking is asserted.
   """
   high_rate = 0
-  for name, (_, rate, rep) in all_at_3_bits["watersic"].items():
-    w, _, eig, eig_s = all_layers[name]
-    d = report_fields(rep)["d_per_entry"]
-    gap = layer_limits(w, eig, eig_s, rate, d)["gap_bits"]
+  for name, lim in limits_at_3_bits["watersic"].items():
     for other in ALGORITHMS:
       if other != "watersic":
-        _, r_o, rep_o = all_at_3_bits[other][name]
-        gap_o = layer_limits(w, eig, eig_s, r_o, report_fields(rep_o)["d_per_entry"])["gap_bits"]
-        assert gap < gap_o, (name, other, gap, gap_o)
-    if _fraction_below_water(w, eig, d) <= 0.05:
+        assert lim["gap_bits"] < limits_at_3_bits[other][name]["gap_bits"], (name, other)
+    if lim["dropped_frac"] <= 0.05:
       high_rate += 1
-      assert gap < 0.6, (name, gap)
+      assert lim["gap_bits"] < 0.6, (name, lim)
   assert high_rate >= 15  # 17 of 36 layers at this calibration size
 
 
@@ -166,16 +174,16 @@ def test_gptvq_tiles_bad_input():
     gptvq_tiles(384, 384, 2, 4, 0.01)
 
 
-def test_quantize_layer_checks_h(block3):
-  w, h, *_ = block3["layer3.attn_out"]
+def test_quantize_layer_checks_h(all_layers):
+  w, h, *_ = all_layers["layer3.attn_out"]
   with pytest.raises(ValueError, match="H"):
     quantize_layer(w, h[:10, :10], "rtn", 3)
   with pytest.raises(ValueError, match="algorithm='awq'"):
     quantize_layer(w, h, "awq", 3)
 
 
-def test_gptq_beats_rtn_layerwise(block3):
-  w, h, *_ = block3["layer3.ffn_in"]
+def test_gptq_beats_rtn_layerwise(all_layers):
+  w, h, *_ = all_layers["layer3.ffn_in"]
   (_, _, r_rtn), = quantize_layers([w], [h], "rtn", 3)
   (_, _, r_gptq), = quantize_layers([w], [h], "gptq", 3)
   assert float(r_gptq.d_per_entry) < float(r_rtn.d_per_entry)
