@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import shutil
 import subprocess
 import sys
@@ -45,7 +46,7 @@ def run_family(family: str, full: bool) -> dict:
   shown = " ".join(["python", "-m", f"experiments.{family}", *args]).replace(str(ROOT) + "/", "")
   print(f"[regenerate] {shown}", flush=True)
   t0 = time.perf_counter()
-  proc = subprocess.run(cmd, cwd=ROOT)
+  proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, MPLBACKEND="Agg"))  # apps choose their backend
   runtime = time.perf_counter() - t0
   if proc.returncode != 0:
     raise SystemExit(f"[regenerate] {family} failed with exit code {proc.returncode}: {shown}")

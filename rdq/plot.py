@@ -1,26 +1,37 @@
 """The house style for every rdq figure (the only rdq module that imports matplotlib).
 
-Use ``figure()`` to get a styled figure, the ``COLORS``/``MARKERS`` maps for families, and
-``save(fig, stem)`` to write ``stem.png`` and ``stem.pdf``. Axis labels must state units and
-the distortion convention (``DISTORTION_LABEL_*``).
+Use ``figure()`` to get a styled figure; ``COLORS``, ``LABELS`` and ``MARKERS`` give every
+family, algorithm and construction one colour, one legend label and one marker across all
+figures; ``save(fig, stem)`` writes ``stem.png`` and ``stem.pdf`` atomically. Axis labels must
+state units and the distortion convention (``DISTORTION_LABEL_*``).
+
+This module never chooses a matplotlib backend: a notebook keeps its inline backend, a
+script or Hydra app picks a non-interactive one itself (``experiments._sweep`` sets
+``MPLBACKEND=Agg`` before matplotlib is imported).
 """
 
 from __future__ import annotations
 
+import os
+import socket
+import tempfile
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 __all__ = [
     "COLORS",
     "DISTORTION_LABEL_MATMUL",
     "DISTORTION_LABEL_WEIGHT",
+    "LABELS",
     "LIMIT_STYLE",
+    "MARKERS",
     "RATE_LABEL",
+    "REFERENCE_STYLE",
+    "color",
     "figure",
+    "label",
+    "marker",
     "save",
     "style",
 ]
@@ -29,25 +40,111 @@ RATE_LABEL = "rate R [bits per entry, side information included]"
 DISTORTION_LABEL_MATMUL = r"distortion $\mathbb{E}\|A^\top B-\hat A^\top \hat B\|_F^2/(n\,a\,b)$"
 DISTORTION_LABEL_WEIGHT = r"distortion $\mathrm{tr}((W-\hat W)^\top\Sigma(W-\hat W))/(n\,m)$"
 
-# Families get stable colours across all figures.
+# One colour per family / algorithm / construction, stable across all figures.
 COLORS = {
+    # limits and references
     "limit": "black",
     "gaussian": "0.45",
+    # scalar and block formats (generic_matmul)
     "int": "#1f77b4",
     "fp": "#d62728",
     "mx": "#ff7f0e",
     "nv": "#2ca02c",
     "lattice": "#9467bd",
     "vq": "#8c564b",
+    "other": "0.3",
+    # lattices (lattice_nsm, generic_matmul's nested-lattice curves)
+    "z": "#1f77b4",
+    "dn": "#2ca02c",
+    "dnstar": "#ff7f0e",
+    "d4": "#2ca02c",
+    "e8": "#9467bd",
+    "bw16": "#8c564b",
+    "leech": "#e377c2",
+    # layer algorithms (weight_only, gptvq, real_model)
     "rtn": "#1f77b4",
     "gptq": "#d62728",
     "watersic": "#2ca02c",
     "gptvq": "#9467bd",
+    "gptvq_d1": "#9467bd",
+    "gptvq_d2": "#8c564b",
+    "gptvq_d4": "#e377c2",
+    "gptvq_d8": "#7f7f7f",
     "e8_rtn": "#e377c2",
     "e8_ldlq": "#8c564b",
     "universal": "#17becf",
+    # universal codebook constructions
+    "cb_gaussian": "#1f77b4",
+    "cb_sphere": "#ff7f0e",
+    "cb_lattice": "#9467bd",
+    "cb_product_gaussian": "#8c564b",
+    "cb_product_lattice": "#e377c2",
+    "cb_product_learned": "#7f7f7f",
+    "cb_learned": "#17becf",
 }
+
+# One legend label per key of COLORS that appears in a legend.
+LABELS = {
+    "int": "absmax INT",
+    "fp": "FP (elementwise)",
+    "mx": "MX (e8m0 / 32)",
+    "nv": "NVFP4",
+    "lattice": "nested lattice",
+    "other": "other",
+    "z": r"$\mathbb{Z}^n$",
+    "dn": r"$D_n$",
+    "dnstar": r"$D_n^*$",
+    "d4": r"$D_4$",
+    "e8": r"$E_8$",
+    "bw16": r"$\Lambda_{16}$ (BW16)",
+    "leech": r"$\Lambda_{24}$ (Leech)",
+    "rtn": "RTN",
+    "gptq": "GPTQ",
+    "watersic": "WaterSIC",
+    "gptvq": "GPTVQ (d=2)",
+    "gptvq_d1": "GPTVQ d=1",
+    "gptvq_d2": "GPTVQ d=2",
+    "gptvq_d4": "GPTVQ d=4",
+    "gptvq_d8": "GPTVQ d=8",
+    "e8_rtn": "E8-nested RTN (rot.)",
+    "e8_ldlq": "E8-nested LDLQ (rot.)",
+    "cb_gaussian": "iid Gaussian",
+    "cb_sphere": "uniform on sphere",
+    "cb_lattice": "lattice shells (rotated)",
+    "cb_product_gaussian": "product of 2 Gaussian blocks",
+    "cb_product_lattice": "product of 2 lattice-shell blocks",
+    "cb_product_learned": "product of 2 learned blocks",
+    "cb_learned": "learned minimax (optax)",
+}
+
+MARKERS = {
+    "int": "o", "fp": "s", "mx": "^", "nv": "D", "lattice": "P", "other": "x",
+    "z": "s", "dn": "o", "dnstar": "D", "d4": "s", "e8": "*", "bw16": "P", "leech": "X",
+    "rtn": "o", "gptq": "s", "watersic": "^", "gptvq": "D", "e8_rtn": "v", "e8_ldlq": "P",
+    "gptvq_d1": "o", "gptvq_d2": "s", "gptvq_d4": "^", "gptvq_d8": "D",
+    "cb_gaussian": "o", "cb_sphere": "s", "cb_lattice": "^", "cb_product_gaussian": "v",
+    "cb_product_lattice": "D", "cb_product_learned": "X", "cb_learned": "*",
+}
+
 LIMIT_STYLE = dict(color="black", lw=1.6, zorder=5)
+# Horizontal/vertical reference lines (e.g. ½log2(πe/6)): drawn above the data, never on a spine.
+REFERENCE_STYLE = dict(color="0.35", ls="--", lw=0.9, zorder=4)
+
+
+def color(key: str) -> str:
+  """The colour of ``key`` (a family, algorithm or ``cb_<construction>``); grey if unknown."""
+  return COLORS.get(key, COLORS["other"])
+
+
+def label(key: str) -> str:
+  """The legend label of ``key``; the key itself if none is defined."""
+  return LABELS.get(key, key)
+
+
+def marker(key: str) -> str:
+  """The marker of ``key``; ``"o"`` if none is defined."""
+  return MARKERS.get(key, "o")
+
 
 _RC = {
     "figure.dpi": 120,
@@ -82,12 +179,37 @@ def figure(width: str = "single", aspect: float = 0.72, ncols: int = 1, nrows: i
   return plt.subplots(nrows, ncols, figsize=(w, w * aspect), layout="constrained")
 
 
-def save(fig, stem: str | Path) -> list[Path]:
-  """Write ``stem.png`` and ``stem.pdf`` (creating the directory); returns both paths."""
+def _umask() -> int:
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
+def save(fig, stem: str | Path, close: bool = True) -> list[Path]:
+  """Write ``stem.png`` and ``stem.pdf`` (creating the directory); returns both paths.
+
+  Each file is written to a temporary file in the same directory and moved into place with
+  ``os.replace``, so a killed process leaves either the old figure or the new one, never a
+  truncated file; files get the usual ``0666 & ~umask`` mode (``0644``), not ``mkstemp``'s 0600.
+  ``close=False`` keeps the figure open (a notebook then shows it inline).
+  """
   stem = Path(stem)
   stem.parent.mkdir(parents=True, exist_ok=True)
   paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+  mode = 0o666 & ~_umask()
   for p in paths:
-    fig.savefig(p, metadata={"CreationDate": None} if p.suffix == ".pdf" else None)
-  plt.close(fig)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.{socket.gethostname()}.{os.getpid()}.", suffix=".tmp")
+    try:
+      with os.fdopen(fd, "wb") as f:
+        fig.savefig(f, format=p.suffix[1:], metadata={"CreationDate": None} if p.suffix == ".pdf" else None)
+        f.flush()
+        os.fsync(f.fileno())
+      os.chmod(tmp, mode)
+      os.replace(tmp, p)
+    except BaseException:
+      if os.path.exists(tmp):
+        os.unlink(tmp)
+      raise
+  if close:
+    plt.close(fig)
   return paths
