@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import math
 
+import jax.numpy as jnp
 import numpy as np
 
+from rdq.checks import is_concrete
 from rdq.limits._checks import check_positive
 
 __all__ = ["ECSQ_GAP", "ECSQ_GAP_BITS", "ecsq_distortion"]
@@ -34,4 +36,7 @@ def ecsq_distortion(rate, variance: float = 1.0):
   """High-rate ECSQ distortion of a Gaussian, ``(πe/6) σ² 2^(-2R)``; ``rate`` in bits per
   entry, > 0."""
   check_positive(rate, "rate")
+  check_positive(variance, "variance")
+  if not is_concrete(rate, variance):  # under jit: float32
+    return ECSQ_GAP * jnp.asarray(variance, jnp.float32) * jnp.exp2(-2.0 * jnp.asarray(rate, jnp.float32))
   return ECSQ_GAP * variance * np.exp2(-2.0 * np.asarray(rate, np.float64))

@@ -30,7 +30,7 @@ import math
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from rdq.limits._checks import as_float, check_distortion, check_positive
+from rdq.limits._checks import as_float, check_distortion, check_positive, log2_of
 
 __all__ = ["critical_rate", "generic_matmul", "generic_matmul_rate", "naive_matmul_distortion"]
 
@@ -38,6 +38,7 @@ __all__ = ["critical_rate", "generic_matmul", "generic_matmul_rate", "naive_matm
 def naive_matmul_distortion(rate: ArrayLike) -> Float[Array, "*r"]:
   """``f(R) = 2·2^(-2R) - 2^(-4R) = 1 - (1 - 2^(-2R))²``: both factors coded at ``R`` with
   Gaussian-optimal (MMSE) codes, no time sharing (arXiv 2410.13780, Theorem 1)."""
+  check_positive(rate, "rate")
   x = jnp.exp2(-2.0 * as_float(rate))
   return 2.0 * x - x * x
 
@@ -92,12 +93,14 @@ def generic_matmul_rate(distortion: ArrayLike) -> Float[Array, "*d"]:
 
   Args:
     distortion: target in (0, 1].
+
+  Bad arguments raise ``ValueError`` eagerly and under ``jit`` through ``rdq.checks.checked``.
   """
   check_distortion(distortion, upper=1.0)
   d = as_float(distortion)
   r_star, f_star = critical_rate()
   linear = r_star * (1.0 - d) / (1.0 - f_star)
-  # root of 2x - x² = d, written as d / (1 + sqrt(1 - d)) to avoid cancellation
-  x = d / (1.0 + jnp.sqrt(jnp.maximum(1.0 - d, 0.0)))
-  curved = -0.5 * jnp.log2(jnp.maximum(x, 1e-300))
-  return jnp.where(d > f_star, linear, curved)
+  # root of 2x - x² = d, written as d / (1 + sqrt(1 - d)) to avoid cancellation; in the log
+  # domain so that d = 1e-40 gives ≈ 66.9 bits, not inf.
+  log_x = log2_of(distortion, "distortion") - jnp.log2(1.0 + jnp.sqrt(jnp.maximum(1.0 - d, 0.0)))
+  return jnp.where(d > f_star, linear, -0.5 * log_x)

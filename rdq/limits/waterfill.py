@@ -40,7 +40,8 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from rdq.limits.ecsq import ECSQ_GAP_BITS  # re-exported
-from rdq.limits._checks import check_positive
+from rdq.checks import is_concrete, require
+from rdq.limits._checks import _F32_TINY, check_positive, check_real, log2_of, safe_log2
 
 __all__ = [
     "ECSQ_GAP_BITS",
@@ -69,70 +70,125 @@ class WaterfillResult(NamedTuple):
 
 
 def _check_eigenvalues(eigenvalues) -> None:
-  if isinstance(eigenvalues, jax.core.Tracer):
+  """Require a real, finite, non-negative, not-all-zero spectrum (trailing axis n ≥ 1)."""
+  check_real(eigenvalues, "eigenvalues")
+  shape = np.shape(eigenvalues)
+  if len(shape) < 1 or shape[-1] < 1:
+    raise ValueError(f"eigenvalues must have a trailing axis of length n ≥ 1; got shape {shape}")
+  if is_concrete(eigenvalues):
+    arr = np.asarray(eigenvalues, dtype=np.float64)
+    if not np.all(np.isfinite(arr)):
+      raise ValueError(f"eigenvalues must be finite; got {int(np.sum(~np.isfinite(arr)))} NaN/Inf entries")
+    if np.any(arr < 0):
+      raise ValueError(f"eigenvalues must be ≥ 0 (Σ is PSD); got min {arr.min():.3g}")
+    if np.any(np.max(arr, axis=-1) <= 0):
+      raise ValueError("eigenvalues must not be all zero (Σ = 0 has no distortion to remove)")
     return
-  arr = np.asarray(eigenvalues, dtype=np.float64)
-  if arr.ndim < 1 or arr.shape[-1] < 1:
-    raise ValueError(f"eigenvalues must have a trailing axis of length n ≥ 1; got shape {arr.shape}")
-  if not np.all(np.isfinite(arr)):
-    raise ValueError("eigenvalues must be finite")
-  if np.any(arr < 0):
-    raise ValueError(f"eigenvalues must be ≥ 0 (Σ is PSD); got min {arr.min():.3g}")
-  if np.any(np.max(arr, axis=-1) <= 0):
-    raise ValueError("eigenvalues must not be all zero (Σ = 0 has no distortion to remove)")
+  e = jnp.asarray(eigenvalues)
+  require(jnp.all(jnp.isfinite(e)), "eigenvalues must be finite; got {} NaN/Inf entries", jnp.sum(~jnp.isfinite(e)))
+  require(jnp.all(e >= 0), "eigenvalues must be ≥ 0 (Σ is PSD); got min {}", jnp.min(e))
+  require(jnp.all(jnp.max(e, axis=-1) > 0), "eigenvalues must not be all zero (Σ = 0 has no distortion to remove)")
 
 
-def _finish(mu: Array, theta: Array) -> WaterfillResult:
-  d = jnp.mean(jnp.minimum(theta, mu))
-  r_i = jnp.where(mu > theta, 0.5 * (jnp.log2(jnp.maximum(mu, 1e-38)) - jnp.log2(theta)), 0.0)
-  return WaterfillResult(distortion=d, rate_bits=jnp.mean(r_i), water_level=theta, rates_bits=r_i)
+def _finish(log_mu: Array, log_theta: Array, log_d: Array | None = None) -> WaterfillResult:
+  """Result from ``log2 μ`` and ``log2 θ``; every rate is a difference of logarithms (finite)."""
+  active = log_mu > log_theta
+  r_i = jnp.where(active, 0.5 * (log_mu - jnp.where(active, log_theta, 0.0)), 0.0)
+  if log_d is None:
+    # D = θ · mean(min(1, μ/θ)): the mean is in [1/n, 1], so log2 D never underflows.
+    log_d = log_theta + jnp.log2(jnp.mean(jnp.exp2(jnp.minimum(log_mu - log_theta, 0.0))))
+  return WaterfillResult(
+      distortion=jnp.exp2(log_d), rate_bits=jnp.mean(r_i), water_level=jnp.exp2(log_theta), rates_bits=r_i
+  )
 
 
-def _theta_for_rate(mu: Array, rate_bits: Array) -> Array:
-  n = mu.shape[0]
-  s = jnp.sort(mu)[::-1]
-  k = jnp.arange(1, n + 1, dtype=s.dtype)
-  log_s = jnp.log2(jnp.maximum(s, 0.0))  # log2(0) = -inf: never active
-  log_theta = (jnp.cumsum(log_s) - 2.0 * n * rate_bits) / k
-  theta_k = jnp.exp2(log_theta)
-  nxt = jnp.concatenate([s[1:], jnp.zeros((1,), s.dtype)])
-  valid = (theta_k < s) & (theta_k >= nxt)
-  idx = jnp.argmax(valid)
-  return theta_k[idx]
+def _sorted_logs(log_mu: Array) -> tuple[Array, Array]:
+  """``log2 μ`` descending and the next smaller one (−inf after the last)."""
+  ls = jnp.sort(log_mu)[::-1]
+  nxt = jnp.concatenate([ls[1:], jnp.full((1,), -jnp.inf, ls.dtype)])
+  return ls, nxt
 
 
-def _theta_for_distortion(mu: Array, d: Array) -> Array:
-  n = mu.shape[0]
-  s = jnp.sort(mu)[::-1]
+def _log_theta_for_rate(log_mu: Array, rate_bits: Array) -> Array:
+  n = log_mu.shape[0]
+  ls, nxt = _sorted_logs(log_mu)
+  k = jnp.arange(1, n + 1, dtype=ls.dtype)
+  # k active components: log2 θ = (Σ_{i≤k} log2 μ_i − 2nR)/k; zeros (−inf) are never active.
+  csum = jnp.cumsum(jnp.where(jnp.isfinite(ls), ls, 0.0))
+  log_theta = (csum - 2.0 * n * rate_bits) / k
+  valid = (log_theta < ls) & (log_theta >= nxt)
+  return log_theta[jnp.argmax(valid)]
+
+
+def _log_theta_for_distortion(log_mu: Array, log_d: Array) -> Array:
+  n = log_mu.shape[0]
+  ls, nxt = _sorted_logs(log_mu)
+  top = ls[0]
+  s = jnp.exp2(ls - top)  # μ / max μ ∈ [0, 1]: no overflow whatever the scale
+  d = jnp.exp2(log_d - top)  # may underflow: handled below
   k = jnp.arange(1, n + 1, dtype=s.dtype)
   # Σ_{i>k} s_i as a reverse cumulative sum (smallest terms first): sum(s) − cumsum(s) cancels
   # catastrophically at high rate, where the tail is tiny.
   rev = jnp.cumsum(s[::-1])[::-1]
   tail = jnp.concatenate([rev[1:], jnp.zeros((1,), s.dtype)])
-  theta_k = (n * d - tail) / k
-  nxt = jnp.concatenate([s[1:], jnp.zeros((1,), s.dtype)])
-  valid = (theta_k <= s) & (theta_k >= nxt)
+  # θ_k = (nD − tail_k)/k; with an empty tail this is exact in the log domain (no underflow).
+  lin = jnp.log2(jnp.maximum(n * d - tail, 0.0)) - jnp.log2(k) + top
+  log_theta_k = jnp.where(tail == 0, log_d + jnp.log2(n / k), lin)
+  valid = (log_theta_k <= ls) & (log_theta_k >= nxt)
   # D ≥ mean(μ): zero rate, θ = max μ.
-  return jnp.where(d >= jnp.mean(s), s[0], theta_k[jnp.argmax(valid)])
+  return jnp.where(d >= jnp.mean(s), top, log_theta_k[jnp.argmax(valid)])
+
+
+def _wf_rate_log(eig, rate, log_var):
+  log_mu = safe_log2(eig) + log_var
+  return _finish(log_mu, _log_theta_for_rate(log_mu, rate))
+
+
+def _wf_dist_log(eig, log_d, log_var):
+  log_mu = safe_log2(eig) + log_var
+  log_theta = _log_theta_for_distortion(log_mu, log_d)
+  res = _finish(log_mu, log_theta)
+  at_target = log_theta < jnp.max(log_mu)  # below mean μ the distortion is the target itself
+  return res._replace(distortion=jnp.where(at_target, jnp.exp2(log_d), res.distortion))
 
 
 def _wf_rate(eig, rate, var):
-  mu = var * eig
-  return _finish(mu, _theta_for_rate(mu, rate))
+  """Waterfilling at ``rate`` for one spectrum (linear-domain arguments; used by other modules)."""
+  return _wf_rate_log(eig, rate, safe_log2(var))
 
 
 def _wf_dist(eig, d, var):
-  mu = var * eig
-  return _finish(mu, _theta_for_distortion(mu, d))
+  """Waterfilling at distortion ``d`` for one spectrum (linear-domain arguments)."""
+  return _wf_dist_log(eig, safe_log2(d), safe_log2(var))
 
 
 _SIG = "(n),(),()->(),(),(),(n)"
+
+
+@jax.jit
+def _waterfill_core(eig, rate, log_var):
+  return WaterfillResult(*jnp.vectorize(_wf_rate_log, signature=_SIG)(eig, rate, log_var))
+
+
+@jax.jit
+def _waterfill_rate_core(eig, log_d, log_var):
+  return WaterfillResult(*jnp.vectorize(_wf_dist_log, signature=_SIG)(eig, log_d, log_var))
+
+
+def _as_f32(x, name):
+  check_real(x, name)
+  return jnp.asarray(x, jnp.float32)
 
 
 def waterfill(
     eigenvalues: Float[ArrayLike, "*b n"], rate_bits: Float[ArrayLike, "*b"], variance: ArrayLike = 1.0
 ) -> WaterfillResult:
   """Weight-only distortion limit ``D(R)`` by reverse waterfilling (see module docstring).
+
+  Computed in the log domain: rates are exact differences of ``log2 μ_i`` and ``log2 θ``,
+  whatever the scale of the spectrum. A distortion below float32's smallest normal number
+  (``2^-126``) cannot be returned: it raises ``ValueError`` (D scales linearly with
+  ``variance``: rescale it).
 
   Args:
     eigenvalues: eigenvalues λ of Σ (any order, ≥ 0), trailing axis n; leading axes batch.
@@ -143,6 +199,10 @@ def waterfill(
     ``WaterfillResult`` with the distortion per entry (``tr((W−Ŵ)ᵀΣ(W−Ŵ))/(n·m)``), the rate,
     the water level θ and per-eigendirection rates.
 
+  Raises:
+    ValueError: eagerly, for a bad argument (the message names it); under ``jit`` through
+      ``rdq.checks.checked`` (``checkify``).
+
   Examples:
     >>> import jax.numpy as jnp
     >>> round(float(waterfill(jnp.ones(4), 1.0).distortion), 6)  # = 2^-2
@@ -151,15 +211,23 @@ def waterfill(
   _check_eigenvalues(eigenvalues)
   check_positive(rate_bits, "rate_bits")
   check_positive(variance, "variance")
-  eig = jnp.asarray(eigenvalues, jnp.float32)
-  return WaterfillResult(*jnp.vectorize(_wf_rate, signature=_SIG)(
-      eig, jnp.asarray(rate_bits, jnp.float32), jnp.asarray(variance, jnp.float32)))
+  res = _waterfill_core(
+      _as_f32(eigenvalues, "eigenvalues"), _as_f32(rate_bits, "rate_bits"), log2_of(variance, "variance"))
+  d = res.distortion
+  require(jnp.all(d >= _F32_TINY),
+          "waterfill: the distortion underflows float32 (D < 2^-126 ≈ 1.2e-38) at rate_bits (max {}); "
+          "D scales linearly with variance: multiply variance by 2^k to shift D by 2^k",
+          jnp.max(jnp.asarray(rate_bits)))
+  return res
 
 
 def waterfill_rate(
     eigenvalues: Float[ArrayLike, "*b n"], distortion: Float[ArrayLike, "*b"], variance: ArrayLike = 1.0
 ) -> WaterfillResult:
   """Inverse of ``waterfill``: the least rate ``R(D)`` (bits per entry) reaching distortion D.
+
+  The rate is computed from ``log2 D`` (taken on the host in float64 for a concrete D outside
+  float32's range), so e.g. ``D = 2^-200`` gives 100 bits, not inf.
 
   Args:
     eigenvalues: eigenvalues of Σ (≥ 0), trailing axis n.
@@ -168,14 +236,14 @@ def waterfill_rate(
 
   Returns:
     ``WaterfillResult`` (``rate_bits`` is the answer; ``distortion`` equals the target
-    up to float error when it is below ``σ²·mean(λ)``).
+    up to float error when it is below ``σ²·mean(λ)``; ``distortion`` and ``water_level``
+    are float32 and flush to 0 below ``2^-126``, the rates stay exact).
   """
   _check_eigenvalues(eigenvalues)
   check_positive(distortion, "distortion")
   check_positive(variance, "variance")
-  eig = jnp.asarray(eigenvalues, jnp.float32)
-  return WaterfillResult(*jnp.vectorize(_wf_dist, signature=_SIG)(
-      eig, jnp.asarray(distortion, jnp.float32), jnp.asarray(variance, jnp.float32)))
+  return _waterfill_rate_core(
+      _as_f32(eigenvalues, "eigenvalues"), log2_of(distortion, "distortion"), log2_of(variance, "variance"))
 
 
 def waterfill_high_rate(
@@ -185,9 +253,11 @@ def waterfill_high_rate(
 
   Multiply by ``2^{2·ECSQ_GAP_BITS} = πe/6`` for the high-rate distortion of WaterSIC /
   entropy-coded scalar quantization with successive interference cancellation.
+  Computed as ``exp2(log2 σ² + mean log2 λ − 2R)`` (no overflow of the product).
   """
   _check_eigenvalues(eigenvalues)
   check_positive(rate_bits, "rate_bits")
-  eig = jnp.asarray(eigenvalues, jnp.float32)
-  gm = jnp.exp(jnp.mean(jnp.log(eig), axis=-1))
-  return jnp.asarray(variance, jnp.float32) * gm * jnp.exp2(-2.0 * jnp.asarray(rate_bits, jnp.float32))
+  check_positive(variance, "variance")
+  eig = _as_f32(eigenvalues, "eigenvalues")
+  log_gm = jnp.mean(safe_log2(eig), axis=-1)
+  return jnp.exp2(log2_of(variance, "variance") + log_gm - 2.0 * _as_f32(rate_bits, "rate_bits"))
