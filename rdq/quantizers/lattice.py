@@ -560,11 +560,12 @@ class BW16Lattice(Lattice):
     return jnp.take_along_axis(y, j[..., None, None], axis=-2)[..., 0, :]
 
 
-_NAME_RE = re.compile(r"(?P<z>z(?P<zn>\d*))|d(?P<dn>\d+)(?P<star>star)?|(?P<e8>e8)|(?P<bw16>bw16)")
+_NAME_RE = re.compile(r"(?P<z>z(?P<zn>\d*))|d(?P<dn>\d+)(?P<star>star)?|(?P<e8>e8)|(?P<bw16>bw16)|(?P<leech>leech)")
 
 
 def lattice_from_name(name: str) -> Lattice:
-  """Build a lattice from its short name: ``z``/``z<n>``, ``d<n>``, ``d<n>star``, ``e8``, ``bw16``.
+  """Build a lattice from its short name: ``z``/``z<n>``, ``d<n>``, ``d<n>star``, ``e8``, ``bw16``,
+  ``leech`` (``rdq.quantizers.leech.LeechLattice``).
 
   Raises:
     ValueError: unknown name.
@@ -573,13 +574,17 @@ def lattice_from_name(name: str) -> Lattice:
     raise TypeError(f"lattice name must be a str, got {type(name).__name__}")
   m = _NAME_RE.fullmatch(name)
   if m is None:
-    raise ValueError(f"unknown lattice name {name!r}; expected z, z<n>, d<n>, d<n>star, e8 or bw16")
+    raise ValueError(f"unknown lattice name {name!r}; expected z, z<n>, d<n>, d<n>star, e8, bw16 or leech")
   if m["z"]:
     return ZnLattice(int(m["zn"]) if m["zn"] else 1)
   if m["e8"]:
     return E8Lattice()
   if m["bw16"]:
     return BW16Lattice()
+  if m["leech"]:
+    from rdq.quantizers.leech import LeechLattice  # leech.py builds on this module
+
+    return LeechLattice()
   n = int(m["dn"])
   return DnDualLattice(n) if m["star"] else DnLattice(n)
 
