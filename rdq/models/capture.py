@@ -1,7 +1,18 @@
-"""Functional access to a MiniLM's linear layers: read, replace, and capture their inputs.
+"""Functional access to a model's linear layers: read, replace, and capture their inputs.
 
-Linear layers are named ``layer{i}.{query,key,value,attn_out,ffn_in,ffn_out}``; each
-computes ``y = x W + b`` with ``W: (n, m) = (in_features, out_features)``. For a weight-only
+One interface for both real models, MiniLM-L6 (``rdq.models.bert.MiniLM``) and the llama
+decoder SmolLM2-135M (``rdq.models.llama.Llama``). A model serves it when
+
+* ``model.config.linear_shapes()`` maps every linear layer name ``"{block}.{linear}"`` to its
+  kernel shape ``(n, m)``, and ``getattr(getattr(model, block), linear).kernel`` is that kernel;
+* ``model.hidden_states(input_ids, attention_mask, capture=True)`` returns
+  ``(h, {name: input of that layer, (b, s, n)})``;
+* ``type(model).SHARED_INPUTS`` maps a linear to the linear whose input it shares (MiniLM:
+  key and value read the query's input; llama: k, v read q's and up reads gate's).
+
+MiniLM layers are ``layer{i}.{query,key,value,attn_out,ffn_in,ffn_out}`` (``y = x W + b``),
+llama layers ``layer{i}.{q,k,v,o,gate,up,down}`` (``y = x W``); always ``W: (n, m) =
+(in_features, out_features)``. For a weight-only
 quantizer the output error on input ``x`` is ``(W − Ŵ)ᵀ x``, so its mean square over the
 calibration tokens is
 
@@ -22,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -33,13 +44,21 @@ from jaxtyping import Array, Float, Int
 from rdq.models.bert import MiniLM, tokenize
 from rdq.models.minilm import load_tokenizer
 
-__all__ = ["CalibrationStats", "capture_inputs", "linear_kernels", "replace_linears", "second_moments"]
+__all__ = [
+    "CalibrationStats", "capture_inputs", "linear_kernels", "replace_linears", "second_moments",
+    "second_moments_of_batches", "shared_inputs",
+]
 
-# Layers whose input is another layer's input (so they share H).
+# MiniLM: layers whose input is another layer's input (so they share H).
 _SHARED_INPUT = {"key": "query", "value": "query"}
 
 
-def linear_kernels(model: MiniLM) -> dict[str, Float[Array, "n m"]]:
+def shared_inputs(model) -> dict[str, str]:
+  """Linear name → the linear whose input it reads (``type(model).SHARED_INPUTS``; MiniLM's by default)."""
+  return dict(getattr(type(model), "SHARED_INPUTS", _SHARED_INPUT))
+
+
+def linear_kernels(model) -> dict[str, Float[Array, "n m"]]:
   """Every linear layer's kernel ``W: (in_features, out_features)``, in forward order."""
   out = {}
   for name in model.config.linear_shapes():
@@ -48,7 +67,7 @@ def linear_kernels(model: MiniLM) -> dict[str, Float[Array, "n m"]]:
   return out
 
 
-def replace_linears(model: MiniLM, kernels: Mapping[str, Float[Array, "n m"]]) -> MiniLM:
+def replace_linears(model, kernels: Mapping[str, Float[Array, "n m"]]) -> MiniLM:
   """A new model whose named linear kernels are replaced; ``model`` itself is unchanged.
 
   Functional: splits ``model`` into ``(graphdef, state)``, builds a new parameter tree with
@@ -116,13 +135,13 @@ def capture_inputs(
   return {k: np.asarray(v)[keep] for k, v in captured.items()}
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _moments(graphdef, state, ids, mask):
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _moments(graphdef, state, ids, mask, skip: tuple[str, ...]):
   _, captured = nnx.merge(graphdef, state).hidden_states(ids, mask, capture=True)
   w = mask.astype(jnp.float32)
   out = {}
   for name, x in captured.items():
-    if name.split(".")[1] in _SHARED_INPUT:
+    if name.split(".")[1] in skip:
       continue
     x = x.reshape(-1, x.shape[-1])
     xw = x * w.reshape(-1, 1)
@@ -145,12 +164,56 @@ class CalibrationStats:
   num_sentences: int
 
 
+def second_moments_of_batches(model, batches: Iterable[tuple[np.ndarray, np.ndarray]]) -> CalibrationStats:
+  """``H = (1/T) Σ_t x_t x_tᵀ`` of every linear layer's input over the real tokens of ``batches``.
+
+  Per-batch sums are computed in float32 under ``jit`` (one compilation per batch shape) and
+  accumulated in float64; the result is symmetrized.
+
+  Args:
+    model: any model serving the interface of this module (MiniLM or llama).
+    batches: ``(input_ids, attention_mask)`` pairs of shape ``(b, s)``; the mask is 1 at real
+      tokens (for the causal llama, a prefix of each row).
+
+  Returns:
+    ``CalibrationStats`` with one ``H`` per linear layer (layers sharing an input share one
+    array; do not modify it in place); ``num_sentences`` counts the rows.
+
+  Raises:
+    ValueError: no batch, mismatched shapes, or no real token.
+  """
+  shared = shared_inputs(model)
+  skip = tuple(sorted(shared))
+  graphdef, state = nnx.split(model)
+  sums: dict[str, np.ndarray] = {}
+  tokens = rows = 0
+  for ids, mask in batches:
+    ids, mask = np.asarray(ids), np.asarray(mask)
+    if ids.shape != mask.shape or ids.ndim != 2:
+      raise ValueError(f"input_ids {ids.shape} and attention_mask {mask.shape} must be equal 2-D shapes")
+    part = _moments(graphdef, state, jnp.asarray(ids), jnp.asarray(mask), skip)
+    for k, v in part.items():
+      sums[k] = sums.get(k, 0.0) + np.asarray(v, np.float64)
+    tokens += int(mask.sum())
+    rows += ids.shape[0]
+  if rows == 0:
+    raise ValueError("batches is empty: need at least one (input_ids, attention_mask) batch")
+  if tokens == 0:
+    raise ValueError("the attention masks mark no real token")
+  own = {k: 0.5 * (v + v.T) / tokens for k, v in sums.items()}
+  h = {}
+  for name in model.config.linear_shapes():
+    block, lin = name.split(".")
+    h[name] = own[f"{block}.{shared.get(lin, lin)}"]  # shared inputs: the same array
+  return CalibrationStats(h=h, num_tokens=tokens, num_sentences=rows)
+
+
 def second_moments(
     model: MiniLM, sentences: Sequence[str], tokenizer=None, batch_size: int = 64
 ) -> CalibrationStats:
-  """``H = (1/T) Σ_t x_t x_tᵀ`` of every linear layer's input over the calibration tokens.
+  """MiniLM: ``H = (1/T) Σ_t x_t x_tᵀ`` of every linear layer's input over the calibration tokens.
 
-  Per-batch sums are computed in float32 under ``jit`` and accumulated in float64.
+  Passages are sorted by length and padded per batch (``second_moments_of_batches``).
 
   Args:
     model: the encoder.
@@ -171,18 +234,8 @@ def second_moments(
     tokenizer = load_tokenizer(max_seq_length=model.config.max_seq_length)
   lengths = [len(e.ids) for e in tokenizer.encode_batch(sentences)]
   order = np.argsort(lengths, kind="stable")
-  graphdef, state = nnx.split(model)
-  sums: dict[str, np.ndarray] = {}
-  tokens = 0
-  for start in range(0, len(sentences), batch_size):
-    ids, mask = tokenize(tokenizer, [sentences[i] for i in order[start : start + batch_size]])
-    part = _moments(graphdef, state, jnp.asarray(ids), jnp.asarray(mask))
-    for k, v in part.items():
-      sums[k] = sums.get(k, 0.0) + np.asarray(v, np.float64)
-    tokens += int(mask.sum())
-  shared = {k: 0.5 * (v + v.T) / tokens for k, v in sums.items()}
-  h = {}
-  for name in model.config.linear_shapes():
-    block, lin = name.split(".")
-    h[name] = shared[f"{block}.{_SHARED_INPUT.get(lin, lin)}"]  # key/value: the same array as query
-  return CalibrationStats(h=h, num_tokens=tokens, num_sentences=len(sentences))
+  batches = (
+      tokenize(tokenizer, [sentences[i] for i in order[start : start + batch_size]])
+      for start in range(0, len(sentences), batch_size)
+  )
+  return second_moments_of_batches(model, batches)
