@@ -66,3 +66,25 @@ def test_bad_shapes():
     matmul_distortion(quantizers.get("int4_block32"), q, MatmulSetup(48, 4, 4), jax.random.key(0), 8)
   with pytest.raises(ValueError, match="positive integer"):
     MatmulSetup(0, 4, 4)
+
+
+def test_sample_normals_are_standard_normal():
+  # The Monte Carlo draws (Threefry-2x32, both output words per block) are iid N(0, 1): the
+  # uniform -> normal transform is jax.random.normal's bit for bit, and 2^20 draws over 128
+  # sample keys pass moment checks at 4.5 standard errors and a KS test.
+  from scipy import stats
+
+  from rdq.matmul import _normal_from_unit, _standard_normal
+
+  key = jax.random.key(5)
+  bits = jax.random.bits(key, (4099,))
+  unit = jax.lax.bitcast_convert_type((bits >> 9) | jnp.uint32(0x3F800000), jnp.float32) - 1.0
+  assert np.array_equal(np.asarray(_normal_from_unit(unit)), np.asarray(jax.random.normal(key, (4099,))))
+  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(128))
+  x = np.asarray(jax.jit(jax.vmap(lambda k: _standard_normal(k, 8192)))(keys), np.float64)
+  m = x.size
+  assert abs(x.mean()) < 4.5 / np.sqrt(m)
+  assert abs(x.var() - 1.0) < 4.5 * np.sqrt(2.0 / m)
+  assert abs(np.mean(x[:, :4096] * x[:, 4096:])) < 4.5 / np.sqrt(m / 2)  # the two words of a block
+  assert abs(np.mean(x[:-1] * x[1:])) < 4.5 / np.sqrt(m)  # neighbouring sample keys
+  assert stats.kstest(x[:, ::8].ravel(), "norm").pvalue > 1e-4
