@@ -4,7 +4,7 @@ Name grammar (``rdq.quantizers.get``)::
 
   <lattice>_nested_q<q>[_k<k>][_norm[_fp32|_bf16|_fp16]][_first][_dither]
 
-* ``<lattice>``: ``z`` (scalar), ``z<n>``, ``d<n>``, ``d<n>star``, ``e8`` or ``bw16``;
+* ``<lattice>``: ``z`` (scalar), ``z<n>``, ``d<n>``, ``d<n>star``, ``e8``, ``bw16`` or ``leech``;
 * ``q``: nesting ratio, ``log2 q`` bits per entry; ``k``: number of scales β per block
   (default: ``DEFAULT_K[lattice]``, the k with the least gap to Γ(R) in the search below);
 * ``_norm``: per-vector RMS scale stored in bf16 (or the named format), 16/n bits per entry;
@@ -14,7 +14,10 @@ Name grammar (``rdq.quantizers.get``)::
 **The β sets** (``BETAS``) were found with ``rdq.quantizers.nested.search_betas(lattice, q,
 k, jax.random.key(0), num_blocks=1 << 16)``: least MSE per entry on iid N(0, 1) blocks with
 least-error selection, a 256-point geometric grid and coordinate descent (rerun that call to
-reproduce them; the BW16 rows used ``num_blocks=1 << 14``). They are in units of the input standard deviation (of the vector RMS with
+reproduce them; the BW16 rows used ``num_blocks=1 << 14``; the Λ24 rows
+``search_beta_sets(LeechLattice(), q, (1, 2, 4, 8), jax.random.key(0), num_blocks=1 << 11,
+grid=(0.5 * r, 4 * r, 96))`` with ``r = √24 / (4q)``, the same search on a narrower grid, as
+its decoder costs ~10⁵ operations per block). They are in units of the input standard deviation (of the vector RMS with
 ``_norm``). For (lattice, q, k) not in the table the nearest tabulated q of the same lattice
 and k is rescaled by ``q₀/q`` (β·q is nearly constant in q); an untabulated k spreads k
 scales geometrically over ``[0.45, 1]·β*(k=1)``.
@@ -88,10 +91,22 @@ BETAS: dict[tuple[str, int, int], tuple[float, ...]] = {
     ("bw16", 16, 1): (0.2433,),  # 0.01143 (2^14 blocks)
     ("bw16", 16, 4): (0.1302, 0.1533, 0.1804, 0.2433),  # 0.00461 (2^14 blocks)
     ("bw16", 16, 8): (0.1121, 0.1284, 0.1394, 0.1512, 0.164, 0.178, 0.1984, 0.2433),  # 0.00402 (2^14 blocks)
+    ("leech", 4, 1): (0.5216,),  # 0.14792 (2^11 blocks)
+    ("leech", 4, 2): (0.4011, 0.5449),  # 0.09713 (2^11 blocks)
+    ("leech", 4, 4): (0.3367, 0.3924, 0.4574, 0.5449),  # 0.07966 (2^11 blocks)
+    ("leech", 4, 8): (0.2765, 0.3084, 0.3367, 0.3675, 0.3924, 0.419, 0.4574, 0.5449),  # 0.07377 (2^11 blocks)
+    ("leech", 8, 1): (0.2608,),  # 0.03574 (2^11 blocks)
+    ("leech", 8, 2): (0.1919, 0.2608),  # 0.02253 (2^11 blocks)
+    ("leech", 8, 4): (0.1611, 0.1837, 0.2095, 0.2608),  # 0.01839 (2^11 blocks)
+    ("leech", 8, 8): (0.1352, 0.1509, 0.1647, 0.1797, 0.1962, 0.2095, 0.2287, 0.2608),  # 0.01672 (2^11 blocks)
+    ("leech", 16, 1): (0.1304,),  # 0.00897 (2^11 blocks)
+    ("leech", 16, 2): (0.096, 0.1304),  # 0.00553 (2^11 blocks)
+    ("leech", 16, 4): (0.0823, 0.0939, 0.1048, 0.1304),  # 0.00450 (2^11 blocks)
+    ("leech", 16, 8): (0.0722, 0.0806, 0.0842, 0.0899, 0.096, 0.1025, 0.1094, 0.1304),  # 0.00407 (2^11 blocks)
 }
 
 # k used when a name has no ``_k``: least gap to Γ(R) in the generic-matmul search.
-DEFAULT_K: dict[str, int] = {"z": 1, "d4": 4, "e8": 4, "bw16": 8}
+DEFAULT_K: dict[str, int] = {"z": 1, "d4": 4, "e8": 4, "bw16": 8, "leech": 8}
 
 
 def default_betas(lattice: str, q: int, k: int) -> tuple[float, ...]:
@@ -138,11 +153,11 @@ def _nested(m) -> NestedLatticeQuantizer:
 
 
 register(
-    r"(?P<lat>z\d*|d\d+(?:star)?|e8|bw16)_nested_q(?P<q>\d+)(?:_k(?P<k>\d+))?"
+    r"(?P<lat>z\d*|d\d+(?:star)?|e8|bw16|leech)_nested_q(?P<q>\d+)(?:_k(?P<k>\d+))?"
     r"(?P<norm>_norm(?:_(?P<normfmt>fp32|bf16|fp16))?)?(?P<first>_first)?(?P<dither>_dither)?",
     _nested,
     # Examples (each runs through the registry contract suite; kept few, compiles are costly).
     ("z_nested_q16", "d4_nested_q8", "e8_nested_q4", "e8_nested_q16", "e8_nested_q16_norm", "e8_nested_q14_k4_first"),
-    "<z|d<n>|d<n>star|e8|bw16>_nested_q<q>[_k<k>][_norm[_fp32|_bf16|_fp16]][_first][_dither]: Voronoi code Λ/qΛ, "
+    "<z|d<n>|d<n>star|e8|bw16|leech>_nested_q<q>[_k<k>][_norm[_fp32|_bf16|_fp16]][_first][_dither]: Voronoi code Λ/qΛ, "
     "log2 q bits/entry + log2(k)/d for the per-block β index (+16/n with _norm)",
 )

@@ -64,7 +64,7 @@ from rdq.quantizers._scales import SCALE_BITS, SCALE_DTYPES, round_scale
 from rdq.quantizers.base import Rate, check_finite, check_last_axis_divisible
 from rdq.quantizers.lattice import Lattice, lattice_from_name
 
-__all__ = ["NestedCode", "NestedLatticeQuantizer", "VoronoiCode", "nested_dot", "search_betas"]
+__all__ = ["NestedCode", "NestedLatticeQuantizer", "VoronoiCode", "nested_dot", "search_beta_sets", "search_betas"]
 
 _NORM_FORMATS = ("fp32", "bf16", "fp16")
 
@@ -388,9 +388,25 @@ def search_betas(
   Returns:
     ``(betas, mse_per_entry)``: the increasing β set and its Monte Carlo MSE per entry.
   """
+  return search_beta_sets(lattice, q, (k,), key, num_blocks=num_blocks, grid=grid, restarts=restarts)[k]
+
+
+def search_beta_sets(
+    lattice: Lattice,
+    q: int,
+    ks: tuple[int, ...],
+    key: PRNGKeyArray,
+    *,
+    num_blocks: int = 1 << 15,
+    grid: tuple[float, float, int] | None = None,
+    restarts: int = 4,
+) -> dict[int, tuple[tuple[float, ...], float]]:
+  """``search_betas`` for several k at once, sharing the grid errors (the costly part):
+  ``{k: search_betas(lattice, q, k, key, ...)}`` with identical results."""
   q = _check_q(q)
-  if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-    raise ValueError(f"k={k!r} must be a positive integer")
+  for k in ks:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+      raise ValueError(f"k={k!r} must be a positive integer")
   d = lattice.dim
   if grid is None:
     # Overload starts when the coarse cell (radius ≈ q·β·ρ_cov) is smaller than the typical
@@ -402,6 +418,10 @@ def search_betas(
   betas_grid = np.geomspace(lo, hi, int(num))
   y = jax.random.normal(key, (num_blocks, d), jnp.float32)
   errs = np.asarray(_grid_errors(lattice, q, tuple(float(b) for b in betas_grid), y))  # (blocks, G)
+  return {k: _best_set(errs, betas_grid, k, restarts, d) for k in ks}
+
+
+def _best_set(errs: np.ndarray, betas_grid: np.ndarray, k: int, restarts: int, d: int):
   mean_err = errs.mean(axis=0)
   if k == 1:
     g = int(np.argmin(mean_err))

@@ -16,7 +16,8 @@ from rdq.limits import generic_matmul_rate
 from rdq.limits.lattice_constants import PUBLISHED_G
 from rdq.matmul import MatmulSetup, matmul_distortion
 from rdq.quantizers.lattice import DnDualLattice, DnLattice, E8Lattice, ZnLattice
-from rdq.quantizers.nested import NestedLatticeQuantizer, VoronoiCode, nested_dot, search_betas
+from rdq.quantizers.leech import LeechLattice
+from rdq.quantizers.nested import NestedLatticeQuantizer, VoronoiCode, nested_dot, search_beta_sets, search_betas
 
 SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 LATTICES = [ZnLattice(1), DnLattice(4), DnDualLattice(3), E8Lattice()]
@@ -166,6 +167,37 @@ def test_search_betas_improves_on_single_beta():
   mse_tab = float(jnp.mean((_jit(Q.get("e8_nested_q8_k2").quantize)(x) - x) ** 2))
   mse_one = float(jnp.mean((_jit(NestedLatticeQuantizer(lat, 8, (b1,)).quantize)(x) - x) ** 2))
   assert mse_tab < mse_one
+
+
+def test_search_beta_sets_equals_search_betas():
+  lat, grid = E8Lattice(), (0.3, 1.5, 16)
+  sets = search_beta_sets(lat, 8, (1, 3), jax.random.key(1), num_blocks=512, grid=grid)
+  for k in (1, 3):
+    assert sets[k] == search_betas(lat, 8, k, jax.random.key(1), num_blocks=512, grid=grid)
+  with pytest.raises(ValueError, match="k=0"):
+    search_beta_sets(lat, 8, (1, 0), jax.random.key(1), num_blocks=16, grid=grid)
+
+
+def test_leech_voronoi_code():
+  # Λ24 / qΛ24: decode then encode is the identity on random codes; decoded points lie in the
+  # closed Voronoi cell of qΛ24 as seen from its minimal vectors; the registry name quantizes
+  # 24-blocks and its output is a fixed point.
+  lat, q = LeechLattice(), 4
+  vc = VoronoiCode(lat, q)
+  c = np.random.default_rng(0).integers(0, q, size=(64, 24))
+  p = _jit(vc.decode)(jnp.asarray(c))
+  np.testing.assert_array_equal(np.asarray(_jit(vc.encode)(p)), c)
+  p = np.asarray(p, np.float64)
+  mv = lat.minimal_vectors()
+  assert np.all(p @ mv.T <= q * 16.0 + 1e-6)  # |p|² ≤ |p − q v|² for |v|² = 32
+  qz = Q.get("leech_nested_q8")
+  assert qz.lattice == lat and qz.k == 8
+  x = _gauss((4, 48))
+  xq = _jit(qz.quantize)(x)
+  np.testing.assert_array_equal(np.asarray(_jit(qz.quantize)(xq)), np.asarray(xq))
+  assert float(jnp.mean((x - xq) ** 2)) < 0.03  # 3 bits, k = 8: about 0.0167 (search_betas)
+  with pytest.raises(ValueError, match="24"):
+    qz.encode(_gauss((2, 32)))
 
 
 def test_generic_matmul_gap_e8_beats_int4():
