@@ -26,18 +26,37 @@ recursion on the reversed feature order. With a diagonal H there is no feedback 
 equals ``rtn`` with the same quantizer bit for bit.
 
 **Rotation** (``rotate=True``, incoherence processing as in QuIP/QuIP#/NestQuant). With a
-Haar-random orthogonal ``Q`` (``rdq.covariance.haar_orthogonal``, from an explicit key) the
+random orthogonal ``Q`` drawn from an explicit key (``rotation="haar"``:
+``rdq.covariance.haar_orthogonal``; ``"hadamard"``: ``rdq.layer.hadamard``) the
 layer ``y = Wᵀx`` is quantized in the rotated input basis, ``W' = QᵀW``, ``H' = QᵀHQ``, and
 ``Ŵ = QŴ'``; the distortion is basis-free, ``tr((W−Ŵ)ᵀH(W−Ŵ)) = tr((W'−Ŵ')ᵀH'(W'−Ŵ'))``, and
 the column norms (hence the scales) are unchanged. It spreads outlier weights (MiniLM's FFN
 output layers have single weights 80–175× their RMS), which otherwise overload every β of the
-code. The rotation is free in rate (a shared seed) but costs an ``n × n`` product on the
-activations at inference; NestQuant uses a randomized Hadamard transform for that reason.
+code. The rotation is free in rate (a shared seed). A dense Haar ``Q`` costs an ``n × n``
+product on the activations at inference; ``rotation="hadamard"`` uses the randomized Hadamard
+transform instead (``rdq.layer.hadamard``, ``O(n log n)``, as NestQuant and QuIP#).
 
 ``feedback=False`` drops the SIC feedback (``U = I``): round-to-nearest in the (possibly
 rotated) basis, equal to ``rtn`` with the same quantizer when not rotated.
 
-Not done here: QA-LDLQ's ``W(I − ε²(H+ε²I)^{-1})`` correction (NestQuant).
+**QA-LDLQ** (``act_noise = ε²/mean(diag H) > 0``; NestQuant's "quantization-aware LDLQ").
+When the layer's *inputs* are quantized too (NestQuant quantizes weights, activations and KV
+cache), the layer computes ``ŴᵀX̂`` with ``X̂ = X + Z``; model the activation error as white,
+``E[ZZᵀ] = ε²I`` and independent of X. The output error is then
+
+.. math::
+   D_ε(Ŵ) = \\mathrm{tr}\\big((W−Ŵ)^\\top H (W−Ŵ)\\big) + ε^2 \\|Ŵ\\|_F^2
+          = \\mathrm{tr}\\big((W_ε−Ŵ)^\\top H_ε (W_ε−Ŵ)\\big)
+            + ε^2\\,\\mathrm{tr}\\big(W^\\top H H_ε^{-1} W\\big),
+
+with ``H_ε = H + ε²I`` and ``W_ε = H_ε^{-1} H W = W − ε² H_ε^{-1} W`` (complete the square),
+so LDLQ on the pair ``(W_ε, H_ε)`` minimizes ``D_ε`` — the substitution NestQuant makes
+(X ← X(I − ε²(H+ε²I)^{-1}), H ← H + ε²I in its ``(out, in)`` layout; the shrinkage is the
+Wiener/LMMSE correction for noisy inputs). The substitution commutes with the rotation (ε²I
+is rotation invariant) and is done before it. ``LayerReport.d_per_entry`` stays the clean
+``tr((W−Ŵ)ᵀH(W−Ŵ))/(nm)``; ``noisy_input_distortion`` gives ``D_ε/(nm)``. NestQuant sets
+``ε² = E‖x‖²/(n·155)`` for its 4-bit activations (``act_noise = 1/155``; 155 ≈ the
+activation quantizer's SNR ``‖x‖²/‖Q(x)−x‖²``).
 
 **Rate** (bits per weight, side information counted, fixed length): the quantizer's
 ``rate((m, n))`` — ``log2 q`` for the Voronoi coordinates, ``log2(k)/d`` for the β indices
@@ -55,6 +74,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -62,13 +82,15 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from rdq.covariance import haar_orthogonal
 from rdq.layer._sic import damp_hessian, inverse_cholesky_upper, sic
-from rdq.layer.report import LayerReport, check_layer_inputs, make_report
+from rdq.layer.hadamard import randomized_hadamard
+from rdq.layer.report import LayerReport, check_layer_inputs, layer_distortion, make_report
 from rdq.quantizers import NestedLatticeQuantizer
 from rdq.quantizers import get as get_quantizer
 
-__all__ = ["LatticeSICConfig", "lattice_sic", "lattice_sic_traced"]
+__all__ = ["LatticeSICConfig", "lattice_sic", "lattice_sic_traced", "noisy_input_distortion"]
 
 HIGHEST = jax.lax.Precision.HIGHEST
+ROTATIONS = ("haar", "hadamard")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +103,12 @@ class LatticeSICConfig:
     block_size: lazy-update block; a multiple of the lattice dimension.
     percdamp: damping relative to ``mean(diag H)`` (0.01 as GPTQ).
     feedback: SIC error feedback (False: round to nearest, no use of H).
-    rotate: quantize in a Haar-random rotated input basis (needs a PRNG key).
+    act_noise: QA-LDLQ's activation-noise variance relative to the mean input power,
+      ``ε²/mean(diag H) ≥ 0`` (0: plain LDLQ; NestQuant's 4-bit activations: 1/155).
+    rotate: quantize in a random rotated input basis (needs a PRNG key).
+    rotation: the random rotation when ``rotate``: ``"haar"`` (dense Haar-random ``Q``,
+      ``rdq.covariance.haar_orthogonal``) or ``"hadamard"`` (randomized Hadamard transform,
+      ``rdq.layer.hadamard``; ``O(n log n)`` per vector, n signs of storage).
   """
 
   quantizer: str = "e8_nested_q8_norm"
@@ -89,6 +116,8 @@ class LatticeSICConfig:
   percdamp: float = 0.01
   feedback: bool = True
   rotate: bool = False
+  rotation: str = "haar"
+  act_noise: float = 0.0
 
   def __post_init__(self):
     q = get_quantizer(self.quantizer)  # ValueError for unknown names
@@ -103,6 +132,11 @@ class LatticeSICConfig:
     for name in ("feedback", "rotate"):
       if not isinstance(getattr(self, name), bool):
         raise TypeError(f"{name}={getattr(self, name)!r} must be a bool")
+    if not (isinstance(self.act_noise, (int, float)) and not isinstance(self.act_noise, bool)
+            and 0 <= self.act_noise < float("inf")):
+      raise ValueError(f"act_noise={self.act_noise!r} must be a finite float ≥ 0 (ε²/mean diag H)")
+    if self.rotation not in ROTATIONS:
+      raise ValueError(f"rotation={self.rotation!r} must be one of {ROTATIONS}")
 
   @property
   def lattice_quantizer(self) -> NestedLatticeQuantizer:
@@ -165,17 +199,54 @@ def lattice_sic(
   return lattice_sic_traced(jnp.asarray(w, jnp.float32), jnp.asarray(h, jnp.float32), config, key)
 
 
+def noisy_input_distortion(
+    w: Float[Array, "n m"], w_hat: Float[Array, "n m"], h: Float[Array, "n n"], act_noise: float
+) -> Float[Array, ""]:
+  """``D_ε/(nm) = [tr((W−Ŵ)ᵀH(W−Ŵ)) + ε²‖Ŵ‖²_F]/(nm)``, ``ε² = act_noise·mean(diag H)``: the
+  output MSE per entry of ``ŴᵀX̂`` against ``WᵀX`` with white activation noise (QA-LDLQ's
+  objective, module docstring)."""
+  eps2 = act_noise * jnp.mean(jnp.diagonal(h))
+  return layer_distortion(w, w_hat, h) + eps2 * jnp.sum(jnp.square(w_hat.astype(jnp.float32))) / w.size
+
+
+class _HaarRotation(NamedTuple):
+  """The basis change ``x ↦ Qᵀx`` of a dense Haar ``Q`` (interface of ``RandomizedHadamard``)."""
+
+  q: Float[Array, "n n"]
+
+  def forward(self, x):
+    return jnp.matmul(self.q.T, x, precision=HIGHEST)
+
+  def inverse(self, x):
+    return jnp.matmul(self.q, x, precision=HIGHEST)
+
+  def rotate_hessian(self, h):
+    g = jnp.matmul(jnp.matmul(self.q.T, h, precision=HIGHEST), self.q, precision=HIGHEST)
+    return 0.5 * (g + g.T)
+
+
+def _rotation(kind: str, key, n: int):
+  """The input-basis rotation ``Q`` of ``config.rotation`` drawn from ``key``."""
+  if kind == "hadamard":
+    return randomized_hadamard(key, n)
+  return _HaarRotation(haar_orthogonal(key, n))
+
+
 @functools.partial(jax.jit, static_argnames="config")
 def lattice_sic_traced(w, h, config: LatticeSICConfig, key=None):
   """``lattice_sic`` without the eager checks (jit-able, vmappable over ``w``, ``h`` and ``key``)."""
   n, m = w.shape
   quant = config.lattice_quantizer
   w_in, h_in = w, h
+  if config.act_noise:  # QA-LDLQ: LDLQ on (W_ε, H_ε) (module docstring)
+    eps2 = config.act_noise * jnp.mean(jnp.diagonal(h))
+    h_in = h + eps2 * jnp.eye(n, dtype=h.dtype)
+    chol = jnp.linalg.cholesky(h_in)
+    w_in = w - eps2 * jax.scipy.linalg.cho_solve((chol, True), w)
   if config.rotate:
-    rot = haar_orthogonal(key, n)
-    w_in = jnp.matmul(rot.T, w, precision=HIGHEST)
-    h_in = jnp.matmul(jnp.matmul(rot.T, h, precision=HIGHEST), rot, precision=HIGHEST)
-    h_in = 0.5 * (h_in + h_in.T)
+    rot = _rotation(config.rotation, key, n)
+    w_in = rot.forward(w_in)
+    h_in = rot.rotate_hessian(h_in)
   if config.feedback:
     u = inverse_cholesky_upper(damp_hessian(h_in, config.percdamp))
   else:
@@ -184,6 +255,6 @@ def lattice_sic_traced(w, h, config: LatticeSICConfig, key=None):
   bs = config.block_size if n % min(config.block_size, n) == 0 else quant.dim
   q, z, _ = sic(w_in, u, _LatticeGrid(quant), None, bs)
   if config.rotate:
-    q = jnp.matmul(rot, q, precision=HIGHEST)
+    q = rot.inverse(q)
   r = quant.rate((m, n))
   return q, make_report(w, q, h, z, r.side, r.nominal)
