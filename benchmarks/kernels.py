@@ -34,7 +34,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import kernels  # noqa: E402
-from rdq.quantized_matmul import codebook_matmul, dequant_matmul, w8a8_matmul  # noqa: E402
+from rdq.quantized_matmul import codebook_matmul_reference, dequant_matmul, w8a8_matmul_reference  # noqa: E402
 from rdq.quantizers import IntQuantizer, get  # noqa: E402
 
 # Measured device-to-device copy bandwidth (GB/s) of the lent machines (research notes).
@@ -82,7 +82,7 @@ def _case(fmt: str, m: int, k: int, n: int, dtype, interpret, backend) -> Case:
     xc, wc = qx.encode(x.astype(jnp.float32)), qw.encode(w.T)
     xq, sx = kernels.pack_activations(xc)
     packed = kernels.pack_int(wc, qw)
-    base = jax.jit(lambda a, b: w8a8_matmul(a, b, qw))
+    base = jax.jit(lambda a, b: w8a8_matmul_reference(a, b, qw))
     return Case(jax.jit(functools.partial(kernels.w8a8_matmul, **opts)), base, (xq, sx, packed),
                 (xc, wc), kernels.bytes_of(packed) + xq.size + sx.size * 4 + m * n * 4)
   if fmt == "vq_d2_c256":
@@ -90,7 +90,7 @@ def _case(fmt: str, m: int, k: int, n: int, dtype, interpret, backend) -> Case:
     idx = jax.random.randint(kw, (n, k // d), 0, c)
     cb = jax.random.normal(kx, (k // 256, c, d))
     packed = kernels.pack_codebook(idx, cb, group_size=256)
-    base = jax.jit(functools.partial(codebook_matmul, group_size=256))
+    base = jax.jit(functools.partial(codebook_matmul_reference, group_size=256))
     return Case(jax.jit(functools.partial(kernels.codebook_matmul, **opts)), base, (x, packed),
                 (x, idx, cb), kernels.bytes_of(packed) + x.size * x.dtype.itemsize + y_bytes)
   raise ValueError(f"unknown format {fmt!r}")

@@ -43,31 +43,29 @@ def _decode_nibbles_e2m1(packed: Array) -> Array:
 
 @functools.partial(jax.jit, static_argnames=("blocks", "backend", "config", "interpret", "out_dtype"))
 def _fp4(x, w: PackedFP4, *, blocks, backend, config, interpret, out_dtype):
-  m = x.shape[0]
   k, n = w.shape
   bs = w.block_size
   decode_scale = decode_e8m0 if w.scale_format == "e8m0" else decode_e4m3
   use_t = w.scale_format == "e4m3"
-  operands = [C.Operand("mk"), C.Operand("kn", n_div=2), C.Operand("gn", group=bs)]
-  arrays = [C.pad_rows(x, blocks.m_padded), w.codes, w.scales]
+  operands = [C.Operand("kn", n_div=2), C.Operand("gn", group=bs)]
+  arrays = [w.codes, w.scales]
   if use_t:
     operands.append(C.Operand("full"))
     arrays.append(w.tensor_scale)
 
-  def tile(kk, tiles):
-    xt, qt, st = tiles[:3]
+  def tile(kk, tiles, prod):
+    qt, st = tiles[:2]
     v = _decode_nibbles_e2m1(qt)
     wt = C.apply_group_scale(v, decode_scale(st), bs)
     if use_t:
-      wt = wt * tiles[3][...]
-    return jnp.dot(xt, wt.astype(xt.dtype), preferred_element_type=jnp.float32)
+      wt = wt * tiles[2][...]
+    return prod.dot(prod.x(0, blocks.bk), wt.astype(x.dtype))
 
-  y = C.tiled_matmul(
-      tile, lambda acc, _: acc, operands, arrays,
-      m=blocks.m_padded, k=k, n=n, out_dtype=out_dtype, acc_dtype=jnp.float32,
+  return C.tiled_matmul(
+      tile, lambda acc, _: acc, x, operands, arrays,
+      k=k, n=n, out_dtype=out_dtype, acc_dtype=jnp.float32,
       blocks=blocks, backend=backend, config=config, interpret=interpret, name="fp4_matmul",
   )
-  return y[:m]
 
 
 def fp4_matmul(
@@ -106,7 +104,7 @@ def fp4_matmul(
   C.check_array(w.codes, "w.codes", (k, n // 2), (jnp.uint8,))
   C.check_array(w.scales, "w.scales", (k // bs, n), (jnp.uint8,))
   C.check_array(w.tensor_scale, "w.tensor_scale", (1, 1), (jnp.float32,))
-  blocks = C.resolve_blocks(config, backend, x.shape[0], k, n)
+  blocks = C.resolve_blocks(config, backend, x.shape[0], k, n, group=bs)
   C.check_group_blocks(bs, blocks.bk, "block_size")
   if blocks.bn % 2:
     raise ValueError(f"block_n={blocks.bn} must be even for nibble-packed codes")

@@ -5,8 +5,10 @@
    \\hat W_{kn} = (q_{kn} - z_{g(k), n})\\, s_{g(k), n}, \\quad g(k) = \\lfloor k / g \\rfloor,
 
 with ``z = 0`` for rdq's symmetric absmax codes. Each reduction step decodes a
-``(block_k, block_n)`` tile of codes in registers/VMEM (shifts for nibbles), scales it in
-fp32, casts it to ``x.dtype`` and accumulates ``jnp.dot(x_tile, w_tile)`` in fp32.
+``(block_k, block_n)`` tile of codes in registers/VMEM (shifts for nibbles, int→float by
+exponent bit tricks, ``kernels.pack.nibbles_to_float``), scales it in fp32, casts it to
+``x.dtype`` and accumulates ``jnp.dot(x_tile, w_tile)`` in fp32 (or, in the GPU GEMV form
+at ``M = 1``, ``xᵀ ⊙ Ŵ``; split-K and block sizes from ``kernels._common``).
 
 Reference: ``rdq.quantized_matmul.dequant_matmul(x, quantizer, code)`` (and
 ``zero_point_matmul`` with zero points) — decode with rdq, then ``jnp.dot``.
@@ -21,7 +23,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from kernels import _common as C
-from kernels.pack import PackedInt, unpack_nibbles
+from kernels.pack import PackedInt, int8_to_float, nibbles_to_float
 
 __all__ = ["int_matmul"]
 
@@ -30,45 +32,52 @@ _CODE_DTYPES = {"int8": jnp.int8, "nibbles": jnp.uint8, "int4": jnp.int4}
 
 
 def _decode_tile(codes: Array, layout: str, signed: bool) -> Array:
-  """int32 ``(bk, bn)`` codes of a stored tile."""
+  """float32 ``(bk, bn)`` integer values of a stored tile, by exponent bit tricks.
+
+  A code ``q`` (offset to ``u = q + 2^(b-1) ∈ [0, 2^b)`` by flipping its sign bit) is
+  placed in the mantissa of ``2^23``: ``bitcast(0x4B000000 | u) = 2^23 + u`` exactly, so
+  ``q = bitcast(…) − (2^23 + 2^(b-1))`` with one integer logic op and one float add instead
+  of sign extension and an int→float conversion (the "magic number" conversion).
+  """
   if layout == "nibbles":
-    return unpack_nibbles(codes, signed=signed)
-  return codes.astype(jnp.int32)
+    return nibbles_to_float(codes, signed=signed)
+  if layout == "int8":
+    return int8_to_float(codes)
+  return codes.astype(jnp.float32)  # jnp.int4 (TPU): Mosaic unpacks sub-byte types itself
 
 
 @functools.partial(jax.jit, static_argnames=("blocks", "backend", "config", "interpret", "out_dtype"))
 def _int_matmul(x, w: PackedInt, *, blocks, backend, config, interpret, out_dtype):
-  m = x.shape[0]
   k, n = w.shape
   g = w.group_size
   n_div = 2 if w.layout == "nibbles" else 1
-  x_p = C.pad_rows(x, blocks.m_padded)
   has_zeros = w.zeros is not None
-  operands = [C.Operand("mk"), C.Operand("kn", n_div=n_div), C.Operand("gn", group=g)]
-  arrays = [x_p, w.codes, w.scales]
+  operands = [C.Operand("kn", n_div=n_div), C.Operand("gn", group=g)]
+  arrays = [w.codes, w.scales]
   if has_zeros:
     operands.append(C.Operand("gn", group=g))
     arrays.append(w.zeros)
 
-  def tile(kk, tiles):
-    xt, qt, st = tiles[:3]
-    q = _decode_tile(qt, w.layout, w.signed)
+  def tile(kk, tiles, prod):
+    qt, st = tiles[:2]
     if has_zeros:
-      z = tiles[3].astype(jnp.int32)
+      q = _decode_tile(qt, w.layout, w.signed)
+      z = tiles[2].astype(jnp.float32)  # q − z of small integers: exact in fp32
       rows = q.shape[0]
       if g >= rows:
         q = q - z[0:1, :]
       else:
         q = (q.reshape(rows // g, g, -1) - z[:, None, :]).reshape(q.shape)
-    wt = C.apply_group_scale(q.astype(jnp.float32), st.astype(jnp.float32), g)
-    return jnp.dot(xt, wt.astype(xt.dtype), preferred_element_type=jnp.float32)
+    else:
+      q = _decode_tile(qt, w.layout, w.signed)
+    wt = C.apply_group_scale(q, st.astype(jnp.float32), g)
+    return prod.dot(prod.x(0, blocks.bk), wt.astype(x.dtype))
 
-  y = C.tiled_matmul(
-      tile, lambda acc, _: acc, operands, arrays,
-      m=blocks.m_padded, k=k, n=n, out_dtype=out_dtype, acc_dtype=jnp.float32,
+  return C.tiled_matmul(
+      tile, lambda acc, _: acc, x, operands, arrays,
+      k=k, n=n, out_dtype=out_dtype, acc_dtype=jnp.float32,
       blocks=blocks, backend=backend, config=config, interpret=interpret, name="int_matmul",
   )
-  return y[:m]
 
 
 def int_matmul(
@@ -116,7 +125,7 @@ def int_matmul(
   C.check_array(w.scales, "w.scales", (k // g, n), _SCALE_DTYPES)
   if w.zeros is not None:
     C.check_array(w.zeros, "w.zeros", (k // g, n), (jnp.int8,))
-  blocks = C.resolve_blocks(config, backend, x.shape[0], k, n)
+  blocks = C.resolve_blocks(config, backend, x.shape[0], k, n, group=g)
   C.check_group_blocks(g, blocks.bk)
   if w.layout == "nibbles" and blocks.bn % 2:
     raise ValueError(f"block_n={blocks.bn} must be even for nibble-packed codes")

@@ -40,6 +40,7 @@ from rdq.quantizers.integer import IntCode, IntQuantizer
 
 __all__ = [
     "PackedCodebook",
+    "PackedE8",
     "PackedFP4",
     "PackedInt",
     "bytes_of",
@@ -47,9 +48,12 @@ __all__ = [
     "decode_e4m3",
     "decode_e8m0",
     "pack_codebook",
+    "pack_e8",
     "pack_fp4",
     "pack_int",
     "pack_int_zero_point",
+    "int8_to_float",
+    "nibbles_to_float",
     "pack_nibbles",
     "unpack_nibbles",
 ]
@@ -180,6 +184,37 @@ def unpack_nibbles(packed: Array, *, signed: bool) -> Integer[Array, "k n"]:
   return jnp.stack([lo, hi], axis=-1).reshape(rows, 2 * cols)
 
 
+_MAGIC = 0x4B000000  # bit pattern of 2^23 in float32: the mantissa then holds an integer
+
+
+def _magic_to_float(u: Array, offset: int) -> Array:
+  """``u − offset`` as float32 for int32 ``0 ≤ u < 2^23``: ``bitcast(2^23 | u) − (2^23 + offset)``."""
+  f = jax.lax.bitcast_convert_type(u | _MAGIC, jnp.float32)
+  return f - jnp.float32(float(2**23 + offset))
+
+
+def nibbles_to_float(packed: Array, *, signed: bool) -> Float[Array, "k n"]:
+  """``unpack_nibbles`` as exact float32 values, by the exponent bit trick (in kernels).
+
+  A signed nibble ``q ∈ [−8, 8)`` is ``(n ^ 8) − 8`` with ``n`` its bit pattern, and
+  ``bitcast(0x4B000000 | u) = 2^23 + u`` in float32, so each value costs one logic op
+  (``and``/``xor``/``or`` fuse into one ``LOP3`` on NVIDIA GPUs) and one float add — no
+  sign extension, no int→float conversion instruction.
+  """
+  b = packed.astype(jnp.int32)
+  flip = 8 if signed else 0
+  lo = _magic_to_float((b & 15) ^ flip, flip)
+  hi = _magic_to_float((jnp.right_shift(b, 4) & 15) ^ flip, flip)
+  rows, cols = b.shape
+  return jnp.stack([lo, hi], axis=-1).reshape(rows, 2 * cols)
+
+
+def int8_to_float(codes: Array) -> Array:
+  """int8 codes as exact float32 by the exponent bit trick (``(c & 255) ^ 128 = c + 128``)."""
+  u = (codes.astype(jnp.int32) & 255) ^ 128
+  return _magic_to_float(u, 128)
+
+
 # ----------------------------------------------------------------------------- float decoders
 
 
@@ -191,13 +226,19 @@ def _pow2(e: Array) -> Array:
 def decode_e2m1(nibble: Integer[Array, "*s"]) -> Float[Array, "*s"]:
   """E2M1 value of a nibble ``s ee m`` (bias 1): ``±0.5·m`` if ``e = 0`` else ``±2^(e-1)(1 + m/2)``.
 
+  By shifting the nibble into the float32 exponent: ``ee m`` placed at bits 23–22 with
+  exponent bias 126 added is the bit pattern of ``2^(e−1)(1 + m/2)`` for ``e ≥ 1``; the two
+  subnormal codes ``e = 0`` (``±0``, ``±0.5``) are selected separately (no denormal
+  arithmetic, so the result does not depend on flush-to-zero modes).
+
   References: OCP MX v1.0, Sec. 5.3.3, Table 5 (values 0, 0.5, 1, 1.5, 2, 3, 4, 6).
   """
   n = nibble.astype(jnp.int32)
-  e = jnp.right_shift(n, 1) & 3
-  m = (n & 1).astype(jnp.float32)
-  mag = jnp.where(e == 0, 0.5 * m, _pow2(jnp.maximum(e, 1) - 1) * (1.0 + 0.5 * m))
-  return jnp.where((n & 8) != 0, -mag, mag)
+  sign = jnp.left_shift(n & 8, 28)
+  normal = jnp.left_shift(n & 7, 22) + (126 << 23)
+  sub = (n & 1) * (126 << 23)  # +0.5 or +0
+  bits = jnp.where((n & 6) == 0, sub, normal) | sign
+  return jax.lax.bitcast_convert_type(bits, jnp.float32)
 
 
 def decode_e8m0(byte: Integer[Array, "*s"]) -> Float[Array, "*s"]:
@@ -226,6 +267,32 @@ def decode_e4m3(byte: Integer[Array, "*s"]) -> Float[Array, "*s"]:
 
 
 # ----------------------------------------------------------------------------- pack functions
+
+
+def _check_range(a, name: str, lo: int, hi: int, expected: str) -> None:
+  """Raise ``ValueError`` naming ``name`` unless every entry of ``a`` lies in ``[lo, hi]``.
+
+  Concrete arrays are checked eagerly. Under ``jit`` (traced ``a``) the same check runs on
+  the device through ``jax.debug.callback``: the call then fails when its result is
+  computed, with the same message (as a runtime error wrapping this ``ValueError``).
+  """
+  a = jnp.asarray(a)
+  if a.size == 0:
+    return
+
+  def fail(amin, amax):
+    amin, amax = int(amin), int(amax)
+    if amin < lo or amax > hi:
+      bad = amin if amin < lo else amax
+      raise ValueError(f"{name} holds {bad} (values span [{amin}, {amax}]); expected {expected} in [{lo}, {hi}]")
+
+  amin, amax = jnp.min(a.astype(jnp.int32)), jnp.max(a.astype(jnp.int32))
+  try:
+    concrete = (int(amin), int(amax))
+  except jax.errors.ConcretizationTypeError:  # traced under jit: check on the device
+    jax.debug.callback(fail, amin, amax)
+    return
+  fail(*concrete)
 
 
 def _check_2d_code(codes, what: str):
@@ -264,12 +331,21 @@ def pack_int(
     raise ValueError(f"{quantizer.bits}-bit codes need layout='int8', got {layout!r}")
   if layout == "nibbles" and n % 2:
     raise ValueError(f"layout='nibbles' packs output features in pairs; N={n} must be even")
+  qmax = 2 ** (quantizer.bits - 1)
+  _check_range(code.codes, "code.codes", -qmax, qmax - 1,
+               f"{quantizer.bits}-bit codes of the given quantizer (IntQuantizer(bits={quantizer.bits}))")
   if quantizer.granularity == "block":
     group = quantizer.block_size
+    if k % group or tuple(code.scales.shape) != (n, k // group):
+      raise ValueError(
+          f"code.scales has shape {tuple(code.scales.shape)}; a block quantizer with block_size={group} "
+          f"on Wᵀ of shape (N, K) = {(n, k)} gives (N, K/block_size) = {(n, k // group)}")
     scales = code.scales.T
   elif quantizer.granularity == "row":
     group = k
-    scales = code.scales.T  # (N, 1) -> (1, N)
+    if tuple(code.scales.shape) not in ((n, 1), (n,)):
+      raise ValueError(f"code.scales has shape {tuple(code.scales.shape)}; a per-row quantizer gives (N, 1) = {(n, 1)}")
+    scales = code.scales.reshape(n, 1).T  # (N, 1) -> (1, N)
   else:
     group = k
     scales = jnp.broadcast_to(code.scales.reshape(1, 1), (1, n))
@@ -324,6 +400,8 @@ def pack_int_zero_point(
     layout = "nibbles" if bits == 4 else "int8"
   if layout not in ("nibbles", "int8") or (bits == 8 and layout != "int8"):
     raise ValueError(f"layout={layout!r} is not available for unsigned {bits}-bit codes")
+  _check_range(codes, "codes", 0, 2**bits - 1, f"unsigned {bits}-bit codes")
+  _check_range(zeros, "zeros", 0, 2**bits - 1, f"{bits}-bit zero points")
   if bits == 8:
     # uint8 codes and zero points: store q - 128 and z - 128 in int8 ((q-z) unchanged).
     q = (codes.T.astype(jnp.int32) - 128).astype(jnp.int8)
@@ -403,5 +481,72 @@ def pack_codebook(
     raise ValueError(f"group_size={group_size!r} must be a multiple of d={d} that divides K={k}")
   if g != k // group_size:
     raise ValueError(f"codebooks has G={g} groups but K/group_size = {k}/{group_size} = {k // group_size}")
+  _check_range(indices, "indices", 0, c - 1, f"centroid indices of a codebook with C={c} centroids")
   return PackedCodebook(indices=indices.T.astype(jnp.uint8), codebooks=codebooks.astype(jnp.float32),
                         group_size=group_size)
+
+
+# ----------------------------------------------------------------------------- E8 nested-lattice codes
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class PackedE8:
+  """E8 Voronoi-code weight (``rdq.quantizers.nested``) in kernel layout: coordinate planes.
+
+  Attributes:
+    planes: ``uint8 (8, K/8, N)``; ``planes[t, i, n]`` is the Voronoi coordinate
+      ``c_t ∈ [0, q)`` of the E8 block ``i`` (input features ``8i … 8i+7``) of output
+      feature ``n``. Splitting the 8 coordinates of a block into 8 planes makes the E8
+      decode a set of elementwise operations between planes (no shuffles).
+    beta_index: ``uint8 (K/8, N)`` index of each block's scale β.
+    scale: ``float32 (1, N)`` per-output-feature RMS scale (ones without ``norm``).
+    q: nesting ratio. betas: the scales β (static: constants in the kernel).
+  """
+
+  planes: UInt8[Array, "8 kb n"]
+  beta_index: UInt8[Array, "kb n"]
+  scale: Float[Array, "1 n"]
+  q: int = dataclasses.field(metadata=dict(static=True))
+  betas: tuple = dataclasses.field(metadata=dict(static=True))
+
+  @property
+  def shape(self) -> tuple[int, int]:
+    return (self.planes.shape[1] * 8, self.planes.shape[2])
+
+
+def pack_e8(code, quantizer) -> PackedE8:
+  """Kernel layout of ``NestedLatticeQuantizer("e8", q, betas).encode(w.T)`` for ``w: (K, N)``.
+
+  Args:
+    code: ``NestedCode`` of ``Wᵀ`` ``(N, K)`` (codes ``(N, K)``, β indices ``(N, K/8)``,
+      optional per-row scale ``(N, 1)``).
+    quantizer: the ``NestedLatticeQuantizer`` (E8 lattice, no dither, q ≤ 256).
+  """
+  from rdq.quantizers.lattice import E8Lattice
+  from rdq.quantizers.nested import NestedLatticeQuantizer
+
+  if not isinstance(quantizer, NestedLatticeQuantizer):
+    raise TypeError(f"quantizer must be a NestedLatticeQuantizer, got {type(quantizer).__name__}")
+  if not isinstance(quantizer.lattice, E8Lattice):
+    raise ValueError(f"pack_e8 needs the E8 lattice; got lattice={quantizer.lattice.name!r}")
+  if quantizer.dither:
+    raise ValueError("pack_e8: dither=True needs the dither key at decode time; the kernel decodes without dither")
+  if quantizer.q > 256:
+    raise ValueError(f"q={quantizer.q} must be ≤ 256 (uint8 coordinates)")
+  _check_2d_code(code.codes, "code")
+  n, k = code.codes.shape
+  if k % 8:
+    raise ValueError(f"K={k} must be a multiple of 8 (E8 blocks)")
+  if tuple(code.beta_index.shape) != (n, k // 8):
+    raise ValueError(f"code.beta_index must have shape (N, K/8) = {(n, k // 8)}; got {tuple(code.beta_index.shape)}")
+  _check_range(code.codes, "code.codes", 0, quantizer.q - 1, f"Voronoi coordinates mod q={quantizer.q}")
+  _check_range(code.beta_index, "code.beta_index", 0, quantizer.k - 1,
+               f"indices into the {quantizer.k} scales β")
+  planes = code.codes.astype(jnp.uint8).reshape(n, k // 8, 8).transpose(2, 1, 0)
+  if code.scale is None:
+    scale = jnp.ones((1, n), jnp.float32)
+  else:
+    scale = code.scale.astype(jnp.float32).reshape(n, 1).T
+  return PackedE8(planes=planes, beta_index=code.beta_index.astype(jnp.uint8).T, scale=scale,
+                  q=quantizer.q, betas=tuple(quantizer.betas))

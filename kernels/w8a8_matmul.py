@@ -10,7 +10,7 @@ int32 accumulator, rescaled once in the epilogue by ``s^x_m s^w_n`` — the kern
 the generic-matmul setting (both factors quantized), bit-exact against its reference. With
 group scales each group's exact int32 partial is rescaled and summed in fp32.
 
-Reference: ``rdq.quantized_matmul.w8a8_matmul(x_code, w_code, w_quantizer)``.
+Reference: ``rdq.quantized_matmul.w8a8_matmul_reference(x_code, w_code, w_quantizer)``.
 
 References:
   Dettmers et al., "LLM.int8()" (NeurIPS 2022), Sec. 3.1, Eq. (3)–(4) (vector-wise
@@ -46,20 +46,17 @@ def pack_activations(code: IntCode) -> tuple[Int8[Array, "m k"], Float[Array, "m
 
 @functools.partial(jax.jit, static_argnames=("blocks", "backend", "config", "interpret"))
 def _w8a8(x_codes, x_scales, w: PackedInt, *, blocks, backend, config, interpret):
-  m = x_codes.shape[0]
   k, n = w.shape
   g = w.group_size
   per_feature = g == k
-  xq = C.pad_rows(x_codes, blocks.m_padded)
   sx = C.pad_rows(x_scales, blocks.m_padded)
+  bk = blocks.bk
   if per_feature:
-    operands = [C.Operand("mk"), C.Operand("kn"), C.Operand("m", epilogue=True),
-                C.Operand("n", epilogue=True)]
-    arrays = [xq, w.codes, sx, w.scales.astype(jnp.float32)]
+    operands = [C.Operand("kn"), C.Operand("m", epilogue=True), C.Operand("n", epilogue=True)]
+    arrays = [w.codes, sx, w.scales.astype(jnp.float32)]
 
-    def tile(kk, tiles):
-      xt, wt = tiles
-      return jnp.dot(xt, wt, preferred_element_type=jnp.int32)
+    def tile(kk, tiles, prod):
+      return prod.dot(prod.x(0, bk), tiles[0])
 
     def epilogue(acc, epi):
       sxt, swt = epi
@@ -67,20 +64,17 @@ def _w8a8(x_codes, x_scales, w: PackedInt, *, blocks, backend, config, interpret
 
     acc_dtype = jnp.int32
   else:
-    operands = [C.Operand("mk"), C.Operand("kn"), C.Operand("gn", group=g),
-                C.Operand("m", epilogue=True)]
-    arrays = [xq, w.codes, w.scales.astype(jnp.float32), sx]
-    bk = blocks.bk
+    operands = [C.Operand("kn"), C.Operand("gn", group=g), C.Operand("m", epilogue=True)]
+    arrays = [w.codes, w.scales.astype(jnp.float32), sx]
 
-    def tile(kk, tiles):
-      xt, wt, st = tiles
+    def tile(kk, tiles, prod):
+      wt, st = tiles
       if g >= bk:
-        p = jnp.dot(xt, wt, preferred_element_type=jnp.int32)
+        p = prod.dot(prod.x(0, bk), wt).astype(jnp.int32)
         return p.astype(jnp.float32) * st[0:1, :]
-      acc = None
+      acc = None  # TPU only (GPU: bk ≤ g, Triton does not lower value slices)
       for j in range(bk // g):  # one exact int32 partial per group, rescaled in fp32
-        p = jnp.dot(xt[:, j * g:(j + 1) * g], wt[j * g:(j + 1) * g, :],
-                    preferred_element_type=jnp.int32)
+        p = prod.dot(prod.x(j * g, g), wt[j * g:(j + 1) * g, :]).astype(jnp.int32)
         term = p.astype(jnp.float32) * st[j:j + 1, :]
         acc = term if acc is None else acc + term
       return acc
@@ -89,12 +83,11 @@ def _w8a8(x_codes, x_scales, w: PackedInt, *, blocks, backend, config, interpret
       return acc * epi[0]
 
     acc_dtype = jnp.float32
-  y = C.tiled_matmul(
-      tile, epilogue, operands, arrays,
-      m=blocks.m_padded, k=k, n=n, out_dtype=jnp.float32, acc_dtype=acc_dtype,
+  return C.tiled_matmul(
+      tile, epilogue, x_codes, operands, arrays,
+      k=k, n=n, out_dtype=jnp.float32, acc_dtype=acc_dtype,
       blocks=blocks, backend=backend, config=config, interpret=interpret, name="w8a8_matmul",
   )
-  return y[:m]
 
 
 def w8a8_matmul(
@@ -116,7 +109,7 @@ def w8a8_matmul(
     config, backend, interpret: as in ``kernels.int_matmul.int_matmul``.
 
   Returns:
-    ``(M, N)`` float32 equal to ``rdq.quantized_matmul.w8a8_matmul`` — bit for bit with
+    ``(M, N)`` float32 equal to ``rdq.quantized_matmul.w8a8_matmul_reference`` — bit for bit with
     per-output-feature scales, up to fp32 summation order over groups otherwise.
 
   Raises:
@@ -138,8 +131,15 @@ def w8a8_matmul(
   if not isinstance(g, int) or g < 1 or k % g:
     raise ValueError(f"group_size={g!r} must divide the number of input features K={k}")
   C.check_array(w.scales, "w.scales", (k // g, n), (jnp.float32, jnp.bfloat16, jnp.float16))
-  blocks = C.resolve_blocks(config, backend, m, k, n)
-  if g != k:
+  grouped = g != k
+  # Triton does not lower slices of a loaded tile, so on GPU a K step holds at most one group.
+  max_bk = g if grouped and backend == "gpu" else None
+  blocks = C.resolve_blocks(config, backend, m, k, n, group=g if grouped else None, max_bk=max_bk)
+  if grouped:
     C.check_group_blocks(g, blocks.bk)
+    if backend == "gpu" and blocks.bk > g:
+      raise ValueError(
+          f"block_k={blocks.bk} > group_size={g}: on GPU a K step must not hold more than one "
+          "group (Triton does not lower slices of a loaded tile); use block_k ≤ group_size")
   return _w8a8(x_codes, x_scales, w, blocks=blocks, backend=backend, config=config,
                interpret=interpret)

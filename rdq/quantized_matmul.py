@@ -1,7 +1,10 @@
 """Pure-JAX references for quantized matrix products ``y = x · Ŵ``: decode, then ``jnp.dot``.
 
 These are the specifications that the Pallas kernels in ``kernels/`` are tested against
-(``kernels`` imports ``rdq``, never the reverse). Shapes follow the kernels: ``x: (M, K)``
+(``kernels`` imports ``rdq``, never the reverse). Names end in ``_reference`` where a kernel
+of the same name exists (``kernels.w8a8_matmul`` ↔ ``w8a8_matmul_reference``,
+``kernels.codebook_matmul`` ↔ ``codebook_matmul_reference``), so the two are never confused
+in one namespace. Shapes follow the kernels: ``x: (M, K)``
 activations (M tokens, K input features), ``W: (K, N)``. rdq quantizers act on the last
 axis, so a weight is encoded as ``Wᵀ: (N, K)`` — scales and VQ vectors run along the
 input features K, the reduction dimension.
@@ -32,9 +35,9 @@ from rdq.quantizers.integer import IntCode, IntQuantizer
 
 __all__ = [
     "codebook_decode",
-    "codebook_matmul",
+    "codebook_matmul_reference",
     "dequant_matmul",
-    "w8a8_matmul",
+    "w8a8_matmul_reference",
     "zero_point_decode",
     "zero_point_matmul",
 ]
@@ -106,7 +109,7 @@ def zero_point_matmul(
   return _dot(x, w_hat_t.T, out_dtype)
 
 
-def w8a8_matmul(
+def w8a8_matmul_reference(
     x_code: IntCode,
     w_code: IntCode,
     w_quantizer: IntQuantizer,
@@ -173,7 +176,7 @@ def codebook_decode(
   return vecs.reshape(n, kd * d).astype(jnp.float32)
 
 
-def codebook_matmul(
+def codebook_matmul_reference(
     x: Float[Array, "m k"],
     indices: Integer[Array, "n kd"],
     codebooks: Float[Array, "g c d"],

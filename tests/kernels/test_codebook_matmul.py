@@ -10,7 +10,7 @@ import pytest
 
 from kernels import Config, codebook_matmul, pack_codebook
 from rdq.matmul import MatmulSetup, matmul_distortion
-from rdq.quantized_matmul import codebook_decode, codebook_matmul as reference
+from rdq.quantized_matmul import codebook_decode, codebook_matmul_reference as reference
 from rdq.quantizers.base import Rate
 from tests.kernels._util import (Identity, assert_close, assert_lowered, lower, mc_agrees,
                                  product_error, tolerance)
@@ -26,6 +26,8 @@ def _codes(key, k, n, d, c, groups):
     ("tpu", "select", "stack", 5, 128, 256, 4, 16, 1, jnp.bfloat16),
     ("gpu", "select", "strided", 3, 256, 128, 4, 8, 2, jnp.float32),
     ("gpu", "gather", "strided", 8, 384, 128, 2, 64, 3, jnp.bfloat16),  # 3 codebooks (odd)
+    ("gpu", "index", "strided", 3, 256, 128, 2, 256, 2, jnp.float32),   # direct indexing
+    ("gpu", "index", "strided", 1, 384, 128, 4, 16, 3, jnp.bfloat16),   # GEMV form, M = 1
 ])
 def test_matches_reference(backend, lookup, interleave, m, k, n, d, c, groups, dtype, key):
   idx, cb = _codes(key, k, n, d, c, groups)
@@ -37,15 +39,15 @@ def test_matches_reference(backend, lookup, interleave, m, k, n, d, c, groups, d
   assert_close(y, reference(x, idx, cb, gs), tolerance(dtype, k, x, codebook_decode(idx, cb, gs).T))
 
 
-# The lowerable configuration of each backend: select lookup; stack on TPU, strided on GPU.
-@pytest.mark.parametrize("backend", ["tpu", "gpu"])
+# The lowerable lookups: select on both backends (stack on TPU, strided on GPU), index on GPU.
+@pytest.mark.parametrize("backend,lookup", [("tpu", "select"), ("gpu", "select"), ("gpu", "index")])
 @pytest.mark.parametrize("d", [2, 4])
-def test_lowers(backend, d):
+def test_lowers(backend, lookup, d):
   k, n = 1024, 512
   packed = jax.eval_shape(lambda i, c: pack_codebook(i, c, group_size=512),
                           jax.ShapeDtypeStruct((n, k // d), jnp.int32),
                           jax.ShapeDtypeStruct((2, 16, d), jnp.float32))
-  fn = functools.partial(codebook_matmul, backend=backend)
+  fn = functools.partial(codebook_matmul, backend=backend, lookup=lookup)
   lowered = lower(fn, (jax.ShapeDtypeStruct((16, k), jnp.bfloat16), packed), backend)
   assert_lowered(lowered, backend)
 
@@ -95,8 +97,10 @@ def test_bad_input(key):
   w = pack_codebook(idx, cb, group_size=128)
   with pytest.raises(ValueError, match="K=128 input features"):
     codebook_matmul(jnp.zeros((2, 128)), w, interpret=True)
-  with pytest.raises(ValueError, match="lookup='gather' has no Triton or Mosaic lowering"):
+  with pytest.raises(ValueError, match=r"lookup='gather' \(jnp.take\) has no Triton or Mosaic lowering"):
     codebook_matmul(jnp.zeros((2, 256)), w, backend="tpu", lookup="gather")
+  with pytest.raises(ValueError, match="lookup='index' .* does not lower for Mosaic"):
+    codebook_matmul(jnp.zeros((2, 256)), w, backend="tpu", lookup="index")
   with pytest.raises(ValueError, match="interleave='stack' does not lower for Triton"):
     codebook_matmul(jnp.zeros((2, 256)), w, backend="gpu", lookup="select", interleave="stack")
   with pytest.raises(ValueError, match="lookup='onehot'"):
@@ -107,5 +111,12 @@ def test_bad_input(key):
     pack_codebook(idx, cb, group_size=64)
   with pytest.raises(TypeError, match="integer"):
     pack_codebook(idx.astype(jnp.float32), cb, group_size=128)
+  # Corrupt indices (issue 17): ≥ C or negative are named with the value and the range.
+  with pytest.raises(ValueError, match=r"indices holds 16 .*C=16 centroids in \[0, 15\]"):
+    pack_codebook(idx.at[0, 0].set(16), cb, group_size=128)
+  with pytest.raises(ValueError, match=r"indices holds -1 "):
+    pack_codebook(idx.at[3, 1].set(-1), cb, group_size=128)
+  with pytest.raises(Exception, match=r"indices holds 16 "):  # the same check under jit
+    jax.block_until_ready(jax.jit(lambda i: pack_codebook(i, cb, group_size=128).indices)(idx.at[0, 0].set(16)))
   with pytest.raises(ValueError, match="block_k=96 must divide"):
     codebook_matmul(jnp.zeros((2, 256)), w, config=Config(block_k=96), interpret=True)

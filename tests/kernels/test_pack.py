@@ -4,9 +4,10 @@ import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import given, settings
 
-from kernels import bytes_of, pack_fp4, pack_int
+from kernels import bytes_of, pack_fp4, pack_int, pack_int_zero_point
 from kernels.pack import decode_e2m1, decode_e4m3, decode_e8m0, pack_nibbles, unpack_nibbles
 from rdq.quantizers import IntQuantizer, get
 
@@ -60,3 +61,48 @@ def test_bytes_of_counts_packed_storage(key):
   assert bytes_of(i4) == k * n // 2 + (k // 32) * n * 4  # int4 counted at 4 bits, not nbytes
   mx = pack_fp4(get("mxfp4").encode(w.T), get("mxfp4"))
   assert bytes_of(mx) == k * n // 2 + (k // 32) * n + 4
+
+
+def test_magic_number_conversions_are_exact():
+  # The in-kernel int→float by exponent bits, on every nibble pair and every int8 code.
+  from kernels.pack import int8_to_float, nibbles_to_float
+  b = jnp.arange(256, dtype=jnp.int32).astype(jnp.uint8).reshape(16, 16)
+  for signed in (True, False):
+    np.testing.assert_array_equal(np.asarray(nibbles_to_float(b, signed=signed)),
+                                  np.asarray(unpack_nibbles(b, signed=signed)).astype(np.float32))
+  c = jnp.arange(-128, 128, dtype=jnp.int32).astype(jnp.int8)
+  np.testing.assert_array_equal(np.asarray(int8_to_float(c)), np.arange(-128, 128, dtype=np.float32))
+
+
+class TestCorruptCodes:
+  """Issue 17: corrupt codes raise, naming the argument, the value and the expected range."""
+
+  def test_pack_int_rejects_an_8bit_code_as_4bit(self):
+    q8, q4 = IntQuantizer(8, "block", 32), IntQuantizer(4, "block", 32)
+    code = q8.encode(jax.random.normal(jax.random.key(0), (4, 64)))
+    with pytest.raises(ValueError, match=r"code.codes holds -?\d+ .*4-bit codes .* in \[-8, 7\]"):
+      pack_int(code, q4)
+
+  def test_pack_int_rejects_scales_of_another_granularity(self):
+    q4 = IntQuantizer(4, "block", 32)
+    code = IntQuantizer(4, "row").encode(jnp.ones((4, 64)))
+    with pytest.raises(ValueError, match=r"code.scales has shape \(4, 1\); a block quantizer"):
+      pack_int(code, q4)
+
+  def test_zero_point_codes_and_zeros_in_range(self):
+    codes = jnp.full((4, 64), 3, jnp.int32).at[1, 2].set(20)
+    scales, zeros = jnp.ones((4, 2)), jnp.zeros((4, 2), jnp.int32)
+    with pytest.raises(ValueError, match=r"codes holds 20 .*unsigned 4-bit codes in \[0, 15\]"):
+      pack_int_zero_point(codes, scales, zeros, bits=4, group_size=32)
+    with pytest.raises(ValueError, match=r"zeros holds -1 .*4-bit zero points in \[0, 15\]"):
+      pack_int_zero_point(codes.at[1, 2].set(0), scales, zeros.at[0, 0].set(-1), bits=4, group_size=32)
+    with pytest.raises(ValueError, match=r"codes holds 256 .*unsigned 8-bit codes in \[0, 255\]"):
+      pack_int_zero_point(codes.at[0, 0].set(256), scales, zeros, bits=8, group_size=32)
+
+  def test_checked_under_jit(self):
+    codes = jnp.full((4, 64), 3, jnp.int32).at[1, 2].set(20)
+    f = jax.jit(lambda c: pack_int_zero_point(c, jnp.ones((4, 2)), jnp.zeros((4, 2), jnp.int32),
+                                              bits=4, group_size=32).codes)
+    with pytest.raises(Exception, match=r"codes holds 20 "):
+      jax.block_until_ready(f(codes))
+    assert f(codes.at[1, 2].set(15)).shape == (64, 2)  # valid codes pass under jit

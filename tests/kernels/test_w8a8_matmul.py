@@ -9,7 +9,7 @@ import pytest
 
 from kernels import Config, pack_activations, pack_int, w8a8_matmul
 from rdq.matmul import MatmulSetup, matmul_distortion
-from rdq.quantized_matmul import w8a8_matmul as reference
+from rdq.quantized_matmul import w8a8_matmul_reference as reference
 from rdq.quantizers import IntQuantizer
 from tests.kernels._util import BACKENDS, assert_lowered, lower, mc_agrees, product_error
 
@@ -34,13 +34,17 @@ def test_per_feature_scales_bit_exact(backend, m, k, n, key):
   np.testing.assert_array_equal(np.asarray(y), np.asarray(reference(x_code, w_code, qw)))
 
 
-@pytest.mark.parametrize("backend,g", [("tpu", 32), ("gpu", 256)])
-def test_group_scales(backend, g, key):
+@pytest.mark.parametrize("backend,g,cfg", [
+    ("tpu", 32, Config(block_m=8, block_n=128, block_k=128)),  # 4 groups per K step
+    ("gpu", 256, Config(block_m=8, block_n=128, block_k=128)),  # a group spans 2 K steps
+    ("gpu", 32, Config()),  # the table: block_k = 32 (Triton lowers no value slices)
+])
+def test_group_scales(backend, g, cfg, key):
   m, k, n = 3, 512, 128
   qw = IntQuantizer(8, "block", g)
   _, _, x_code, w_code = _operands(key, m, k, n, qw)
-  y = w8a8_matmul(*pack_activations(x_code), pack_int(w_code, qw),
-                  config=Config(block_m=8, block_n=128, block_k=128), backend=backend, interpret=True)
+  y = w8a8_matmul(*pack_activations(x_code), pack_int(w_code, qw), config=cfg, backend=backend,
+                  interpret=True)
   ref = reference(x_code, w_code, qw)
   # Each group partial is an exact int32; only the fp32 sum over K/g groups is reordered.
   bound = 4 * np.finfo(np.float32).eps * (k // g) * np.max(np.abs(np.asarray(ref)))
@@ -48,7 +52,8 @@ def test_group_scales(backend, g, key):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("qw", [IntQuantizer(8, "row"), IntQuantizer(8, "block", 128)])
+@pytest.mark.parametrize("qw", [IntQuantizer(8, "row"), IntQuantizer(8, "block", 128),
+                                IntQuantizer(8, "block", 32)])
 def test_lowers(backend, qw):
   k, n = 1024, 512
   packed = jax.eval_shape(lambda w: pack_int(qw.encode(w.T), qw), jax.ShapeDtypeStruct((k, n), jnp.float32))
