@@ -20,9 +20,12 @@ from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-__all__ = ["Quantizer", "Rate", "check_finite", "check_last_axis_divisible"]
+from rdq.checks import check_key, is_concrete, require
+
+__all__ = ["Quantizer", "Rate", "check_finite", "check_input", "check_last_axis_divisible", "check_rate_shape"]
 
 
 class Rate(NamedTuple):
@@ -64,19 +67,56 @@ def check_last_axis_divisible(shape: tuple[int, ...], block: int, name: str = "b
     raise ValueError(f"{name}={block} must divide the last axis (reduction dimension) n={n}")
 
 
-def check_finite(x: Array, what: str = "x") -> Array:
-  """Raise ``ValueError`` if a concrete ``x`` has NaN/Inf entries.
+def check_input(x: Array, name: str = "x", key=None) -> Array:
+  """Static checks every ``quantize``/``encode`` runs (they also fire under ``jit``).
 
-  ``encode`` calls this, so encoding non-finite data fails loudly when called eagerly.
-  Under an outer ``jit`` the input is a tracer and cannot be inspected; it is returned
-  unchanged (NaN then propagates into the code). ``quantize`` never checks: it is a pure
-  map that propagates NaN.
+  ``x`` must be an array with a real floating dtype (float32, bfloat16, float16, ...), at
+  least 1-D and non-empty; ``key``, if given, must be a PRNG key. Raises ``TypeError`` /
+  ``ValueError`` naming the argument, the bad value and what was expected.
   """
-  if isinstance(x, jax.core.Tracer):
+  if not hasattr(x, "dtype") or not hasattr(x, "shape"):
+    raise TypeError(f"{name} must be a jax or numpy array; got {type(x).__name__}")
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    raise TypeError(
+        f"{name} must have a real floating dtype (float32, bfloat16, float16); got {x.dtype}"
+        + (" (cast integers with x.astype(jnp.float32))" if jnp.issubdtype(x.dtype, jnp.integer) else "")
+    )
+  if x.ndim == 0:
+    raise ValueError(f"quantizers need at least a 1-D input; got a scalar {name} (shape ())")
+  if x.size == 0:
+    raise ValueError(f"{name} is empty (shape {x.shape}); quantizers need at least one entry")
+  if key is not None:
+    check_key(key, "key")
+  return x
+
+
+def check_rate_shape(shape) -> tuple[int, ...]:
+  """Validate the ``shape`` argument of ``rate``: a non-empty tuple of positive integers."""
+  try:
+    dims = tuple(shape)
+  except TypeError:
+    raise TypeError(f"shape must be a tuple of positive integers; got {shape!r}") from None
+  if len(dims) == 0:
+    raise ValueError("rate needs the shape of a ≥1-D input; got shape ()")
+  for d in dims:
+    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1:
+      raise ValueError(f"shape must be a tuple of positive integers; got {shape!r} (bad dimension {d!r})")
+  return tuple(int(d) for d in dims)
+
+
+def check_finite(x: Array, what: str = "x") -> Array:
+  """Require ``x`` to have no NaN/Inf entries (``encode`` needs finite input).
+
+  Eagerly this raises ``ValueError``; under ``jit`` it is a checkify check (raises through
+  ``rdq.checks.checked``). ``quantize`` never checks: it is a pure map that propagates NaN.
+  """
+  if is_concrete(x):
+    fin = np.isfinite(np.asarray(x, np.float32))
+    if not fin.all():
+      raise ValueError(f"{what} has {int((~fin).sum())} non-finite (NaN/Inf) entries; encode needs finite input")
     return x
-  if not bool(jnp.all(jnp.isfinite(x))):
-    bad = int(jnp.sum(~jnp.isfinite(x)))
-    raise ValueError(f"{what} has {bad} non-finite (NaN/Inf) entries; encode needs finite input")
+  require(jnp.all(jnp.isfinite(x)), what + " has {} non-finite (NaN/Inf) entries; encode needs finite input",
+          jnp.sum(~jnp.isfinite(x)))
   return x
 
 

@@ -28,8 +28,14 @@ scale ``X``; elements are ``round(x / X)`` in the element format, decoded as ``X
   elements, block 16, E4M3 block scale ``s_b = e4m3((amax_b / t) / 6)`` and one fp32
   tensor scale ``t = amax / (6 · 448)``; decoded as ``t · s_b · code``.
 
-NaN/Inf: ``encode`` raises ``ValueError`` (outside ``jit``); ``quantize`` propagates NaN
-(a NaN in a block makes the whole block NaN).
+NaN/Inf: ``encode`` raises ``ValueError`` (eagerly; under ``jit`` through
+``rdq.checks.checked``); in ``quantize`` a NaN or ±Inf entry of a block-scaled format makes its
+own block NaN and leaves every other block unchanged (NVFP4's tensor scale is taken over the
+finite entries); elementwise formats keep NaN and saturate ±Inf to ±x_max.
+
+Exactness: divisions by scales are correctly rounded (``div_exact``), so ties round to even
+and eager and jitted results agree bit for bit; e8m0 scales are applied through their integer
+exponent, so blocks with a scale below 2^-126 are not flushed to zero.
 """
 
 from __future__ import annotations
@@ -40,8 +46,12 @@ from typing import NamedTuple
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from rdq.quantizers._scales import SCALE_BITS, SCALE_DTYPES, e8m0_ceil, e8m0_floor, pow2, round_scale
-from rdq.quantizers.base import Rate, check_finite, check_last_axis_divisible
+from rdq.quantizers._scales import (
+    SCALE_BITS, SCALE_DTYPES, div_exact, e8m0_ceil_exp, e8m0_floor_exp, e8m0_from_exp, e8m0_to_exp, mul_pow2, pow2,
+    round_scale,
+)
+from rdq.quantizers.base import Rate, check_finite, check_input, check_last_axis_divisible, check_rate_shape
+from rdq.quantizers.integer import _require_scale_range
 
 __all__ = ["FORMATS", "FPCode", "FPFormat", "FPQuantizer", "format_grid", "from_bits", "round_to_format", "to_bits"]
 
@@ -189,14 +199,25 @@ class FPQuantizer:
     return FORMATS[self.element]
 
   def _tensor_scale(self, x: Array) -> Array:
-    big = jnp.float32(self.fmt.max_value) * jnp.float32(jnp.finfo(SCALE_DTYPES[self.scale_format]).max)
-    t = jnp.max(jnp.abs(x)) / big
+    """NVFP4's fp32 tensor scale ``amax / (x_max · 448)`` over the finite entries (a NaN or
+    Inf entry poisons only its block, not the scale of the whole tensor)."""
+    big = float(self.fmt.max_value) * float(jnp.finfo(SCALE_DTYPES[self.scale_format]).max)
+    amax = jnp.max(jnp.where(jnp.isfinite(x), jnp.abs(x), 0.0))
+    t = div_exact(amax, jnp.float32(big))
     return jnp.where(t > 0, t, 1.0)
 
+  @property
+  def _exp_scales(self) -> bool:
+    """Whether block scales are powers of two handled by their integer exponent (e8m0)."""
+    return self.scale_format == "e8m0"
+
   def _parts(self, x: Array):
-    """(element values z, block scales s or None, tensor scale t or None); x̂ = z·s·t."""
-    if x.ndim == 0:
-      raise ValueError("quantizers need at least a 1-D input; got a scalar")
+    """(element values z, block scales s or None, tensor scale t or None); x̂ = z·s·t.
+
+    For e8m0 formats ``s`` is the int32 exponent of the scale (``2^s``), so blocks whose
+    scale is below float32's normal range (2^-126, 2^-127) are not flushed to zero.
+    """
+    check_input(x)
     x = x.astype(jnp.float32)
     fmt = self.fmt
     if self.block_size is None:
@@ -206,30 +227,44 @@ class FPQuantizer:
     t = self._tensor_scale(x) if self.tensor_scale else None
     amax = jnp.max(jnp.abs(xg), axis=-1, keepdims=True)
     if t is not None:
-      amax = amax / t
-    s = self.block_scale(amax)
-    s_safe = jnp.where(s > 0, s, jnp.where(jnp.isnan(s), s, 1.0))
-    xs = xg / s_safe if t is None else (xg / t) / s_safe
-    return round_to_format(xs, fmt), s, t
+      amax = div_exact(amax, t)
+      xg = div_exact(xg, t)
+    if self._exp_scales:
+      s = self._block_exp(amax)
+      xs = mul_pow2(xg, -s)
+    else:
+      raw = div_exact(amax, jnp.float32(fmt.max_value))
+      if not self.tensor_scale:  # NVFP4's e4m3 block scales are normalized by design
+        _require_scale_range(raw, self.scale_format, amax)
+      s = round_scale(raw, self.scale_format)
+      s_safe = jnp.where(s > 0, s, 1.0)
+      xs = div_exact(xg, s_safe)
+    z = round_to_format(xs, fmt)
+    # A NaN or ±Inf entry poisons its own block (and only it).
+    z = jnp.where(jnp.isfinite(amax), z, jnp.nan)
+    return z, s, t
+
+  def _block_exp(self, amax: Array) -> Array:
+    """int32 exponent k of the e8m0 block scale ``2^k`` (OCP or ceil rule)."""
+    if self.scale_rule == "ocp":
+      return jnp.maximum(e8m0_floor_exp(amax) - self.fmt.e_max, -127)
+    return e8m0_ceil_exp(amax, float(self.fmt.max_value))
 
   def block_scale(self, amax: Float[Array, "*g"]) -> Float[Array, "*g"]:
     """Stored block scale (float32) for a block with largest magnitude ``amax``.
 
-    ``amax`` is already divided by the tensor scale when there is one.
+    ``amax`` is already divided by the tensor scale when there is one. (e8m0 scales below
+    2^-126 are float32 subnormals; the quantizer itself works with their exponent.)
     """
     fmt = self.fmt
-    if self.scale_format == "e8m0" and self.scale_rule == "ocp":
-      s = e8m0_floor(amax) * pow2(jnp.int32(-fmt.e_max))
-      return jnp.maximum(s, jnp.float32(2.0**-127))
     if self.scale_format == "e8m0":
-      return e8m0_ceil(amax / jnp.float32(fmt.max_value))
-    return round_scale(amax / jnp.float32(fmt.max_value), self.scale_format)
+      return pow2(self._block_exp(jnp.asarray(amax, jnp.float32)))
+    return round_scale(div_exact(amax, jnp.float32(fmt.max_value)), self.scale_format)
 
-  @staticmethod
-  def _combine(z: Array, s: Array | None, t: Array | None, shape) -> Array:
+  def _combine(self, z: Array, s: Array | None, t: Array | None, shape) -> Array:
     if s is None:
       return z.reshape(shape)
-    out = z * s
+    out = mul_pow2(z, s) if self._exp_scales else z * s
     if t is not None:
       out = out * t
     return out.reshape(shape)
@@ -237,37 +272,63 @@ class FPQuantizer:
   def quantize(
       self, x: Float[Array, "*batch n"], key: PRNGKeyArray | None = None
   ) -> Float[Array, "*batch n"]:
-    """Round ``x`` to the (block-scaled) FP grid; dequantized, in ``x.dtype``."""
+    """Round ``x`` to the (block-scaled) FP grid; dequantized, in ``x.dtype``.
+
+    Raises ``TypeError``/``ValueError`` for a non-float, scalar or empty ``x`` or a last axis
+    not divisible by the block, and when a bf16/fp16 block scale is out of its format's range.
+    """
+    check_input(x, key=key)
     del key
     z, s, t = self._parts(x)
     return self._combine(z, s, t, x.shape).astype(x.dtype)
 
   def encode(self, x: Float[Array, "*batch n"]) -> FPCode:
     """Element codes in the element dtype plus scales. Raises on NaN/Inf input."""
+    check_input(x)
     check_finite(x)
     z, s, t = self._parts(x)
     z = z.reshape(x.shape)
     codes = z.astype(self.fmt.dtype) if self.fmt.xla_codes else to_bits(z, self.fmt)
-    scales = None if s is None else s[..., 0].astype(SCALE_DTYPES[self.scale_format])
+    if s is None:
+      scales = None
+    elif self._exp_scales:
+      scales = e8m0_from_exp(s[..., 0])
+    else:
+      scales = s[..., 0].astype(SCALE_DTYPES[self.scale_format])
     return FPCode(codes=codes, scales=scales, tensor_scale=t)
 
   def decode(self, code: FPCode, dtype=jnp.float32) -> Float[Array, "*batch n"]:
-    """Dequantize ``t · s · code``."""
+    """Dequantize ``t · s · code``. Raises ``ValueError`` if the code's shapes do not fit this
+    quantizer (e.g. a code made with another block size)."""
+    if not isinstance(code, FPCode):
+      raise TypeError(f"code must be an FPCode (from FPQuantizer.encode); got {type(code).__name__}")
     if code.codes.dtype == jnp.uint8:
       z = from_bits(code.codes, self.fmt)
     else:
       z = code.codes.astype(jnp.float32)
+    if (code.scales is None) != (self.block_size is None):
+      raise ValueError(f"code.scales is {'None' if code.scales is None else 'present'} but this quantizer "
+                       f"is {'elementwise' if self.block_size is None else 'block-scaled'}")
     if code.scales is None:
       return z.astype(dtype)
-    zg = z.reshape(z.shape[:-1] + (z.shape[-1] // self.block_size, self.block_size))
+    check_last_axis_divisible(z.shape, self.block_size)
+    want = z.shape[:-1] + (z.shape[-1] // self.block_size,)
+    if tuple(code.scales.shape) != want:
+      raise ValueError(
+          f"code.scales has shape {tuple(code.scales.shape)} but block_size={self.block_size} needs {want} "
+          f"for codes of shape {z.shape} (was the code made with another block size?)"
+      )
+    zg = z.reshape(want + (self.block_size,))
+    if self._exp_scales:
+      e, nan = e8m0_to_exp(code.scales)
+      out = self._combine(jnp.where(nan[..., None], jnp.nan, zg), e[..., None], code.tensor_scale, z.shape)
+      return out.astype(dtype)
     s = code.scales.astype(jnp.float32)[..., None]
     return self._combine(zg, s, code.tensor_scale, z.shape).astype(dtype)
 
   def rate(self, shape: tuple[int, ...]) -> Rate:
     """Bits per entry: element bits, plus scale bits / block (+ 32 / numel for NVFP4)."""
-    shape = tuple(int(d) for d in shape)
-    if len(shape) == 0:
-      raise ValueError("rate needs the shape of a ≥1-D input")
+    shape = check_rate_shape(shape)
     side = 0.0
     if self.block_size is not None:
       check_last_axis_divisible(shape, self.block_size)

@@ -13,8 +13,11 @@ to a power of two) and ``round`` is round-half-to-even. The grid is symmetric
 (``2^b - 1`` levels); with an fp32 scale the block maximum is reproduced to within
 an ulp.
 
-NaN/Inf: ``encode`` raises ``ValueError`` on non-finite input (when called outside ``jit``);
-``quantize`` is a pure jit-able map and propagates NaN (a NaN in a block makes its block NaN).
+NaN/Inf: ``encode`` raises ``ValueError`` on non-finite input (eagerly; under ``jit`` through
+``rdq.checks.checked``); ``quantize`` is a pure jit-able map in which a NaN or ±Inf entry makes
+its own group NaN and leaves every other group unchanged. Ties ``x/s = k + ½`` round to even
+(the division is correctly rounded, the same eagerly and under ``jit``). bf16/fp16 scales
+outside the format's normal range raise instead of flushing or saturating.
 
 References:
   Ordentlich & Polyanskiy, "High-Rate Quantized Matrix Multiplication I" (arXiv 2601.17187),
@@ -32,8 +35,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Integer, PRNGKeyArray
 
-from rdq.quantizers._scales import SCALE_BITS, SCALE_DTYPES, round_scale
-from rdq.quantizers.base import Rate, check_finite, check_last_axis_divisible
+from rdq.checks import require
+from rdq.quantizers._scales import SCALE_BITS, SCALE_DTYPES, div_exact, round_scale, scale_range_ok
+from rdq.quantizers.base import Rate, check_finite, check_input, check_last_axis_divisible, check_rate_shape
 
 __all__ = ["IntCode", "IntQuantizer"]
 
@@ -108,25 +112,36 @@ class IntQuantizer:
     return round_scale(amax * jnp.float32(1.0 / self.q_max), self.scale_format)
 
   def _scales_and_codes(self, x: Array) -> tuple[Array, Array]:
-    if x.ndim == 0:
-      raise ValueError("quantizers need at least a 1-D input; got a scalar")
+    check_input(x)
     xg = self._grouped(x.astype(jnp.float32))
     amax = jnp.max(jnp.abs(xg), axis=-1, keepdims=True)
-    s = self.scale_from_amax(amax)
+    raw = amax * jnp.float32(1.0 / self.q_max)
+    _require_scale_range(raw, self.scale_format, amax)
+    s = round_scale(raw, self.scale_format)
     s_safe = jnp.where(s > 0, s, 1.0)
-    z = jnp.clip(jnp.round(xg / s_safe), -self.q_max, self.q_max)
+    # Correctly rounded x/s, so exact ties go to even (XLA's x·(1/s) rounds 6.5 to 7).
+    z = jnp.clip(jnp.round(div_exact(xg, s_safe)), -self.q_max, self.q_max)
+    # A NaN or ±Inf entry poisons its own group (and only it).
+    z = jnp.where(jnp.isfinite(amax), z, jnp.nan)
     return s, z
 
   def quantize(
       self, x: Float[Array, "*batch n"], key: PRNGKeyArray | None = None
   ) -> Float[Array, "*batch n"]:
-    """Round ``x`` to the INT grid; returns the dequantized values in ``x.dtype``."""
+    """Round ``x`` to the INT grid; returns the dequantized values in ``x.dtype``.
+
+    Raises ``TypeError``/``ValueError`` for a non-float, scalar or empty ``x``, and (eagerly,
+    or under ``jit`` through ``rdq.checks.checked``) when a group's scale falls outside the
+    range of a bf16/fp16 scale format instead of saturating or flushing silently.
+    """
+    check_input(x, key=key)
     del key  # deterministic quantizer
     s, z = self._scales_and_codes(x)
     return (z * s).reshape(x.shape).astype(x.dtype)
 
   def encode(self, x: Float[Array, "*batch n"]) -> IntCode:
     """Integer codes and stored scales. Raises ``ValueError`` on NaN/Inf input."""
+    check_input(x)
     check_finite(x)
     s, z = self._scales_and_codes(x)
     codes = z.reshape(x.shape).astype(self.code_dtype)
@@ -137,9 +152,26 @@ class IntQuantizer:
     return IntCode(codes=codes, scales=scales.astype(SCALE_DTYPES[self.scale_format]))
 
   def decode(self, code: IntCode, dtype=jnp.float32) -> Float[Array, "*batch n"]:
-    """Dequantize: ``codes · scale`` per group."""
+    """Dequantize: ``codes · scale`` per group. Raises ``ValueError`` if the code's shapes do
+    not fit this quantizer (e.g. a code made with another block size)."""
+    if not isinstance(code, IntCode):
+      raise TypeError(f"code must be an IntCode (from IntQuantizer.encode); got {type(code).__name__}")
     z = code.codes.astype(jnp.float32)
     s = code.scales.astype(jnp.float32)
+    if z.ndim == 0:
+      raise ValueError("code.codes must be at least 1-D; got a scalar")
+    if self.granularity == "tensor":
+      want = ()
+    elif self.granularity == "row":
+      want = z.shape[:-1]
+    else:
+      check_last_axis_divisible(z.shape, self.block_size)
+      want = z.shape[:-1] + (z.shape[-1] // self.block_size,)
+    if tuple(s.shape) != want:
+      raise ValueError(
+          f"code.scales has shape {tuple(s.shape)} but {self.name} needs {want} for codes of shape {z.shape} "
+          "(was the code made by a quantizer with another granularity or block size?)"
+      )
     if self.granularity == "tensor":
       return (z * s).astype(dtype)
     zg = self._grouped(z)
@@ -147,9 +179,7 @@ class IntQuantizer:
 
   def rate(self, shape: tuple[int, ...]) -> Rate:
     """Bits per entry: ``bits`` nominal plus scale bits / group size."""
-    shape = tuple(int(d) for d in shape)
-    if len(shape) == 0:
-      raise ValueError("rate needs the shape of a ≥1-D input")
+    shape = check_rate_shape(shape)
     numel = 1
     for d in shape:
       numel *= d
@@ -167,3 +197,18 @@ class IntQuantizer:
     g = {"tensor": "", "row": "_row", "block": f"_block{self.block_size}"}[self.granularity]
     sf = "" if self.scale_format == "fp32" else f"_{self.scale_format}"
     return f"int{self.bits}{g}{sf}"
+
+
+def _require_scale_range(raw: Array, scale_format: str, amax: Array) -> None:
+  """Refuse scales a bf16/fp16/e4m3 format cannot hold (they would saturate or flush)."""
+  if scale_format not in ("bf16", "fp16", "e4m3"):
+    return
+  fi = jnp.finfo(SCALE_DTYPES[scale_format])
+  pos = jnp.where(amax > 0, raw, jnp.inf)
+  require(
+      jnp.all(scale_range_ok(raw, scale_format, amax)),
+      f"x: block scales range over [{{}}, {{}}], outside the {scale_format} scale format's normal range "
+      f"[{float(fi.smallest_normal):.3g}, {float(fi.max):.6g}] (they would flush or saturate); "
+      "rescale x or use scale_format='fp32'",
+      jnp.min(pos), jnp.max(jnp.where(jnp.isnan(raw), 0.0, raw)),
+  )

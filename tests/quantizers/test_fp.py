@@ -190,3 +190,56 @@ def test_bit_patterns_match_ml_dtypes(name):
   ref_bits = vals.astype(fmt.dtype).view(np.uint8)
   np.testing.assert_array_equal(np.asarray(to_bits(vals, fmt)), ref_bits)
   assert _bits_equal(from_bits(ref_bits, fmt), vals)
+
+
+def test_nvfp4_nan_poisons_only_its_block():
+  # Regression (issue 17): a NaN made NVFP4's tensor scale fall back to 1.0 and re-quantized
+  # every other block (237 of 240 entries changed).
+  q = get("nvfp4")
+  x = jax.random.normal(jax.random.key(8), (4, 64)) * 3
+  ref = np.asarray(q.quantize(x))
+  for bad in (jnp.nan, jnp.inf):
+    out = np.asarray(q.quantize(x.at[1, 20].set(bad)))
+    assert np.all(np.isnan(out[1, 16:32]))
+    mask = np.ones_like(ref, bool)
+    mask[1, 16:32] = False
+    np.testing.assert_array_equal(out[mask], ref[mask])
+
+
+def test_ties_to_even_and_eager_equals_jit():
+  # Regression (issue 14): 2.5 → 3 under x·fl(1/s); the NVFP4 tensor scale differed eager vs jit.
+  q = get("nvfp4")
+  x = jax.random.normal(jax.random.key(9), (64, 256)) * 7
+  np.testing.assert_array_equal(np.asarray(q.quantize(x)), np.asarray(jax.jit(q.quantize)(x)))
+  # exact E2M1 ties 2.5 (between 2 and 3) with an fp32 block scale s: x = 2.5 s, amax = 6 s
+  q32 = FPQuantizer("e2m1", 16, "fp32")
+  s = np.random.default_rng(1).uniform(0.5, 2.0, 512).astype(np.float32)
+  s = np.asarray(q32.block_scale(jnp.asarray(6 * s)))
+  tie = (2.5 * s).astype(np.float32)
+  ok = tie.astype(np.float64) == 2.5 * s.astype(np.float64)
+  blocks = np.zeros((512, 16), np.float32)
+  blocks[:, 0], blocks[:, 1] = 6 * s, tie
+  for fn in (q32.quantize, jax.jit(q32.quantize)):
+    out = np.asarray(fn(jnp.asarray(blocks)))
+    np.testing.assert_array_equal((out[:, 1] / s)[ok], 2.0)
+
+
+@pytest.mark.parametrize("name", ["mxfp8_e5m2", "mxfp8_e4m3", "mxfp4"])
+def test_mx_tiny_blocks_not_flushed(name):
+  # Regression (issue 14): blocks with amax below 2^(e_max-126) have an e8m0 scale below
+  # float32's normal range and were flushed to 0. Reference: the OCP rule in float64.
+  q = get(name)
+  fmt = q.fmt
+  x = np.asarray(jax.random.normal(jax.random.key(10), (64, 32)), np.float64) * 2.0 ** (fmt.e_max - 128)
+  x = x.astype(np.float32)
+  amax = np.abs(x).max(-1, keepdims=True).astype(np.float64)
+  k = np.maximum(np.floor(np.log2(amax)) - fmt.e_max, -127)
+  ref = _ml_cast(np.clip(x / 2.0**k, -fmt.max_value, fmt.max_value), fmt).astype(np.float64) * 2.0**k
+  ref32 = ref.astype(np.float32)
+  tiny = np.finfo(np.float32).tiny  # XLA flushes float32 subnormal inputs and results
+  normal = (np.abs(ref32) >= tiny) & (np.abs(x) >= tiny)
+  for fn in (q.quantize, jax.jit(q.quantize)):
+    out = np.asarray(fn(jnp.asarray(x)))
+    assert normal.sum() > 300
+    np.testing.assert_array_equal(out[normal], ref32[normal])
+  np.testing.assert_array_equal(np.asarray(q.decode(q.encode(jnp.asarray(x))))[normal], ref32[normal])

@@ -107,3 +107,55 @@ def test_block_must_divide():
     get("int4_block32").quantize(jnp.ones((2, 48)))
   with pytest.raises(ValueError, match="must divide"):
     get("int4_block32").rate((2, 48))
+
+
+def test_exact_ties_round_half_to_even_eager_and_jit():
+  # Regression (issue 14): x/s = k + ½ exactly must round to even. XLA turned x/s into
+  # x·fl(1/s), so 6.5 became 7 for some scales. Build exact ties for many scales s.
+  q = IntQuantizer(8, "row")
+  rng = np.random.default_rng(0)
+  amax = rng.uniform(0.5, 2.0, 256).astype(np.float32)
+  s = np.asarray(q.scale_from_amax(jnp.asarray(amax)[:, None]))[:, 0].astype(np.float64)
+  k = np.arange(-60, 60) + 0.5
+  x = (k[None, :] * s[:, None]).astype(np.float32)
+  exact = x.astype(np.float64) == k[None, :] * s[:, None]  # ties representable in float32
+  x = np.concatenate([x, amax[:, None]], axis=1)  # keep amax, hence s, fixed
+  want = np.round(k)  # numpy rounds half to even
+  for fn in (q.quantize, jax.jit(q.quantize)):
+    z = np.asarray(fn(jnp.asarray(x)))[:, :-1] / s[:, None]
+    assert exact.sum() > 1000
+    np.testing.assert_array_equal(np.round(z)[exact], np.broadcast_to(want, exact.shape)[exact])
+
+
+def test_bad_inputs_raise_clear_errors():
+  q = IntQuantizer(4, "block", 32)
+  with pytest.raises(TypeError, match="x must have a real floating dtype.*int32"):
+    q.quantize(jnp.ones((2, 32), jnp.int32))
+  with pytest.raises(TypeError, match="complex64"):
+    q.quantize(jnp.ones((2, 32), jnp.complex64))
+  with pytest.raises(ValueError, match=r"x is empty \(shape \(0, 32\)\)"):
+    q.quantize(jnp.ones((0, 32)))
+  with pytest.raises(ValueError, match="code.scales has shape"):
+    IntQuantizer(4, "block", 16).decode(q.encode(jnp.ones((2, 32))))
+  with pytest.raises(ValueError, match="positive integers"):
+    q.rate((4, 0))
+  with pytest.raises(ValueError, match="positive integers"):
+    q.rate((4, 32.5))
+  with pytest.raises(TypeError, match="key must be a PRNG key"):
+    q.quantize(jnp.ones((2, 32)), key=0)
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "bf16"])
+def test_half_precision_scale_out_of_range_raises(fmt):
+  # fp16 scales used to saturate (all-NaN x̂ above ~5e5) or flush (x̂ = 0 at 1e-8) silently.
+  q = IntQuantizer(4, "row", scale_format=fmt)
+  x = jax.random.normal(jax.random.key(0), (4, 64))
+  # bf16 has float32's exponent range: only float32-subnormal-sized scales are out of range.
+  small = 1e-8 if fmt == "fp16" else 1.5e-38
+  for c in (1e6, small) if fmt == "fp16" else (small,):
+    with pytest.raises(ValueError, match=f"outside the {fmt} scale format's normal range"):
+      q.quantize(x * jnp.float32(c))
+  from rdq.checks import checked
+
+  with pytest.raises(ValueError, match="outside the"):
+    checked(jax.jit(q.quantize))(x * jnp.float32(small))
