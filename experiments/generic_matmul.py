@@ -12,14 +12,13 @@ Run ``python -m experiments.generic_matmul --help`` for the options (conf/generi
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import hydra
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from experiments._store import PointStore, env_info, run_points, write_json_atomic
+from experiments._sweep import Sweep, pool_seeds
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +92,7 @@ def plot(records: list[dict], stem: Path) -> list[Path]:
   ax.semilogy(r, limits.naive_matmul_distortion(r), "--", color=rplot.COLORS["gaussian"], lw=1,
               label=r"$2\cdot2^{-2R}-2^{-4R}$ (each factor at $D(R)$)")
   labels_done = set()
+  names: list[tuple[float, float, str]] = []  # point labels, placed without collisions below
   lattices: dict[str, list] = {}
   for rec in sorted(records, key=lambda x: x["config"]["quantizer_a"]):
     c, res = rec["config"], rec["result"]
@@ -100,28 +100,25 @@ def plot(records: list[dict], stem: Path) -> list[Path]:
     if fam == "lattice" and c["quantizer_a"] == c["quantizer_b"]:
       lattices.setdefault(c["quantizer_a"].split("_nested")[0], []).append(res)
       continue
-    col = rplot.COLORS.get(fam, "0.3")
     err = [[res["mean"] - res["ci95"][0]], [res["ci95"][1] - res["mean"]]]
-    lab = {"int": "absmax INT", "fp": "FP (elementwise)", "mx": "MX (e8m0 / 32)", "nv": "NVFP4",
-           "lattice": "nested lattice", "other": "other"}[fam]
-    ax.errorbar(res["rate_effective"], res["mean"], yerr=err, fmt="o", color=col, ms=3.5,
+    lab = rplot.label(fam)
+    ax.errorbar(res["rate_effective"], res["mean"], yerr=err, fmt=rplot.marker(fam), color=rplot.color(fam), ms=3.5,
                 label=None if lab in labels_done else lab)
     labels_done.add(lab)
     name = c["quantizer_a"] if c["quantizer_a"] == c["quantizer_b"] else f'{c["quantizer_a"]}×{c["quantizer_b"]}'
-    ax.annotate(name, (res["rate_effective"], res["mean"]), fontsize=5, xytext=(3, 2), textcoords="offset points")
-  markers = {"z": "v", "d4": "s", "e8": "D", "bw16": "*"}
-  for k, (lat, pts) in enumerate(sorted(lattices.items())):
+    names.append((res["rate_effective"], res["mean"], name))
+  for lat, pts in sorted(lattices.items()):
     pts.sort(key=lambda r: r["rate_effective"])
     x = [r["rate_effective"] for r in pts]
     y = [r["mean"] for r in pts]
     err = [[r["mean"] - r["ci95"][0] for r in pts], [r["ci95"][1] - r["mean"] for r in pts]]
-    ax.errorbar(x, y, yerr=err, fmt="-" + markers.get(lat, "o"), ms=3.5, lw=0.8,
-                color=["#9467bd", "#7b4173", "#c5b0d5", "#5254a3"][k % 4], label=f"{lat.upper()} Voronoi code (NestQuant)")
+    ax.errorbar(x, y, yerr=err, fmt="-" + rplot.marker(f"nested_{lat}"), ms=3.5, lw=0.8,
+                color=rplot.color(f"nested_{lat}"), label=f"{lat.upper()} Voronoi code (NestQuant)")
   ax.set_xlabel(r"effective rate $R$ [bits/entry per factor, scales included]")
   ax.set_ylabel(r"$\mathbb{E}\|A^\top B-\hat A^\top\hat B\|_F^2/(nab)$")
   c0 = records[0]["config"]
   ax.set_title(f'iid N(0,1), n={c0["n"]}, a={c0["a"]}, b={c0["b"]}; MC 95% CI', fontsize=8)
-  ax.legend(loc="lower left", fontsize=6)
+  leg = ax.legend(loc="lower left", fontsize=6)
   # Right panel: predictions / Monte Carlo
   preds = [rec for rec in records if "exact_prediction" in rec["result"]]
   preds.sort(key=lambda x: x["result"]["rate_effective"])
@@ -133,47 +130,36 @@ def plot(records: list[dict], stem: Path) -> list[Path]:
     ax2.errorbar(xs + (k - 0.5) * 0.25, ratio, yerr=rel_se if k == 0 else None, fmt=mk, ms=3, label=lab,
                  color=["#1f77b4", "#d62728"][k])
   ax2.axhline(1.0, color="black", lw=0.8)
-  ax2.set_xticks(xs, [rec["config"]["quantizer_a"] for rec in preds], rotation=70, fontsize=6)
+  ax2.set_xticks(xs, [rec["config"]["quantizer_a"] for rec in preds], rotation=60, ha="right", rotation_mode="anchor",
+                fontsize=6)
   ax2.set_ylabel("prediction / Monte Carlo")
   ax2.set_title("predicted / measured (bars: MC 95% CI)", fontsize=8)
   ax2.legend(loc="upper left")
+  rplot.label_points(ax, names, fontsize=5, avoid=[leg])  # last: needs the final layout
   return rplot.save(fig, stem)
 
 
-def aggregate(store: PointStore, cfg: DictConfig, wall: float) -> dict:
-  records = [r for r in store.all() if r["config"].get("experiment") == "generic_matmul"
-             and r["config"]["n"] == cfg.n and r["config"]["a"] == cfg.a and r["config"]["b"] == cfg.b
-             and r["config"]["num_samples"] == cfg.num_samples and r["config"]["seed"] == cfg.seed]
-  summary = dict(
-      experiment="generic_matmul",
-      config=OmegaConf.to_container(cfg, resolve=True),
-      env=env_info(),
-      wall_time_s=wall,
+def outputs(cfg: DictConfig, records: list[dict], out_dir: Path) -> dict:
+  """The figure (seeds pooled) and the results.json fields of this sweep's points."""
+  if records:
+    paths = plot(pool_seeds(records), out_dir / cfg.figure)
+    log.info("wrote %s", ", ".join(str(p) for p in paths))
+  return dict(
       distortion="E||A^T B - Ahat^T Bhat||_F^2 / (n a b), A,B iid N(0,1)",
       rate="bits per entry per factor, side information (scales) included",
-      points=records,
   )
-  return summary
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="generic_matmul")
 def main(cfg: DictConfig) -> None:
-  logging.getLogger("jax").setLevel(logging.WARNING)
-  t0 = time.perf_counter()
-  out = Path(cfg.out_dir)
-  store = PointStore(out)
+  sweep = Sweep(cfg, "generic_matmul")
   configs = point_configs(cfg)
   from rdq import quantizers
 
   for c in configs:  # fail on a bad name before any work
     quantizers.get(c["quantizer_a"]), quantizers.get(c["quantizer_b"])
-  run_points(store, configs, lambda c: compute_point(c, int(cfg.batch)), desc="generic_matmul")
-  summary = aggregate(store, cfg, time.perf_counter() - t0)
-  write_json_atomic(out / "results.json", summary)
-  if summary["points"]:
-    paths = plot(summary["points"], out / cfg.figure)
-    log.info("wrote %s", ", ".join(str(p) for p in paths))
-  log.info("generic_matmul: %d points in results.json (%.1fs)", len(summary["points"]), time.perf_counter() - t0)
+  sweep.run_points(configs, lambda c: compute_point(c, int(cfg.batch)))
+  sweep.finish()
 
 
 if __name__ == "__main__":

@@ -17,14 +17,13 @@ finished points. Writes ``out_dir/results.json`` and ``out_dir/<figure>.png|pdf`
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 
 import hydra
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from experiments._store import PointStore, env_info, run_points, write_json_atomic
+from experiments._sweep import Sweep, pool_seeds
 
 log = logging.getLogger(__name__)
 
@@ -108,49 +107,42 @@ def plot(records: list[dict], stem: Path) -> list[Path]:
       "right", functions=(lambda g: 0.5 * np.log2(2 * np.pi * np.e * np.maximum(g, 1e-9)),
                           lambda b: 2.0 ** (2 * b) / (2 * np.pi * np.e)))
   sec.set_ylabel(r"high-rate loss $\frac{1}{2}\log_2(2\pi e G)$ [bits/dim]")
-  n_samples = records[0]["config"]["num_samples"]
+  n_samples = records[0]["result"]["n"]  # seeds pooled: all their points
   ax.set_title(f"G(Λ) by Monte Carlo ({n_samples:,} uniform points per lattice)", fontsize=8)
   ax.legend(loc="upper right", fontsize=6.5, ncol=2)
   return rplot.save(fig, stem)
 
 
-def aggregate(store: PointStore, cfg: DictConfig, wall: float) -> dict:
-  wanted = {(str(name), int(cfg.num_samples), int(cfg.seed)) for name in cfg.lattices}
-  records = [r for r in store.all() if r["config"].get("experiment") == "lattice_nsm"
-             and (r["config"]["lattice"], r["config"]["num_samples"], r["config"]["seed"]) in wanted]
+def outputs(cfg: DictConfig, records: list[dict], out_dir: Path) -> dict:
+  """The figure (seeds pooled), a log line per lattice and the results.json fields."""
+  pooled = pool_seeds(records)
+  for rec in pooled:  # seeds pooled: z-score against the pooled stderr
+    res = rec["result"]
+    if "pooled_keys" in rec and "reference" in res:
+      res["z_score"] = (res["mean"] - res["reference"]) / res["stderr"]
+      res["reference_in_ci99"] = bool(res["ci99"][0] <= res["reference"] <= res["ci99"][1])
+  paths = plot(pooled, out_dir / cfg.figure)
+  log.info("wrote %s", ", ".join(str(p) for p in paths))
+  for rec in sorted(pooled, key=lambda r: r["result"]["dim"]):
+    res = rec["result"]
+    log.info("%-7s n=%2d  G = %.6f ± %.6f  ref %s", rec["config"]["lattice"], res["dim"], res["mean"],
+             res["stderr"], f'{res["reference"]:.7f} (z={res["z_score"]:+.2f})' if "reference" in res else "-")
   return dict(
-      experiment="lattice_nsm",
-      config=OmegaConf.to_container(cfg, resolve=True),
-      env=env_info(),
-      wall_time_s=wall,
       quantity="G = E||x - Q(x)||^2 / (n V^(2/n)), x uniform mod the lattice (dimensionless)",
       references="published: SPLAG Table 2.3; closed_form: G(D_n) = (1/12 + 1/(2n(n+1))) 2^(-2/n); "
                  "sphere_bound: G(S_n) = Gamma(n/2+1)^(2/n) / ((n+2) pi)",
-      points=records,
   )
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="lattice_nsm")
 def main(cfg: DictConfig) -> None:
-  logging.getLogger("jax").setLevel(logging.WARNING)
-  t0 = time.perf_counter()
-  out = Path(cfg.out_dir)
-  store = PointStore(out)
+  sweep = Sweep(cfg, "lattice_nsm")
   from rdq.quantizers import lattice_from_name
 
   for name in cfg.lattices:  # fail on a bad name before any work
     lattice_from_name(str(name))
-  configs = point_configs(cfg)
-  run_points(store, configs, lambda c: compute_point(c, int(cfg.batch)), desc="lattice_nsm")
-  summary = aggregate(store, cfg, time.perf_counter() - t0)
-  write_json_atomic(out / "results.json", summary)
-  paths = plot(summary["points"], out / cfg.figure)
-  log.info("wrote %s", ", ".join(str(p) for p in paths))
-  for rec in sorted(summary["points"], key=lambda r: r["result"]["dim"]):
-    res = rec["result"]
-    log.info("%-7s n=%2d  G = %.6f ± %.6f  ref %s", rec["config"]["lattice"], res["dim"], res["mean"],
-             res["stderr"], f'{res["reference"]:.7f} (z={res["z_score"]:+.2f})' if "reference" in res else "-")
-  log.info("lattice_nsm: %d lattices (%.1fs)", len(summary["points"]), time.perf_counter() - t0)
+  sweep.run_points(point_configs(cfg), lambda c: compute_point(c, int(cfg.batch)))
+  sweep.finish()
 
 
 if __name__ == "__main__":

@@ -34,7 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from experiments._store import PointStore, config_key, env_info, run_points, write_json_atomic
+from experiments._store import PointStore, config_key
+from experiments._sweep import Sweep, pool_seeds
 from rdq import covariance as cov
 from rdq.limits import UNIVERSALITY_GAP_BITS, universal_gap
 from rdq.quantizers.lattice import DnLattice, E8Lattice
@@ -205,39 +206,45 @@ def _dep(cfg: DictConfig, construction: str, n: int, rate: float) -> dict:
 
 
 # ----------------------------------------------------------------------------- run
-def run(cfg: DictConfig) -> dict:
-  t0 = time.perf_counter()
-  out_dir = Path(cfg.out_dir)
-  store = PointStore(out_dir)
-  learn_pts, pts = _points(cfg)
-  compute = _make_compute(cfg, store)
-  learn_recs = run_points(store, learn_pts, compute, desc="universal/learn")
-  recs = run_points(store, pts, compute, desc="universal")
+CONVENTIONS = {
+    "distortion": "d_per_entry = E (w-c)^T Sigma (w-c) / n, w ~ N(0, I_n), Sigma-aware nearest codeword",
+    "rate_bits": "log2(#codewords)/n bits per entry; encoder-selected scale tau not counted (vanishes with m)",
+    "gap_bits": "rate_bits - R_waterfill(d_per_entry); gap_stderr_bits by the delta method",
+    "worst": "max over the held-out Sigma batch (index 0 is Sigma = I)",
+}
+# Per-Σ lists of a "worst" point: seeds draw different held-out Σ, so their batches are joined.
+_PER_SIGMA = ("gap_bits", "gap_stderr_bits", "d_per_entry", "d_stderr", "scale", "limit_d", "labels")
+
+
+def outputs(cfg: DictConfig, records: list[dict], out_dir: Path) -> dict:
+  """The three figures (seeds pooled) and the results.json fields of this sweep's points."""
+  learn_recs = [r for r in records if r["config"]["part"] == "learn"]
+  recs = [r for r in records if r["config"]["part"] != "learn"]
   summary = _summary(recs)
   for row in summary:
     log.info("n=%d R=%g %-17s worst gap %.3f ± %.3f bit (%s), gap at Σ=I %.3f ± %.3f", row["n"], row["rate"],
              row["construction"], row["worst_gap_bits"], row["worst_gap_stderr_bits"], row["worst_sigma"],
              row["iso_gap_bits"], row["iso_gap_stderr_bits"])
-  results = {
-      "config": OmegaConf.to_container(cfg, resolve=True),
-      "conventions": {
-          "distortion": "d_per_entry = E (w-c)^T Sigma (w-c) / n, w ~ N(0, I_n), Sigma-aware nearest codeword",
-          "rate_bits": "log2(#codewords)/n bits per entry; encoder-selected scale tau not counted (vanishes with m)",
-          "gap_bits": "rate_bits - R_waterfill(d_per_entry); gap_stderr_bits by the delta method",
-          "worst": "max over the held-out Sigma batch (index 0 is Sigma = I)",
-      },
+  pooled = (pool_seeds([r for r in recs if r["config"]["part"] == "family"])
+            + pool_seeds([r for r in recs if r["config"]["part"] == "worst"], concat=_PER_SIGMA))
+  _figures(cfg, pooled, learn_recs, _summary(pooled), out_dir)
+  return {
+      "conventions": CONVENTIONS,
       "paper_bound_bits": UNIVERSALITY_GAP_BITS,
       "summary": summary,
       "learn": [{"config": r["config"], "result": {k: v for k, v in r["result"].items() if k != "points"}}
                 for r in learn_recs],
-      "points": recs,
-      "env": env_info(),
-      "wall_time_s": time.perf_counter() - t0,
   }
-  _figures(cfg, recs, learn_recs, summary, out_dir)
-  write_json_atomic(out_dir / "results.json", results)
-  log.info("wrote %s (%.1f s)", out_dir / "results.json", time.perf_counter() - t0)
-  return results
+
+
+def run(cfg: DictConfig) -> dict | None:
+  """Run (or resume) the sweep; a single run writes results.json and the figures."""
+  sweep = Sweep(cfg, "universal")
+  learn_pts, pts = _points(cfg)
+  compute = _make_compute(cfg, sweep.store)
+  sweep.run_points(learn_pts, compute, desc="universal/learn")
+  sweep.run_points(pts, compute, desc="universal")
+  return sweep.finish()
 
 
 def _summary(recs: list[dict]) -> list[dict]:
@@ -351,7 +358,6 @@ def _figures(cfg: DictConfig, recs: list[dict], learn_recs: list[dict], summary:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="universal")
 def main(cfg: DictConfig) -> None:
-  logging.getLogger("fontTools").setLevel(logging.WARNING)
   run(cfg)
 
 

@@ -17,7 +17,10 @@ import socket
 import tempfile
 from pathlib import Path
 
+import matplotlib
 import matplotlib.pyplot as plt
+import matplotlib.text
+import matplotlib.transforms
 
 __all__ = [
     "COLORS",
@@ -30,6 +33,7 @@ __all__ = [
     "REFERENCE_STYLE",
     "color",
     "figure",
+    "label_points",
     "label",
     "marker",
     "save",
@@ -61,6 +65,12 @@ COLORS = {
     "e8": "#9467bd",
     "bw16": "#8c564b",
     "leech": "#e377c2",
+    # nested-lattice (Voronoi) codes of generic_matmul: shades of the "lattice" purple
+    "nested_z": "#5254a3",
+    "nested_d4": "#7b4173",
+    "nested_e8": "#c5b0d5",
+    "nested_bw16": "#9467bd",
+    "nested_leech": "#393b79",
     # layer algorithms (weight_only, gptvq, real_model)
     "rtn": "#1f77b4",
     "gptq": "#d62728",
@@ -119,6 +129,7 @@ LABELS = {
 
 MARKERS = {
     "int": "o", "fp": "s", "mx": "^", "nv": "D", "lattice": "P", "other": "x",
+    "nested_z": "v", "nested_d4": "s", "nested_e8": "D", "nested_bw16": "*", "nested_leech": "X",
     "z": "s", "dn": "o", "dnstar": "D", "d4": "s", "e8": "*", "bw16": "P", "leech": "X",
     "rtn": "o", "gptq": "s", "watersic": "^", "gptvq": "D", "e8_rtn": "v", "e8_ldlq": "P",
     "gptvq_d1": "o", "gptvq_d2": "s", "gptvq_d4": "^", "gptvq_d8": "D",
@@ -179,6 +190,64 @@ def figure(width: str = "single", aspect: float = 0.72, ncols: int = 1, nrows: i
   return plt.subplots(nrows, ncols, figsize=(w, w * aspect), layout="constrained")
 
 
+def _overlap(a, b, pad: float = 1.0) -> bool:
+  return not (a.x1 + pad < b.x0 or b.x1 + pad < a.x0 or a.y1 + pad < b.y0 or b.y1 + pad < a.y0)
+
+
+def label_points(ax, points, fontsize: float = 5.0, color: str = "0.15", avoid=()) -> list:
+  """Label data points without collisions: each label takes the nearest free spot.
+
+  ``points`` is a sequence of ``(x, y, text)`` in data coordinates. Candidate offsets are
+  tried ring by ring (8 directions, radius 4, 10, 17, 25, 34 pt); a label is placed where its
+  box overlaps no placed label, no marker and no artist box in ``avoid`` (e.g. a legend)
+  and stays inside the axes; rings beyond the first get a thin leader line. If no spot is
+  free, the one with the fewest overlaps is used. Returns the annotation artists.
+  """
+  fig = ax.figure
+  fig.canvas.draw()  # text extents need a renderer and the final layout
+  renderer = fig.canvas.get_renderer()
+  to_disp = ax.transData.transform
+  ppt = fig.dpi / 72.0
+  marks = []
+  for x, y, _ in points:
+    px, py = to_disp((x, y))
+    marks.append(matplotlib.transforms.Bbox([[px - 3 * ppt, py - 3 * ppt], [px + 3 * ppt, py + 3 * ppt]]))
+  blocked = [a.get_window_extent(renderer) for a in avoid]
+  frame = ax.get_window_extent(renderer)
+  dirs = [(1, 0.5), (1, -0.5), (-1, 0.5), (-1, -0.5), (0, 1), (0, -1), (1, 1.5), (-1, -1.5)]
+  align = {1: "left", -1: "right", 0: "center"}
+  placed, out = [], []
+  order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1]))
+  for i in order:
+    x, y, text = points[i]
+    best = None
+    for radius in (4, 10, 17, 25, 34):
+      for dx, dy in dirs:
+        ha = align[int(dx)]
+        va = "bottom" if dy > 0 else "top" if dy < 0 else "center"
+        arrow = dict(arrowstyle="-", lw=0.3, color="0.5", shrinkA=0, shrinkB=2) if radius > 4 else None
+        t = ax.annotate(text, (x, y), xytext=(dx * radius, dy * radius * 0.6), textcoords="offset points",
+                        ha=ha, va=va, fontsize=fontsize, color=color, arrowprops=arrow, zorder=6)
+        t.update_positions(renderer)
+        bb = matplotlib.text.Text.get_window_extent(t, renderer)  # the text, without its leader line
+        inside = frame.x0 <= bb.x0 and bb.x1 <= frame.x1 and frame.y0 <= bb.y0 and bb.y1 <= frame.y1
+        hits = 3 * sum(_overlap(bb, o) for o in placed + blocked) + sum(  # text on text is worst
+            _overlap(bb, m, 0.0) for j, m in enumerate(marks) if j != i) + (0 if inside else 100)
+        if best is None or hits < best[0]:
+          if best is not None:
+            best[1].remove()
+          best = (hits, t, bb)
+        else:
+          t.remove()
+        if hits == 0:
+          break
+      if best[0] == 0:
+        break
+    placed.append(best[2])
+    out.append(best[1])
+  return out
+
+
 def _umask() -> int:
   mask = os.umask(0o022)
   os.umask(mask)
@@ -198,7 +267,7 @@ def save(fig, stem: str | Path, close: bool = True) -> list[Path]:
   paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
   mode = 0o666 & ~_umask()
   for p in paths:
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.{socket.gethostname()}.{os.getpid()}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}~{socket.gethostname()}~{os.getpid()}~", suffix=".tmp")
     try:
       with os.fdopen(fd, "wb") as f:
         fig.savefig(f, format=p.suffix[1:], metadata={"CreationDate": None} if p.suffix == ".pdf" else None)

@@ -1,0 +1,83 @@
+"""experiments._sweep: multirun aggregate, the points of this sweep only, +experiment check, plugins."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _app(app, cwd, *args, pythonpath=()):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([str(ROOT), *map(str, pythonpath)]))
+  env.pop("MPLBACKEND", None)  # the app chooses its backend itself
+  return subprocess.run([sys.executable, "-m", f"experiments.{app}", *args], cwd=cwd, env=env, capture_output=True,
+                        text=True, timeout=300)
+
+
+def test_two_seed_multirun_aggregates_both_seeds_once(tmp_path):
+  out = tmp_path / "out"
+  tiny = [f"out_dir={out}", "num_samples=2048", "batch=2048"]
+  stale = _app("lattice_nsm", tmp_path, *tiny, "lattices=[d3]", "seed=7")  # another sweep's point in out_dir
+  assert stale.returncode == 0, stale.stderr[-3000:]
+  proc = _app("lattice_nsm", tmp_path, "-m", *tiny, "lattices=[z,d4]", "seed=0,1")
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  log = proc.stdout + proc.stderr
+  assert log.count("aggregating 2 jobs of lattice_nsm") == 1  # built once, at the end
+  res = json.loads((out / "results.json").read_text())
+  got = sorted((p["config"]["lattice"], p["config"]["seed"]) for p in res["points"])
+  assert got == [("d4", 0), ("d4", 1), ("z", 0), ("z", 1)]  # both seeds, not the stale d3 point
+  assert [j["overrides"][-1] for j in res["jobs"]] == ["seed=0", "seed=1"]
+  pooled = res["pooled_over_seeds"]
+  assert len(pooled) == 2 and all(g["seeds"] == [0, 1] for g in pooled)  # the figure pools the two seeds
+  assert "z       n= 1  G =" in log and (out / "lattice_nsm.png").stat().st_size > 10_000
+  assert len(list((out / "points").glob("*.json"))) == 5
+  # multirun folders under out_dir, not ./multirun of the current directory
+  assert not (tmp_path / "multirun").exists() and not (tmp_path / "outputs").exists()
+  assert len(list((out / "hydra").glob("multirun-*/*/rdq_job.json"))) == 2
+  for f in [out / "results.json", out / "lattice_nsm.png", *(out / "points").glob("*.json")]:
+    assert stat.S_IMODE(f.stat().st_mode) & 0o044 == 0o044, f  # readable by collaborators
+  # the same aggregate by hand
+  sweep_dir = next((out / "hydra").glob("multirun-*"))
+  again = subprocess.run([sys.executable, "-m", "experiments._sweep", str(sweep_dir)], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert again.returncode == 0, again.stderr[-3000:]
+  res2 = json.loads((out / "results.json").read_text())
+  assert [p["key"] for p in res2["points"]] == [p["key"] for p in res["points"]]
+
+
+def test_experiment_of_another_app_fails_clearly(tmp_path):
+  proc = _app("generic_matmul", tmp_path, f"out_dir={tmp_path}", "+experiment=lattice_nsm_full")
+  assert proc.returncode != 0
+  assert "+experiment=lattice_nsm_full is not an experiment of experiments.generic_matmul" in proc.stderr
+  assert "it belongs to experiments.lattice_nsm" in proc.stderr
+  assert "accepts: +experiment=generic_matmul_full" in proc.stderr
+  assert not (tmp_path / "points").exists()  # failed before any work
+
+
+PLUGIN = '''
+from rdq import quantizers
+
+
+def _int8_twin(match):
+  return quantizers.get("int8")
+
+
+quantizers.register(r"my_int8", _int8_twin, ("my_int8",), "my_int8: a user's plug-in (int8 under another name)")
+'''
+
+
+def test_user_quantizer_through_plugins_runs_in_a_sweep(tmp_path):
+  (tmp_path / "my_quant.py").write_text(PLUGIN)
+  out = tmp_path / "out"
+  proc = _app("generic_matmul", tmp_path, f"out_dir={out}", "plugins=[my_quant]", "quantizer_names=[int8,my_int8]",
+              "n=64", "a=4", "b=4", "num_samples=32", "batch=16", pythonpath=[tmp_path])
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "plugins imported: my_quant" in proc.stdout + proc.stderr
+  res = json.loads((out / "results.json").read_text())
+  by = {p["config"]["quantizer_a"]: p["result"] for p in res["points"]}
+  assert by["my_int8"]["mean"] == by["int8"]["mean"]  # same quantizer, same draws: same number
+  missing = _app("generic_matmul", tmp_path, f"out_dir={out}", "plugins=[no_such_module]")
+  assert missing.returncode != 0 and "plugins: cannot import 'no_such_module'" in missing.stderr
