@@ -46,6 +46,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from rdq.checks import check_key, is_concrete, require
+
 __all__ = [
     "AR1",
     "BlockDiagonal",
@@ -61,6 +63,18 @@ __all__ = [
     "make_family",
     "sample",
 ]
+
+
+def _check_param(param, name: str, lo: float = -np.inf, hi: float = np.inf, what: str = "") -> None:
+  """Require a real, finite family parameter in [lo, hi] (eagerly: ValueError; traced: checkify)."""
+  dt = param.dtype if hasattr(param, "dtype") else np.asarray(param).dtype
+  if not (jnp.issubdtype(dt, jnp.floating) or jnp.issubdtype(dt, jnp.integer)):
+    raise TypeError(f"{name} must be a real number; got dtype {dt}")
+  p = jnp.asarray(param, jnp.float32) if not is_concrete(param) else np.asarray(param, np.float64)
+  ok = (p >= lo) & (p <= hi)  # False for NaN
+  bad = p if is_concrete(param) else jnp.where(ok, jnp.nan, p)
+  shown = bad if not is_concrete(param) else (np.asarray(p)[~np.asarray(ok)] if np.ndim(p) else p)
+  require(ok, f"{name}={{}} is out of range: expected {lo:g} ≤ {name} ≤ {hi:g}{what}", shown)
 
 
 def _check_n(n) -> None:
@@ -132,6 +146,8 @@ class PowerLaw:
     return lam * (self.n / jnp.sum(lam))
 
   def __call__(self, key: PRNGKeyArray, param: ArrayLike) -> Float[Array, "n n"]:
+    check_key(key)
+    _check_param(param, "alpha")
     return _rotate(key, self.eigenvalues(param))
 
 
@@ -150,6 +166,8 @@ class Spiked:
       raise ValueError(f"k={self.k!r} must be an integer in [1, n={self.n}]")
 
   def __call__(self, key: PRNGKeyArray, param: ArrayLike) -> Float[Array, "n n"]:
+    check_key(key)
+    _check_param(param, "beta", -1.0, np.inf, " (β < −1 makes I + β V Vᵀ indefinite)")
     v = haar_orthogonal(key, self.n)[:, : self.k]
     s = jnp.eye(self.n, dtype=jnp.float32) + jnp.asarray(param, jnp.float32) * (v @ v.T)
     return _normalize_trace(_sym(s))
@@ -168,6 +186,7 @@ class AR1:
 
   def __call__(self, key: PRNGKeyArray, param: ArrayLike) -> Float[Array, "n n"]:
     del key
+    _check_param(param, "rho", -1.0, 1.0, " (|ρ| > 1 is not a covariance)")
     i = jnp.arange(self.n, dtype=jnp.float32)
     lag = jnp.abs(i[:, None] - i[None, :])
     rho = jnp.asarray(param, jnp.float32)
@@ -195,6 +214,8 @@ class Wishart:
       raise ValueError(f"num_samples={self.num_samples!r} must be a positive integer")
 
   def __call__(self, key: PRNGKeyArray, param: ArrayLike) -> Float[Array, "n n"]:
+    check_key(key)
+    _check_param(param, "alpha")
     k_rot, k_x = jax.random.split(key)
     lam = PowerLaw(self.n).eigenvalues(param)
     q = haar_orthogonal(k_rot, self.n)
@@ -225,7 +246,10 @@ class BlockDiagonal:
       raise ValueError(f"log_scale_std={self.log_scale_std!r} must be ≥ 0")
 
   def __call__(self, key: PRNGKeyArray, param: ArrayLike) -> Float[Array, "n n"]:
+    check_key(key)
     b = self.n // self.num_blocks
+    lo = -1.0 / (b - 1) if b > 1 else -np.inf
+    _check_param(param, "rho", lo, 1.0, f" for blocks of size {b} (else a block is indefinite)")
     rho = jnp.asarray(param, jnp.float32)
     block = (1.0 - rho) * jnp.eye(b, dtype=jnp.float32) + rho
     scales = jnp.exp(self.log_scale_std * jax.random.normal(key, (self.num_blocks,), jnp.float32))
@@ -263,6 +287,8 @@ class LDLSpread:
     return jax.random.permutation(k_perm, d)
 
   def __call__(self, key: PRNGKeyArray, param: ArrayLike) -> Float[Array, "n n"]:
+    check_key(key)
+    _check_param(param, "log_spread")
     _, k_l = jax.random.split(key)
     d = self.ldl_diagonal(key, param)
     g = jax.random.normal(k_l, (self.n, self.n), jnp.float32) * (self.coupling / np.sqrt(self.n))
@@ -293,11 +319,31 @@ def sample(family, key: PRNGKeyArray, params: Float[ArrayLike, "b"]) -> Float[Ar
   Returns:
     ``(b, n, n)`` batch of symmetric PSD matrices.
   """
+  check_key(key)
+  if np.ndim(params) != 1:
+    raise ValueError(f"params must be 1-D (one parameter per matrix); got shape {np.shape(params)}")
+  if np.shape(params)[0] == 0:
+    raise ValueError("params is empty: give at least one family parameter")
+  if is_concrete(params) and not isinstance(family, Isotropic):
+    # check every parameter eagerly, before vmapping (inside, the checks are traced)
+    _family_check(family, np.asarray(params, np.float64))
   params = jnp.asarray(params, jnp.float32)
-  if params.ndim != 1:
-    raise ValueError(f"params must be 1-D (one parameter per matrix); got shape {params.shape}")
   keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(params.shape[0]))
   return jax.vmap(family)(keys, params)
+
+
+def _family_check(family, params: np.ndarray) -> None:
+  """The parameter check of ``family.__call__``, applied to a concrete batch of parameters."""
+  if isinstance(family, AR1):
+    _check_param(params, "rho", -1.0, 1.0, " (|ρ| > 1 is not a covariance)")
+  elif isinstance(family, Spiked):
+    _check_param(params, "beta", -1.0, np.inf, " (β < −1 makes I + β V Vᵀ indefinite)")
+  elif isinstance(family, BlockDiagonal):
+    b = family.n // family.num_blocks
+    lo = -1.0 / (b - 1) if b > 1 else -np.inf
+    _check_param(params, "rho", lo, 1.0, f" for blocks of size {b} (else a block is indefinite)")
+  elif hasattr(family, "param_name"):
+    _check_param(params, family.param_name)
 
 
 def from_data(x: Float[ArrayLike, "N n"], rel_damp: float = 0.0) -> Float[Array, "n n"]:
@@ -313,8 +359,16 @@ def from_data(x: Float[ArrayLike, "N n"], rel_damp: float = 0.0) -> Float[Array,
   x = jnp.asarray(x)
   if x.ndim != 2:
     raise ValueError(f"x must be (N, n) activations; got shape {x.shape}")
-  if not (isinstance(rel_damp, (int, float)) and rel_damp >= 0):
-    raise ValueError(f"rel_damp={rel_damp!r} must be a float ≥ 0")
+  if x.shape[0] == 0 or x.shape[1] == 0:
+    raise ValueError(f"x is empty (shape {x.shape}); from_data needs N ≥ 1 rows of n ≥ 1 features")
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    if jnp.issubdtype(x.dtype, jnp.complexfloating) or x.dtype == jnp.bool_:
+      raise TypeError(f"x must be real activations; got dtype {x.dtype}")
+  if isinstance(rel_damp, bool) or not (isinstance(rel_damp, (int, float, np.floating)) and rel_damp >= 0
+                                        and np.isfinite(rel_damp)):
+    raise ValueError(f"rel_damp={rel_damp!r} must be a finite float ≥ 0")
+  nonfinite = jnp.sum(~jnp.isfinite(x))
+  require(nonfinite == 0, "x has {} NaN/Inf entries; from_data needs finite activations", nonfinite)
   x = x.astype(jnp.float32)
   s = _sym(x.T @ x / x.shape[0])
   return s + rel_damp * jnp.mean(jnp.diagonal(s)) * jnp.eye(x.shape[1], dtype=s.dtype)
@@ -327,10 +381,14 @@ def check_covariance(
 
   Checks, in order (the error names the one that failed): 2-D square (and ``n`` rows if
   given); finite; ``max|Σ − Σᵀ| ≤ tol·max|Σ|``; smallest eigenvalue ``≥ −tol·‖Σ‖₂``.
-  Tracers (inside ``jit``) are returned unchecked. Returns ``sigma`` unchanged.
+  Complex input raises ``TypeError``. Under ``jit`` the shape checks raise while tracing and
+  the value checks are checkify checks (they raise through ``rdq.checks.checked``).
+  Returns ``sigma`` unchanged.
   """
+  if np.iscomplexobj(sigma) or (hasattr(sigma, "dtype") and jnp.issubdtype(sigma.dtype, jnp.complexfloating)):
+    raise TypeError(f"{name} must be real; got complex dtype {sigma.dtype}")
   if isinstance(sigma, jax.core.Tracer):
-    return sigma
+    return _check_covariance_traced(sigma, name, tol, n)
   s = np.asarray(sigma, dtype=np.float64)
   if s.ndim != 2 or s.shape[0] != s.shape[1]:
     raise ValueError(f"{name} must be a square (n, n) matrix; got shape {s.shape}")
@@ -346,4 +404,21 @@ def check_covariance(
   norm = float(np.max(np.abs(eig))) if eig.size else 0.0
   if eig.size and eig[0] < -tol * norm:
     raise ValueError(f"{name} must be positive semidefinite; min eigenvalue {eig[0]:.3g} < −{tol}·‖{name}‖ = {-tol * norm:.3g}")
+  return sigma
+
+
+def _check_covariance_traced(sigma, name: str, tol: float, n: int | None):
+  if sigma.ndim != 2 or sigma.shape[0] != sigma.shape[1]:
+    raise ValueError(f"{name} must be a square (n, n) matrix; got shape {sigma.shape}")
+  if n is not None and sigma.shape[0] != n:
+    raise ValueError(f"{name} must be ({n}, {n}) to match n={n} input features; got {sigma.shape}")
+  s = sigma.astype(jnp.float32)
+  bad = jnp.sum(~jnp.isfinite(s))
+  require(bad == 0, f"{name} must be finite; it has {{}} NaN/Inf entries", bad)
+  scale = jnp.max(jnp.abs(s))
+  asym = jnp.max(jnp.abs(s - s.T))
+  require(asym <= tol * jnp.maximum(scale, 1e-30), f"{name} must be symmetric; max|{name} − {name}ᵀ| = {{}}", asym)
+  eig = jnp.linalg.eigvalsh(0.5 * (s + s.T))
+  norm = jnp.max(jnp.abs(eig))
+  require(eig[0] >= -tol * norm, f"{name} must be positive semidefinite; min eigenvalue {{}}", eig[0])
   return sigma

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from rdq import covariance as cov
+from rdq.covariance import AR1, BlockDiagonal, PowerLaw, Spiked, check_covariance, from_data, sample
 
 N = 32
 FAMILY_PARAMS = [
@@ -105,3 +106,51 @@ def test_check_covariance_names_the_failed_check(bad, match):
 def test_check_covariance_shape_vs_n():
   with pytest.raises(ValueError, match="match n=3"):
     cov.check_covariance(np.eye(2), n=3)
+
+
+# --- bad inputs (issue 17): out-of-range parameters, NaN/empty data, complex Σ ---------------
+
+@pytest.mark.parametrize(
+    "family,param,match",
+    [
+        (AR1(8), 1.5, r"rho=1.5 is out of range: expected -1 ≤ rho ≤ 1"),
+        (Spiked(8), -1.5, r"beta=-1.5 is out of range: expected -1 ≤ beta"),
+        (BlockDiagonal(8, num_blocks=2), -0.5, r"rho=-0.5 is out of range: expected -0.333333 ≤ rho ≤ 1"),
+        (PowerLaw(8), float("nan"), r"alpha=nan is out of range"),
+    ],
+)
+def test_out_of_range_family_parameter_raises(family, param, match):
+  from rdq.checks import checked
+
+  key = jax.random.key(0)
+  with pytest.raises(ValueError, match=match):
+    family(key, param)
+  with pytest.raises(ValueError, match=match.split(" is out")[0].split("=")[0]):
+    checked(jax.jit(family))(key, param)
+  with pytest.raises(ValueError, match=match):
+    sample(family, key, jnp.array([0.0, param]))
+
+
+def test_boundary_parameters_are_psd():
+  key = jax.random.key(1)
+  for fam, p in [(AR1(8), 1.0), (AR1(8), -1.0), (Spiked(8), -1.0), (BlockDiagonal(8, num_blocks=2), -1.0 / 3)]:
+    check_covariance(fam(key, p), tol=1e-5)
+
+
+def test_from_data_rejects_nan_and_empty():
+  with pytest.raises(ValueError, match=r"x has 1 NaN/Inf entries"):
+    from_data(jnp.ones((4, 3)).at[1, 1].set(jnp.nan))
+  with pytest.raises(ValueError, match=r"x is empty \(shape \(0, 3\)\)"):
+    from_data(jnp.ones((0, 3)))
+
+
+def test_check_covariance_rejects_complex_and_checks_under_jit():
+  from rdq.checks import checked
+
+  with pytest.raises(TypeError, match="Σ must be real; got complex"):
+    check_covariance(jnp.eye(3, dtype=jnp.complex64))
+  bad = jnp.diag(jnp.array([1.0, -1.0, 1.0]))
+  with pytest.raises(ValueError, match="positive semidefinite"):
+    check_covariance(bad)
+  with pytest.raises(ValueError, match="positive semidefinite"):
+    checked(jax.jit(check_covariance))(bad)
