@@ -81,3 +81,20 @@ def test_user_quantizer_through_plugins_runs_in_a_sweep(tmp_path):
   assert by["my_int8"]["mean"] == by["int8"]["mean"]  # same quantizer, same draws: same number
   missing = _app("generic_matmul", tmp_path, f"out_dir={out}", "plugins=[no_such_module]")
   assert missing.returncode != 0 and "plugins: cannot import 'no_such_module'" in missing.stderr
+
+
+def test_regenerate_only_keeps_the_other_rows_of_index(tmp_path):
+  import importlib.util
+
+  spec = importlib.util.spec_from_file_location("regenerate", ROOT / "paper_figures" / "regenerate.py")
+  regen = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(regen)
+  regen.HERE = tmp_path
+  row = lambda fam, t: dict(family=fam, command=f"python -m experiments.{fam} out_dir=outputs/{fam}", runtime_s=t,
+                            files=[f"{fam}.png", f"{fam}.pdf"])
+  regen.write_index([row("generic_matmul", 100.0), row("lattice_nsm", 20.0)], "aaa", 120.0, False)
+  regen.write_index([row("lattice_nsm", 7.0)], "bbb", 7.0, False, only=True)
+  text = (tmp_path / "INDEX.md").read_text()
+  assert "`python -m experiments.generic_matmul out_dir=outputs/generic_matmul` | 100 s |" in text  # kept
+  assert "`python -m experiments.lattice_nsm out_dir=outputs/lattice_nsm` | 7 s |" in text  # replaced
+  assert text.count("| [") == 2 and "at commit `aaa`" in text and "--only lattice_nsm` at commit `bbb`" in text
