@@ -42,7 +42,8 @@ References:
   quantizers and codes", IEEE Trans. Inf. Theory 28(2):227–232, 1982 (algorithms for Zⁿ, Dₙ,
   Dₙ*, E8). J. H. Conway and N. J. A. Sloane, *Sphere Packings, Lattices and Groups* (SPLAG),
   3rd ed., Ch. 4 (definitions, minimal vectors, packing and covering radii) and Table 2.3
-  (normalized second moments, see ``rdq.limits.lattice_constants``).
+  (normalized second moments, see ``rdq.limits.lattice_constants``). The Leech lattice Λ24 is
+  in ``rdq.quantizers.leech`` (``lattice_from_name("leech")``).
 """
 
 from __future__ import annotations
@@ -522,7 +523,7 @@ class BW16Lattice(Lattice):
   even-weight part). With this scaling: volume ``2¹⁷/32 = 2¹²``, minimal norm 8, 4320 minimal
   vectors (480 of the form ``2(±eᵢ ± eⱼ)``, 3840 of the form ``±1`` on the support of a
   weight-8 codeword with an even number of minus signs), packing radius √2. Published
-  ``G = 0.0682783`` (SPLAG Table 2.3).
+  ``G = 0.068299`` (SPLAG Table 2.3).
 
   Closest point: decode ``(x − c)/2`` to D₁₆ for all 32 codewords (Conway–Sloane Dₙ decoder)
   and keep the closest ``c + 2 Q_{D16}((x − c)/2)``; ties go to the first codeword in

@@ -200,7 +200,6 @@ G_CASES = [
     (DnDualLattice(4), PUBLISHED_G["d4"]),  # D4* is similar to D4
     (DnDualLattice(5), PUBLISHED_G["d5star"]),
     (E8Lattice(), PUBLISHED_G["e8"]),
-    (BW16Lattice(), PUBLISHED_G["bw16"]),
 ]
 
 
@@ -210,6 +209,16 @@ def test_normalized_second_moment_matches_published(lat, g):
   assert bool(est.contains(g, level=0.999)), (float(est.mean), float(est.stderr), g)
   # Precision sanity: the CI is narrow enough to separate neighbouring table entries.
   assert float(est.stderr) < 3e-3 * g
+
+
+def test_bw16_g_precise():
+  # G(Λ16) = 0.068299 (SPLAG Table 2.3). The per-sample std of the estimator is ≈ 0.009, so
+  # 2^23 samples give a standard error ≈ 3.1e-6: enough to see a 6σ error in the constant
+  # (the value 0.0682783 once listed here lies 6σ below the estimate).
+  est = normalized_second_moment(BW16Lattice(), jax.random.key(16), num_samples=1 << 23, batch=1 << 16)
+  assert float(est.stderr) < 3.5e-6, float(est.stderr)
+  assert bool(est.contains(PUBLISHED_G["bw16"], level=0.999)), (float(est.mean), float(est.stderr))
+  assert abs(float(est.mean) - 0.0682783) > 5 * float(est.stderr)
 
 
 def test_g_separates_lattices():
