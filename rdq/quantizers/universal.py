@@ -26,8 +26,9 @@ and is not counted in ``rate``.
 * ``gaussian_codebook`` — iid ``N(0, c)`` codewords (the paper's random code);
 * ``sphere_codebook`` — iid uniform on the sphere of the typical radius ``√(n c)``;
 * ``lattice_codebook`` — the ``2^{nR}`` points of Zⁿ / Dₙ / E8 nearest to the origin (the
-  innermost shells, the last shell cut at random), randomly rotated (Haar). The Leech lattice
-  is not in rdq (``rdq.quantizers.lattice`` has Zⁿ, Dₙ, Dₙ*, E8), so there is no Leech shell;
+  innermost shells, the last shell cut at random), randomly rotated (Haar);
+* ``leech_codebook`` — n = 24: the origin and the 196 560 minimal vectors of the Leech lattice
+  Λ24 (R = log2(196 561)/24 ≈ 0.7305 bit), randomly rotated;
 * ``ProductCodebook`` — a small block codebook repeated over ``n/d`` blocks of input features,
   the practical baseline (``2^{nR}`` points with only ``2^{dR}`` stored);
 * ``learn_minimax_codebook`` — points optimised with optax to minimise a smooth maximum
@@ -83,7 +84,9 @@ __all__ = [
     "ProductCodebook",
     "gaussian_codebook",
     "lattice_codebook",
+    "LEECH_SHELL_SIZES",
     "learn_minimax_codebook",
+    "leech_codebook",
     "rate_gap",
     "shannon_power",
     "sphere_codebook",
@@ -458,6 +461,46 @@ def lattice_codebook(
   if rotate:
     out = out @ haar_orthogonal(k_rot, n).T
   return Codebook(out, name=lattice.name, chunk=chunk)
+
+
+LEECH_SHELL_SIZES: tuple[int, ...] = (1, 196560, 16773120)
+"""Points of Λ24 of unimodular norm 0, 4 and 6 (SPLAG Ch. 4, Sec. 11, Table 4.13 / theta series)."""
+
+
+def leech_codebook(
+    key: PRNGKeyArray, *, rotate: bool = True, power: float | None = None, chunk: int = 4096,
+) -> Codebook:
+  """Leech-lattice shell codebook at n = 24: the origin and the 196 560 minimal vectors of Λ24.
+
+  ``K = 196 561`` codewords, ``R = log2(K)/24 ≈ 0.7305`` bit per entry; the 196 560 minimal
+  vectors are the kissing configuration of the densest known 24-dimensional packing (all on one
+  sphere, pairwise angles ≥ 60°). Scaled to a mean power ``power`` per coordinate (default
+  ``1 − 2^{−2R}``) and, if ``rotate``, multiplied by a Haar-random orthogonal matrix. The next
+  shell (unimodular norm 6, 16 773 120 vectors) would give ``R ≈ 1.0007``; its 1.6 GB of
+  float32 points and ``O(K)`` exact encoder are out of reach of a CPU sweep and are not built.
+
+  Args:
+    key: PRNG key of the rotation.
+    rotate: apply a Haar-random rotation.
+    power: mean ``‖c‖²/24`` after scaling.
+    chunk: encoding chunk (codewords).
+
+  References:
+    Conway & Sloane, *SPLAG*, Ch. 4, Sec. 11 (Λ24, its 196 560 minimal vectors) and Ch. 1,
+    Sec. 2 (kissing numbers); rdq.quantizers.leech.leech_minimal_vectors.
+  """
+  from rdq.quantizers.leech import leech_minimal_vectors
+
+  pts = np.concatenate([np.zeros((1, 24)), leech_minimal_vectors(unimodular=True)])
+  rate = math.log2(len(pts)) / 24
+  p = shannon_power(rate) if power is None else float(power)
+  if not p > 0:
+    raise ValueError(f"power={power!r} must be > 0")
+  pts = pts * math.sqrt(p / (np.mean(np.sum(pts * pts, axis=1)) / 24))
+  out = jnp.asarray(pts, jnp.float32)
+  if rotate:
+    out = out @ haar_orthogonal(key, 24).T
+  return Codebook(out, name="leech", chunk=chunk)
 
 
 # ----------------------------------------------------------------------------- product codebook

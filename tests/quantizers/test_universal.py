@@ -20,6 +20,7 @@ from rdq.quantizers.universal import (
     gaussian_codebook,
     lattice_codebook,
     learn_minimax_codebook,
+    leech_codebook,
     rate_gap,
     sphere_codebook,
 )
@@ -143,6 +144,27 @@ def test_lattice_codebook_shells(key):
   assert lattice_codebook(key, DnLattice(4), 2.0).num_points == 256
   sph = sphere_codebook(key, 5, 2.0)
   np.testing.assert_allclose(jnp.linalg.norm(sph.points, axis=1), math.sqrt(5 * 0.9375), rtol=1e-5)
+
+
+def test_leech_codebook_is_the_first_shell(key):
+  """Origin + 196 560 minimal vectors of Λ24 on one sphere, pairwise angles ≥ 60° (kissing
+  configuration), Shannon power at R = log2(196561)/24; the rotation keeps the Gram matrix."""
+  cb = leech_codebook(key, rotate=False)
+  pts = np.asarray(cb.points, np.float64)
+  assert pts.shape == (196561, 24)
+  assert cb.rate_bits == pytest.approx(math.log2(196561) / 24)
+  sq = np.sum(pts**2, 1)
+  assert np.sum(sq < 1e-9) == 1
+  r2 = sq[sq > 1e-9]
+  np.testing.assert_allclose(r2, r2[0], rtol=1e-5)
+  assert np.mean(sq) / 24 == pytest.approx(1 - 2 ** (-2 * cb.rate_bits), rel=1e-5)
+  some = pts[1:: 196560 // 48][:48]
+  cos = (some @ pts[1:].T) / r2[0]
+  cos = np.sort(cos, axis=1)[:, :-1]  # drop each vector's product with itself
+  assert cos.max() <= 0.5 + 1e-5 and np.isclose(cos.max(), 0.5)  # min angle exactly 60°
+  np.testing.assert_allclose(np.unique(np.round(cos * 4)), [-4, -2, -1, 0, 1, 2])  # ⟨u,v⟩ ∈ {0, ±1, ±2, −4} (norm 4)
+  rot = np.asarray(leech_codebook(key).points, np.float64)
+  np.testing.assert_allclose(rot[:64] @ rot[:64].T, pts[:64] @ pts[:64].T, atol=1e-4)
 
 
 def test_rate_gap_one_bit_scalar_closed_form(key):
