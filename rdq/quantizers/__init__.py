@@ -30,6 +30,7 @@ from rdq.quantizers.universal import ProductCodebook as ProductCodebook
 from rdq.quantizers.universal import gaussian_codebook as gaussian_codebook
 from rdq.quantizers.universal import lattice_codebook as lattice_codebook
 from rdq.quantizers.universal import learn_minimax_codebook as learn_minimax_codebook
+from rdq.quantizers.universal import leech_codebook as leech_codebook
 from rdq.quantizers.universal import rate_gap as rate_gap
 from rdq.quantizers.universal import sphere_codebook as sphere_codebook
 from rdq.quantizers.registry import get as get
@@ -68,6 +69,7 @@ __all__ = [
     "gaussian_codebook",
     "get",
     "lattice_codebook",
+    "leech_codebook",
     "learn_minimax_codebook",
     "kmeanspp_init",
     "lattice_from_name",
