@@ -33,7 +33,7 @@ backend    M                  bm    bn     bk    split S
 GPU        1 (GEMV)           1     64     64    smallest power of 2 with
 GPU        2–16               16    64     64    ``⌈M/bm⌉·(N/bn)·S ≥ cores`` (132 SMs on
 GPU        17–64              64    64     64    H100/H200, else ``device.core_count``),
-GPU        > 64               64    128    64    S ≤ (K/bk)/4, S | K/bk
+GPU        > 64               64    128    64    S ≤ (K/bk)/2, S | K/bk
 TPU        any                ≤128  256    512   1 (1–2 TensorCores: the N grid fills them)
 =========  =================  ====  =====  ====  =======================================
 
@@ -222,11 +222,11 @@ def choose_blocks(backend: Backend, m: int, k: int, n: int, *, num_cores: int | 
 
 
 def _choose_split(m: int, k: int, n: int, bm: int, bn: int, bk: int, cores: int) -> int:
-  """Smallest power of two S with ``⌈M/bm⌉·(N/bn)·S ≥ cores``, ``S | K/bk``, ≥ 4 K steps each."""
+  """Smallest power of two S with ``⌈M/bm⌉·(N/bn)·S ≥ cores``, ``S | K/bk``, ≥ 2 K steps each."""
   tiles = (_round_up(m, bm) // bm) * max(n // bn, 1)
   steps = k // bk if k % bk == 0 else 1
   split = 1
-  while tiles * split < cores and steps % (2 * split) == 0 and steps // (2 * split) >= 4:
+  while tiles * split < cores and steps % (2 * split) == 0 and steps // (2 * split) >= 2:
     split *= 2
   return split
 
@@ -244,7 +244,7 @@ def resolve_blocks(config: Config, backend: Backend, m: int, k: int, n: int, *,
     bm = config.block_m or t.block_m
     if t.gemv:  # the table's bm=1 is for the GEMV form only
       bm = _MIN_BLOCK_M[backend]
-    bm = min(bm, _round_up(m, _MIN_BLOCK_M[backend]))
+    bm = min(max(bm, _MIN_BLOCK_M[backend]), _round_up(m, _MIN_BLOCK_M[backend]))
   bn = min(config.block_n or t.block_n, n)
   bk = min(config.block_k or t.block_k, k)
   if max_bk is not None and config.block_k is None:

@@ -167,6 +167,21 @@ def _e8(x, w: PackedE8, *, blocks, backend, config, interpret, out_dtype, interl
   )
 
 
+def e8_config(config: C.Config, backend: str, k: int, n: int) -> C.Config:
+  """The E8 rows of the config table: on GPU ``block_k = 256``, ``block_n = 128`` where they
+  divide K and N (the plane decode has a fixed cost per step that larger tiles amortize:
+  main-loop SASS per weight 49 → 15 from (64, 64) to (256, 128) at M = 1, in
+  ``benchmarks/kernels.py --sass``), else ``block_k = 128`` (16 rows per plane for ``tl.dot``)."""
+  if backend != "gpu":
+    return config
+  if config.block_k is None:
+    bk = 256 if k % 256 == 0 else (128 if k % 128 == 0 else None)
+    config = dataclasses.replace(config, block_k=bk)
+  if config.block_n is None and n % 128 == 0:
+    config = dataclasses.replace(config, block_n=128)
+  return config
+
+
 def e8_matmul(
     x: Float[Array, "m k"],
     w: PackedE8,
@@ -206,8 +221,7 @@ def e8_matmul(
   C.check_array(w.planes, "w.planes", (8, k // 8, n), (jnp.uint8,))
   C.check_array(w.beta_index, "w.beta_index", (k // 8, n), (jnp.uint8,))
   C.check_array(w.scale, "w.scale", (1, n), (jnp.float32,))
-  if backend == "gpu" and config.block_k is None and k % 128 == 0:
-    config = dataclasses.replace(config, block_k=128)  # 16 rows per plane for tl.dot
+  config = e8_config(config, backend, k, n)
   blocks = C.resolve_blocks(config, backend, x.shape[0], k, n, group=8)
   if blocks.bk % 8:
     raise ValueError(f"block_k={blocks.bk} must be a multiple of 8 (E8 blocks)")

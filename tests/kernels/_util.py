@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import statistics
 import warnings
 
@@ -14,6 +15,21 @@ import pytest
 from rdq.quantizers.base import Rate
 
 BACKENDS = ("tpu", "gpu")
+
+# RDQ_KERNEL_TESTS=compiled runs the kernel tests compiled on the local accelerator instead of
+# in the Pallas interpreter (cases for the other backend's memory model are then skipped).
+COMPILED = os.environ.get("RDQ_KERNEL_TESTS", "interpret") == "compiled"
+
+
+def mode(backend: str) -> dict:
+  """``backend``/``interpret`` keyword arguments of a kernel call in the selected test mode."""
+  if not COMPILED:
+    return dict(backend=backend, interpret=True)
+  platform = jax.default_backend()
+  native = "gpu" if platform in ("gpu", "cuda", "rocm") else platform
+  if native != backend:
+    pytest.skip(reason=f"compiled mode on {platform}: the {backend} memory model needs that device")
+  return dict(backend=backend, interpret=False)
 
 
 def tolerance(out_dtype, k: int, x, w_hat_kn) -> np.ndarray:

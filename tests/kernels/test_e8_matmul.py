@@ -12,7 +12,7 @@ from rdq.matmul import MatmulSetup, matmul_distortion
 from rdq.quantized_matmul import dequant_matmul
 from rdq.quantizers.lattice import E8Lattice
 from rdq.quantizers.nested import NestedLatticeQuantizer, VoronoiCode
-from tests.kernels._util import Identity, assert_close, mc_agrees, product_error, tolerance
+from tests.kernels._util import mode, Identity, assert_close, mc_agrees, product_error, tolerance
 
 
 @pytest.mark.parametrize("q", [2, 3, 4, 5, 8, 16])
@@ -47,7 +47,7 @@ def exact_case():
 ])
 def test_matmul_bit_exact(exact_case, backend, m, cfg):
   x, quant, code, packed = exact_case
-  y = e8_matmul(x[:m], packed, config=cfg, backend=backend, interpret=True)
+  y = e8_matmul(x[:m], packed, config=cfg, **mode(backend))
   np.testing.assert_array_equal(np.asarray(y), np.asarray(dequant_matmul(x[:m], quant, code)))
 
 
@@ -57,7 +57,7 @@ def test_matmul_with_norm_and_four_betas():
   w = 3.0 * jax.random.normal(jax.random.key(3), (k, n))
   code = jax.jit(quant.encode)(w.T)
   x = jax.random.normal(jax.random.key(4), (m, k)).astype(jnp.bfloat16)
-  y = e8_matmul(x, pack_e8(code, quant), config=Config(block_k=128), backend="gpu", interpret=True)
+  y = e8_matmul(x, pack_e8(code, quant), config=Config(block_k=128), **mode("gpu"))
   # The RMS scale is applied after the sum (one more fp32 rounding per output than the
   # reference, which scales Ŵ): inside the fp32-summation-order bound.
   assert y.dtype == jnp.bfloat16
@@ -72,8 +72,7 @@ def test_error_matches_rdq_monte_carlo():
   for i in range(samples):
     kx, kw = jax.random.split(jax.random.fold_in(jax.random.key(5), i))
     x, w = jax.random.normal(kx, (m, k)), jax.random.normal(kw, (k, n))
-    y = e8_matmul(x, pack_e8(encode(w.T), quant), config=Config(8, 128, 256), backend="tpu",
-                  interpret=True)
+    y = e8_matmul(x, pack_e8(encode(w.T), quant), config=Config(8, 128, 256), **mode("tpu"))
     errs.append(product_error(x, w, y))
   est = matmul_distortion(Identity(), quant, MatmulSetup(n=k, a=m, b=n), jax.random.key(6), 256)
   ok, msg = mc_agrees(errs, est)

@@ -13,7 +13,7 @@ from kernels.pack import decode_e2m1, decode_e4m3, decode_e8m0
 from rdq.matmul import MatmulSetup, matmul_distortion
 from rdq.quantized_matmul import dequant_matmul
 from rdq.quantizers import FPQuantizer, get
-from tests.kernels._util import (BACKENDS, Identity, assert_close, assert_lowered, lower,
+from tests.kernels._util import (mode, BACKENDS, Identity, assert_close, assert_lowered, lower,
                                  mc_agrees, product_error, tolerance)
 
 
@@ -42,7 +42,7 @@ def test_matches_reference(backend, name, m, k, n, dtype, key):
   w = 3.0 * jax.random.normal(kw, (k, n))
   code = q.encode(w.T)
   cfg = Config(block_m=8, block_n=128, block_k=128 if k % 128 == 0 else k)
-  y = fp4_matmul(x, pack_fp4(code, q), config=cfg, backend=backend, interpret=True)
+  y = fp4_matmul(x, pack_fp4(code, q), config=cfg, **mode(backend))
   assert y.dtype == x.dtype and y.shape == (m, n)
   assert_close(y, dequant_matmul(x, q, code), tolerance(dtype, k, x, q.decode(code).T))
 
@@ -64,8 +64,7 @@ def test_error_matches_rdq_monte_carlo(name):
   for i in range(samples):
     kx, kw = jax.random.split(jax.random.fold_in(jax.random.key(5), i))
     x, w = jax.random.normal(kx, (m, k)), jax.random.normal(kw, (k, n))
-    y = fp4_matmul(x, pack_fp4(q.encode(w.T), q), config=Config(8, 128, 256), backend="tpu",
-                   interpret=True)
+    y = fp4_matmul(x, pack_fp4(q.encode(w.T), q), config=Config(8, 128, 256), **mode("tpu"))
     errs.append(product_error(x, w, y))
   est = matmul_distortion(Identity(), q, MatmulSetup(n=k, a=m, b=n), jax.random.key(6), 256)
   ok, msg = mc_agrees(errs, est)

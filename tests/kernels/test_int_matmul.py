@@ -13,7 +13,7 @@ from kernels import Config, int_matmul, pack_int, pack_int_zero_point
 from rdq.matmul import MatmulSetup, matmul_distortion
 from rdq.quantized_matmul import dequant_matmul, zero_point_decode, zero_point_matmul
 from rdq.quantizers import IntQuantizer
-from tests.kernels._util import (BACKENDS, Identity, assert_close, assert_lowered, lower,
+from tests.kernels._util import (mode, BACKENDS, Identity, assert_close, assert_lowered, lower,
                                  mc_agrees, product_error, tolerance)
 
 SMALL = Config(block_m=8, block_n=128, block_k=128)
@@ -42,7 +42,7 @@ def test_matches_reference(backend, m, k, n, q, layout, dtype, key):
   code = q.encode(w.T)
   packed = pack_int(code, q, layout=layout)
   cfg = Config(block_m=8, block_n=128, block_k=min(128, k) if k % 128 == 0 else k)
-  y = int_matmul(x, packed, config=cfg, backend=backend, interpret=True)
+  y = int_matmul(x, packed, config=cfg, **mode(backend))
   ref = dequant_matmul(x, q, code)
   assert y.dtype == x.dtype and y.shape == (m, n)
   assert_close(y, ref, tolerance(dtype, k, x, q.decode(code).T))
@@ -54,7 +54,7 @@ def test_fp32_single_k_step_is_exact(backend, key):
   x, w = _data(key, 4, 128, 128, jnp.float32)
   q = IntQuantizer(4, "block", 32)
   code = q.encode(w.T)
-  y = int_matmul(x, pack_int(code, q), config=SMALL, backend=backend, interpret=True)
+  y = int_matmul(x, pack_int(code, q), config=SMALL, **mode(backend))
   np.testing.assert_array_equal(np.asarray(y), np.asarray(dequant_matmul(x, q, code)))
 
 
@@ -68,7 +68,7 @@ def test_zero_points(backend, bits, layout, key):
   scales = jax.random.uniform(k3, (n, k // g), minval=0.01, maxval=0.1)
   x = jax.random.normal(k4, (m, k))
   packed = pack_int_zero_point(codes, scales, zeros, bits=bits, group_size=g, layout=layout)
-  y = int_matmul(x, packed, config=SMALL, backend=backend, interpret=True)
+  y = int_matmul(x, packed, config=SMALL, **mode(backend))
   ref = zero_point_matmul(x, codes, scales, zeros, g)
   assert_close(y, ref, tolerance(jnp.float32, k, x, zero_point_decode(codes, scales, zeros, g).T))
 
@@ -88,7 +88,7 @@ def test_random_shapes(m, groups, g, n_blocks, bits, seed):
   q = IntQuantizer(bits, "block", g)
   code = q.encode(w.T)
   y = int_matmul(x, pack_int(code, q), config=Config(block_m=8, block_n=128, block_k=g),
-                 backend="tpu", interpret=True)
+                 **mode("tpu"))
   assert_close(y, dequant_matmul(x, q, code), tolerance(jnp.float32, k, x, q.decode(code).T))
 
 
@@ -117,8 +117,7 @@ def test_error_matches_rdq_monte_carlo():
   errs = []
   for i in range(samples):
     x, w = _data(jax.random.fold_in(jax.random.key(1), i), m, k, n, jnp.float32)
-    y = int_matmul(x, pack_int(q.encode(w.T), q), config=Config(8, 128, 256), backend="tpu",
-                   interpret=True)
+    y = int_matmul(x, pack_int(q.encode(w.T), q), config=Config(8, 128, 256), **mode("tpu"))
     errs.append(product_error(x, w, y))
   est = matmul_distortion(Identity(), q, MatmulSetup(n=k, a=m, b=n), jax.random.key(2), 256)
   ok, msg = mc_agrees(errs, est)

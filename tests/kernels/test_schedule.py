@@ -15,7 +15,7 @@ from kernels.pack import pack_e8
 from rdq.quantized_matmul import dequant_matmul, w8a8_matmul_reference
 from rdq.quantizers import IntQuantizer, get
 from rdq.quantizers.nested import NestedLatticeQuantizer
-from tests.kernels._util import assert_close, assert_lowered, lower, tolerance
+from tests.kernels._util import mode, assert_close, assert_lowered, lower, tolerance
 
 S = jax.ShapeDtypeStruct
 
@@ -55,7 +55,7 @@ def test_w8a8_groups_fit_one_k_step_on_gpu():
   w = pack_int(qw.encode(jnp.ones((128, 256))), qw)
   xq = jnp.ones((2, 256), jnp.int8)
   with pytest.raises(ValueError, match="block_k=64 > group_size=32: on GPU"):
-    w8a8_matmul(xq, jnp.ones((2, 1)), w, config=Config(block_k=64), backend="gpu", interpret=True)
+    w8a8_matmul(xq, jnp.ones((2, 1)), w, config=Config(block_k=64), **mode("gpu"))
 
 
 def test_explicit_config_errors():
@@ -90,7 +90,7 @@ def test_split_k_and_gemv_match_reference(int4_case, backend, m, cfg):
   x = x[:m]
   b = resolve_blocks(cfg, backend, m, 256, 128, group=32)
   assert b.split > 1 and b.gemv == (m == 1)
-  y = int_matmul(x, packed, config=cfg, backend=backend, interpret=True)
+  y = int_matmul(x, packed, config=cfg, **mode(backend))
   assert_close(y, dequant_matmul(x, q, code), tolerance(jnp.float32, 256, x, q.decode(code).T))
 
 
@@ -104,8 +104,8 @@ def test_w8a8_split_and_gemv_bit_exact(backend, m, cfg):
   qx, qw = IntQuantizer(8, "row"), IntQuantizer(8, "row")
   x_code = qx.encode(jax.random.normal(jax.random.key(2), (m, k)))
   w_code = qw.encode(jax.random.normal(jax.random.key(3), (n, k)))
-  y = w8a8_matmul(*pack_activations(x_code), pack_int(w_code, qw), config=cfg, backend=backend,
-                  interpret=True)
+  y = w8a8_matmul(*pack_activations(x_code), pack_int(w_code, qw), config=cfg,
+                  **mode(backend))
   np.testing.assert_array_equal(np.asarray(y), np.asarray(w8a8_matmul_reference(x_code, w_code, qw)))
 
 

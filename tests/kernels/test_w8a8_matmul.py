@@ -11,7 +11,7 @@ from kernels import Config, pack_activations, pack_int, w8a8_matmul
 from rdq.matmul import MatmulSetup, matmul_distortion
 from rdq.quantized_matmul import w8a8_matmul_reference as reference
 from rdq.quantizers import IntQuantizer
-from tests.kernels._util import BACKENDS, assert_lowered, lower, mc_agrees, product_error
+from tests.kernels._util import mode, BACKENDS, assert_lowered, lower, mc_agrees, product_error
 
 QX = IntQuantizer(8, "row")
 
@@ -29,7 +29,7 @@ def test_per_feature_scales_bit_exact(backend, m, k, n, key):
   qw = IntQuantizer(8, "row")
   _, _, x_code, w_code = _operands(key, m, k, n, qw)
   y = w8a8_matmul(*pack_activations(x_code), pack_int(w_code, qw),
-                  config=Config(block_m=8, block_n=128, block_k=128), backend=backend, interpret=True)
+                  config=Config(block_m=8, block_n=128, block_k=128), **mode(backend))
   assert y.dtype == jnp.float32
   np.testing.assert_array_equal(np.asarray(y), np.asarray(reference(x_code, w_code, qw)))
 
@@ -43,8 +43,8 @@ def test_group_scales(backend, g, cfg, key):
   m, k, n = 3, 512, 128
   qw = IntQuantizer(8, "block", g)
   _, _, x_code, w_code = _operands(key, m, k, n, qw)
-  y = w8a8_matmul(*pack_activations(x_code), pack_int(w_code, qw), config=cfg, backend=backend,
-                  interpret=True)
+  y = w8a8_matmul(*pack_activations(x_code), pack_int(w_code, qw), config=cfg,
+                  **mode(backend))
   ref = reference(x_code, w_code, qw)
   # Each group partial is an exact int32; only the fp32 sum over K/g groups is reordered.
   bound = 4 * np.finfo(np.float32).eps * (k // g) * np.max(np.abs(np.asarray(ref)))
@@ -69,7 +69,7 @@ def test_error_matches_rdq_monte_carlo():
   for i in range(samples):
     x, w, x_code, w_code = _operands(jax.random.fold_in(jax.random.key(3), i), m, k, n, qw)
     y = w8a8_matmul(*pack_activations(x_code), pack_int(w_code, qw), config=Config(8, 128, 256),
-                    backend="tpu", interpret=True)
+                    **mode("tpu"))
     errs.append(product_error(x, w, y))
   est = matmul_distortion(QX, qw, MatmulSetup(n=k, a=m, b=n), jax.random.key(4), 256)
   ok, msg = mc_agrees(errs, est)
