@@ -46,10 +46,9 @@ import jax.numpy as jnp
 from jax import lax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from rdq.layer._sic import StepGrid, _fp16, damp_hessian, high_rate_step, inverse_cholesky_upper, sic
+from rdq.layer._sic import StepGrid, _fp16, damp_hessian, high_rate_step, sic
 from rdq.layer.report import LayerReport, check_layer_inputs, layer_distortion, make_report
 from rdq.limits.waterfill import ECSQ_GAP_BITS
-from rdq.rate import empirical_entropy_bits
 
 __all__ = ["WaterSICConfig", "watersic", "watersic_traced"]
 
@@ -151,12 +150,42 @@ def _rescale(w, h, z, s, iters: int):
   return _fp16(s * gam), _fp16(t)
 
 
+def _row_entropy_bits(z: Array) -> Array:
+  """Plug-in entropy (bits) of each row of ``z``: ``log2 m − (1/m) Σ_j log2 c(z_j)``, where
+  ``c(z_j)`` counts the row's entries equal to ``z_j`` — ``rdq.rate.empirical_entropy_bits``
+  with the counts read off run boundaries of the sorted row (two cumulative scans) instead of
+  two binary searches per entry; used inside the rate search, where it runs once per pass."""
+  m = z.shape[-1]
+  srt = jnp.sort(z, axis=-1)
+  idx = jnp.broadcast_to(jnp.arange(m), srt.shape)
+  new_run = jnp.concatenate([jnp.ones_like(srt[..., :1], bool), srt[..., 1:] != srt[..., :-1]], axis=-1)
+  run_end = jnp.concatenate([srt[..., 1:] != srt[..., :-1], jnp.ones_like(srt[..., :1], bool)], axis=-1)
+  start = lax.cummax(jnp.where(new_run, idx, 0), axis=srt.ndim - 1)
+  end = lax.cummin(jnp.where(run_end, idx, m - 1), axis=srt.ndim - 1, reverse=True)
+  count = (end - start + 1).astype(jnp.float32)
+  return jnp.log2(jnp.float32(m)) - jnp.sum(jnp.log2(count), axis=-1) / m
+
+
+def _reversed_inverse_cholesky(hd: Array) -> Array:
+  """``U`` (upper) with ``(J H_d J)^{-1} = UᵀU`` for the reversal J, as ``J L^{-1} J``.
+
+  With ``H_d = L Lᵀ`` (the paper's lower Cholesky factor), ``J H_d J = (J L J)(J L J)ᵀ`` and
+  ``J L J`` is upper triangular, so ``U = (J L J)^{-1} = J L^{-1} J`` is the upper Cholesky
+  factor of the inverse of the reversed problem: one Cholesky and one triangular solve,
+  instead of the generic Cholesky → inverse → Cholesky of ``inverse_cholesky_upper``.
+  """
+  n = hd.shape[-1]
+  lower = jnp.linalg.cholesky(hd)
+  l_inv = jax.scipy.linalg.solve_triangular(lower, jnp.eye(n, dtype=hd.dtype), lower=True)
+  return l_inv[::-1, ::-1]
+
+
 @functools.partial(jax.jit, static_argnums=3)
 def _watersic(w, h, rate_bits, config: WaterSICConfig):
   n, m = w.shape
   hd = damp_hessian(h, config.percdamp)
-  wr, hr = w[::-1], hd[::-1, ::-1]  # paper order: last input feature first
-  u = inverse_cholesky_upper(hr)
+  wr = w[::-1]  # paper order: last input feature first
+  u = _reversed_inverse_cholesky(hd)
   u_diag = jnp.diagonal(u)  # = 1 / L_ii of the paper
   grid = StepGrid(lmmse=config.lmmse)
   side = config.side_bits(n, m)
@@ -167,31 +196,36 @@ def _watersic(w, h, rate_bits, config: WaterSICConfig):
     q, z, s = sic(wr, u, grid, steps, config.block_size)
     return q, z, s, steps
 
-  def rate_gap(r_nominal):
-    z = run(r_nominal)[1]
-    return jnp.mean(empirical_entropy_bits(z, axis=1)) + side - rate_bits
+  def evaluate(r_nominal):
+    """(rate gap, SIC outputs) at one nominal rate: one SIC pass, kept for reuse."""
+    out = run(r_nominal)
+    return jnp.mean(_row_entropy_bits(out[1])) + side - rate_bits, out
+
+  def pick(better, a, b):
+    return jax.tree_util.tree_map(lambda x, y: jnp.where(better, x, y), a, b)
 
   r0 = rate_bits - side - ECSQ_GAP_BITS
   if config.rate_iters > 0:
-    f0 = rate_gap(r0)
+    # Secant root find of the entropy on the nominal rate; every pass's outputs are kept,
+    # so the best point is returned as computed (no extra SIC pass at the end).
+    f0, out0 = evaluate(r0)
     r1 = r0 - f0
-    f1 = rate_gap(r1)
+    f1, out1 = evaluate(r1)
 
     def secant(_, carry):
-      ra, fa, rb, fb, best_r, best_f = carry
+      ra, fa, rb, fb, best_f, best_out = carry
       slope = jnp.where(jnp.abs(fb - fa) > 1e-6, (fb - fa) / jnp.where(rb != ra, rb - ra, 1.0), 1.0)
       slope = jnp.clip(slope, 0.25, 4.0)  # entropy vs nominal rate has slope ≈ 1
       rc = rb - fb / slope
-      fc = rate_gap(rc)
+      fc, out_c = evaluate(rc)
       better = jnp.abs(fc) < jnp.abs(best_f)
-      return rb, fb, rc, fc, jnp.where(better, rc, best_r), jnp.where(better, fc, best_f)
+      return rb, fb, rc, fc, jnp.where(better, fc, best_f), pick(better, out_c, best_out)
 
     first_better = jnp.abs(f1) < jnp.abs(f0)
-    init = (r0, f0, r1, f1, jnp.where(first_better, r1, r0), jnp.where(first_better, f1, f0))
-    r_best = lax.fori_loop(0, config.rate_iters - 1, secant, init)[4]
+    init = (r0, f0, r1, f1, jnp.where(first_better, f1, f0), pick(first_better, out1, out0))
+    q, z, s, steps = lax.fori_loop(0, config.rate_iters - 1, secant, init)[5]
   else:
-    r_best = r0
-  q, z, s, steps = run(r_best)
+    q, z, s, steps = run(r0)
   q, z, s, steps = q[::-1], z[::-1], s[::-1], steps[::-1]
   if config.rescale_iters > 0:
     s2, t = _rescale(w, hd, z, s, config.rescale_iters)
