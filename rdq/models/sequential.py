@@ -1,0 +1,168 @@
+"""Quantize every linear layer of a llama decoder, sequentially or in parallel, with two input statistics.
+
+Sequential (GPTQ's and WaterSIC's setting; Frantar et al., "GPTQ", ICLR 2023, Sec. 4,
+"the inputs of each layer are those of the partially quantized model"): the calibration
+windows are run through the blocks one at a time. In block ``i`` the linear layers are
+quantized in four stages, ``(q, k, v)``, ``(o)``, ``(gate, up)``, ``(down)`` (GPTQ's
+"true-sequential" order); each stage's ``H = E[x xᵀ]`` is measured on the block's input as
+produced by the **already quantized** blocks ``0 … i−1`` and earlier stages of block ``i``.
+The quantized block then produces the next block's input.
+
+Parallel: every ``H`` comes from the reference (unquantized) model, all layers independent.
+
+Both carry a second, held-out set of windows through the same (partially quantized) model,
+so each layer also gets a held-out ``H`` on which its distortion ``tr(ΔWᵀ H ΔW)`` can be
+measured out of sample.
+
+Each block run is one jitted function of ``(block parameters, hidden states)``; all blocks
+share one structure, so it compiles once per batch shape, not once per layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Callable, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from rdq.models.capture import replace_linears, shared_inputs
+from rdq.models.llama import Llama
+
+__all__ = ["STAGES", "LayerBatch", "quantize_model"]
+
+STAGES = (("q", "k", "v"), ("o",), ("gate", "up"), ("down",))
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerBatch:
+  """Layers handed to the quantizer together (one stage of one block, or all layers in parallel mode).
+
+  Attributes:
+    names: layer names, e.g. ``("layer3.q", "layer3.k", "layer3.v")``.
+    w: name → reference kernel ``(n, m)`` (float32).
+    h: name → calibration ``H`` (float64 ``(n, n)``; layers sharing an input share the array).
+    h_heldout: name → held-out ``H`` measured the same way on the held-out windows.
+    num_tokens: calibration tokens behind ``h``.
+  """
+
+  names: tuple[str, ...]
+  w: Mapping[str, np.ndarray]
+  h: Mapping[str, np.ndarray]
+  h_heldout: Mapping[str, np.ndarray]
+  num_tokens: int
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _block_run(graphdef, state, h, keep: tuple[str, ...]):
+  block = nnx.merge(graphdef, state)
+  taps: dict = {}
+  out = block(h, taps)
+  moments = {}
+  for name in keep:
+    x = taps[name]
+    x2 = x.reshape(-1, x.shape[-1])
+    moments[name] = jnp.einsum("ti,tj->ij", x2, x2, precision=jax.lax.Precision.HIGHEST)
+  return out, moments
+
+
+class _Stream:
+  """Hidden states of a set of windows at the current block, in fixed-size chunks."""
+
+  def __init__(self, model: Llama, ids: np.ndarray, chunk: int):
+    if ids.ndim != 2 or ids.shape[0] < 1:
+      raise ValueError(f"windows must be a non-empty (w, L) array; got shape {ids.shape}")
+    self.chunk = chunk
+    self.tokens = int(ids.size)
+    emb = model.embed[...]
+    self.h = [emb[jnp.asarray(ids[s : s + chunk])] for s in range(0, ids.shape[0], chunk)]
+
+  def moments_and_next(self, block, keep: tuple[str, ...]) -> tuple[dict[str, np.ndarray], list]:
+    """``H`` of the inputs ``keep`` of ``block`` (averaged over tokens) and the block's outputs."""
+    graphdef, state = nnx.split(block)
+    sums: dict[str, np.ndarray] = {}
+    outs = []
+    for h in self.h:
+      out, mom = _block_run(graphdef, state, h, keep)
+      outs.append(out)
+      for k, v in mom.items():
+        sums[k] = sums.get(k, 0.0) + np.asarray(v, np.float64)
+    return {k: 0.5 * (v + v.T) / self.tokens for k, v in sums.items()}, outs
+
+
+def _h_by_name(block_idx: int, moments: Mapping[str, np.ndarray], shared: Mapping[str, str], lins) -> dict:
+  return {f"layer{block_idx}.{lin}": moments[shared.get(lin, lin)] for lin in lins}
+
+
+def quantize_model(
+    model: Llama,
+    calibration: np.ndarray,
+    heldout: np.ndarray,
+    quantize: Callable[[LayerBatch], Mapping[str, np.ndarray]],
+    *,
+    sequential: bool = True,
+    chunk: int = 8,
+) -> Llama:
+  """A copy of ``model`` with every linear kernel replaced by ``quantize``'s output.
+
+  Args:
+    model: the reference decoder (unchanged).
+    calibration: ``(w, L)`` token windows for the calibration ``H``.
+    heldout: ``(w', L')`` token windows for the held-out ``H``.
+    quantize: called once per stage of each block (sequential) or once per block with all
+      seven layers (parallel); returns name → ``Ŵ`` for every name of its ``LayerBatch``.
+    sequential: the sequential scheme of the module docstring; False: all ``H`` from the
+      reference model.
+    chunk: windows per jitted block call.
+
+  Raises:
+    ValueError: bad window arrays, or ``quantize`` returning the wrong layers.
+  """
+  if not (isinstance(chunk, int) and chunk >= 1):
+    raise ValueError(f"{chunk=} must be a positive integer")
+  shared = shared_inputs(model)
+  cal, held = _Stream(model, np.asarray(calibration), chunk), _Stream(model, np.asarray(heldout), chunk)
+  ref = {name: np.asarray(k) for name, k in _kernels(model).items()}
+  new: dict[str, np.ndarray] = {}
+  for i in range(model.config.num_layers):
+    ref_block = getattr(model, f"layer{i}")
+    stages = STAGES if sequential else (tuple(lin for st in STAGES for lin in st),)
+    block = ref_block
+    for lins in stages:
+      keep = tuple(sorted({shared.get(lin, lin) for lin in lins}))
+      mc, _ = cal.moments_and_next(block, keep)
+      mh, _ = held.moments_and_next(block, keep)
+      names = tuple(f"layer{i}.{lin}" for lin in lins)
+      batch = LayerBatch(
+          names=names, w={n: ref[n] for n in names}, h=_h_by_name(i, mc, shared, lins),
+          h_heldout=_h_by_name(i, mh, shared, lins), num_tokens=cal.tokens,
+      )
+      got = dict(quantize(batch))
+      if set(got) != set(names):
+        raise ValueError(f"quantize returned layers {sorted(got)}; expected {sorted(names)}")
+      new.update(got)
+      if sequential:
+        block = _with_kernels(block, {n.split(".")[1]: got[n] for n in names})
+    # the next block's input: from the quantized block (sequential) or the reference (parallel)
+    _, cal.h = cal.moments_and_next(block, ())
+    _, held.h = held.moments_and_next(block, ())
+  return replace_linears(model, new)
+
+
+def _with_kernels(block, kernels: Mapping[str, np.ndarray]):
+  """A copy of one block with some linear kernels replaced (no checks: ``replace_linears`` checks at the end)."""
+  graphdef, state = nnx.split(block)
+  pure = nnx.to_pure_dict(state) if hasattr(nnx, "to_pure_dict") else state.to_pure_dict()
+  for lin, w in kernels.items():
+    pure[lin]["kernel"] = jnp.asarray(w, jnp.float32)
+  nnx.replace_by_pure_dict(state, pure)
+  return nnx.merge(graphdef, state)
+
+
+def _kernels(model):
+  from rdq.models.capture import linear_kernels
+
+  return linear_kernels(model)
