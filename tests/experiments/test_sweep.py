@@ -20,7 +20,10 @@ def _app(app, cwd, *args, pythonpath=()):
 def test_two_seed_multirun_aggregates_both_seeds_once(tmp_path):
   out = tmp_path / "out"
   tiny = [f"out_dir={out}", "num_samples=2048", "batch=2048"]
-  stale = _app("lattice_nsm", tmp_path, *tiny, "lattices=[d3]", "seed=7")  # another sweep's point in out_dir
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
+  stale = subprocess.run([sys.executable, "-m", "experiments", "lattice_nsm", *tiny, "lattices=[d3]", "seed=7"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)  # = rdq-sweep lattice_nsm
+  assert "lattice_nsm: 1 points in" in stale.stdout + stale.stderr  # another sweep's point in out_dir
   assert stale.returncode == 0, stale.stderr[-3000:]
   proc = _app("lattice_nsm", tmp_path, "-m", *tiny, "lattices=[z,d4]", "seed=0,1")
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -98,3 +101,19 @@ def test_regenerate_only_keeps_the_other_rows_of_index(tmp_path):
   assert "`python -m experiments.generic_matmul out_dir=outputs/generic_matmul` | 100 s |" in text  # kept
   assert "`python -m experiments.lattice_nsm out_dir=outputs/lattice_nsm` | 7 s |" in text  # replaced
   assert text.count("| [") == 2 and "at commit `aaa`" in text and "--only lattice_nsm` at commit `bbb`" in text
+
+
+def test_rdq_sweep_lists_every_family():
+  from experiments.__main__ import FAMILIES, usage
+
+  proc = subprocess.run([sys.executable, "-m", "experiments", "--help"], cwd=ROOT, capture_output=True, text=True,
+                        timeout=60)
+  assert proc.returncode == 0
+  present = [f for f in FAMILIES if (ROOT / "experiments" / f"{f}.py").exists()]
+  assert {"generic_matmul", "lattice_nsm", "weight_only", "universal", "gptvq", "real_model"} <= set(present)
+  for f in present:
+    assert f"  {f} " in proc.stdout
+  assert proc.stdout.strip() == usage().strip()
+  bad = subprocess.run([sys.executable, "-m", "experiments", "no_such_family"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60)
+  assert bad.returncode == 2 and "unknown family 'no_such_family'" in bad.stderr
