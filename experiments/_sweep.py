@@ -2,7 +2,7 @@
 
 An app (``experiments/<name>.py``) does::
 
-    @hydra.main(version_base="1.3", config_path="../conf", config_name="<name>")
+    @hydra.main(version_base="1.3", config_path="conf", config_name="<name>")   # experiments/conf -> ../conf
     def main(cfg):
       sweep = Sweep(cfg, "<name>")          # logging, Agg backend, +experiment check, plugins
       records = sweep.run_points(points, compute)   # the points of THIS sweep
@@ -44,7 +44,7 @@ __all__ = ["AggregateSweep", "Sweep", "aggregate", "configure_logging", "pool_se
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # a link to the top-level conf/, shipped in the wheel
 JOB_FILE = "rdq_job.json"
 # Loggers whose INFO/DEBUG output is noise in a sweep log (190 of 202 lines were fontTools').
 NOISY_LOGGERS = ("fontTools", "matplotlib", "PIL", "jax", "jax._src", "absl", "h5py", "numexpr")

@@ -150,7 +150,7 @@ def outputs(cfg: DictConfig, records: list[dict], out_dir: Path) -> dict:
   )
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="generic_matmul")
+@hydra.main(version_base="1.3", config_path="conf", config_name="generic_matmul")
 def main(cfg: DictConfig) -> None:
   sweep = Sweep(cfg, "generic_matmul")
   configs = point_configs(cfg)

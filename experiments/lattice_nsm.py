@@ -134,7 +134,7 @@ def outputs(cfg: DictConfig, records: list[dict], out_dir: Path) -> dict:
   )
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="lattice_nsm")
+@hydra.main(version_base="1.3", config_path="conf", config_name="lattice_nsm")
 def main(cfg: DictConfig) -> None:
   sweep = Sweep(cfg, "lattice_nsm")
   from rdq.quantizers import lattice_from_name

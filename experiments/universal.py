@@ -400,7 +400,7 @@ def _worst_figures(cfg: DictConfig, recs: list[dict], learn_recs: list[dict], su
   plot.save(fig, out_dir / "universal_learned")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="universal")
+@hydra.main(version_base="1.3", config_path="conf", config_name="universal")
 def main(cfg: DictConfig) -> None:
   run(cfg)
 
