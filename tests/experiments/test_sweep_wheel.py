@@ -43,3 +43,14 @@ def test_wheel_installs_and_runs_an_app_outside_the_repo(tmp_path):
   assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
   res = json.loads((work / "out" / "results.json").read_text())
   assert [p["config"]["lattice"] for p in res["points"]] == ["z"] and (work / "out" / "lattice_nsm.png").exists()
+
+
+def test_core_library_imports_none_of_the_extras():
+  # rdq[models] and rdq[experiments] are extras: `import rdq` must not need them
+  code = ("import sys, rdq, rdq.quantizers, rdq.layer, rdq.limits\n"
+          "extras = ('flax', 'tokenizers', 'safetensors', 'gguf', 'matplotlib', 'hydra', 'omegaconf', 'tqdm')\n"
+          "print(sorted(m for m in extras if m in sys.modules))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, JAX_PLATFORMS="cpu"))
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stdout.strip() == "[]"
