@@ -47,6 +47,7 @@ __all__ = [
     "ECSQ_GAP_BITS",
     "WaterfillResult",
     "waterfill",
+    "waterfill_gap_bits",
     "waterfill_high_rate",
     "waterfill_rate",
 ]
@@ -244,6 +245,29 @@ def waterfill_rate(
   check_positive(variance, "variance")
   return _waterfill_rate_core(
       _as_f32(eigenvalues, "eigenvalues"), log2_of(distortion, "distortion"), log2_of(variance, "variance"))
+
+
+def waterfill_gap_bits(
+    eigenvalues: Float[ArrayLike, "*b n"],
+    rate_bits: Float[ArrayLike, "*b"],
+    distortion: Float[ArrayLike, "*b"],
+    variance: ArrayLike = 1.0,
+) -> Float[Array, "*b"]:
+  """Rate gap to reverse waterfilling, ``R − R*(D)`` bits per entry: the extra rate a scheme at
+  rate R and distortion D spends over the least rate reaching D (``waterfill_rate``).
+
+  The one definition of "gap to waterfilling" in rdq (experiments, notebooks and the
+  universal-codebook gap use it). ≥ 0 for an achievable (R, D) of Gaussian weights with iid
+  ``N(0, variance)`` entries; the high-rate gap of entropy-coded scalar quantization with SIC
+  is ``ECSQ_GAP_BITS`` (WaterSIC). Jit-able and vectorized like ``waterfill_rate``.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> round(float(waterfill_gap_bits(jnp.ones(4), 1.5, 0.25)), 6)  # R*(1/4) = 1 bit
+    0.5
+  """
+  check_real(rate_bits, "rate_bits")
+  return jnp.asarray(rate_bits, jnp.float32) - waterfill_rate(eigenvalues, distortion, variance).rate_bits
 
 
 def waterfill_high_rate(

@@ -40,7 +40,7 @@ References:
   M. van Baalen et al., "GPTVQ: The Blessing of Dimensionality for LLM Quantization",
   arXiv 2402.15319 (2024), Sec. 3 (codebooks of dimension d per group, data-aware EM
   initialization, INT8 codebooks) and the bits-per-value accounting of its experiments
-  (papers.md §5). D. Arthur & S. Vassilvitskii, "k-means++: the advantages of careful
+  (Sec. 4). D. Arthur & S. Vassilvitskii, "k-means++: the advantages of careful
   seeding", SODA 2007, Sec. 2.2. S. Lloyd, "Least squares quantization in PCM", IEEE
   Trans. IT 28(2), 1982.
 """
