@@ -15,9 +15,10 @@ Name grammar (``rdq.quantizers.get``)::
 k, jax.random.key(0), num_blocks=1 << 16)``: least MSE per entry on iid N(0, 1) blocks with
 least-error selection, a 256-point geometric grid and coordinate descent (rerun that call to
 reproduce them; the BW16 rows used ``num_blocks=1 << 14``; the Λ24 rows
-``search_beta_sets(LeechLattice(), q, (1, 2, 4, 8), jax.random.key(0), num_blocks=1 << 11,
-grid=(0.5 * r, 4 * r, 96))`` with ``r = √24 / (4q)``, the same search on a narrower grid, as
-its decoder costs ~10⁵ operations per block). They are in units of the input standard deviation (of the vector RMS with
+``search_beta_sets(LeechLattice(), q, (4, 8), jax.random.key(0), num_blocks=1 << 13,
+grid=(0.5 * r, 4 * r, 64))`` with ``r = √24 / (4q)`` (k = 1, 2: ``(1, 2)``, ``1 << 11`` blocks, 96
+points), the same search on a narrower grid, as the Λ24 decoder costs ~10⁵ operations per block;
+2^11 blocks see too few overloads (rare at q = 16) and picked too small a largest β). They are in units of the input standard deviation (of the vector RMS with
 ``_norm``). For (lattice, q, k) not in the table the nearest tabulated q of the same lattice
 and k is rescaled by ``q₀/q`` (β·q is nearly constant in q); an untabulated k spreads k
 scales geometrically over ``[0.45, 1]·β*(k=1)``.
@@ -93,16 +94,16 @@ BETAS: dict[tuple[str, int, int], tuple[float, ...]] = {
     ("bw16", 16, 8): (0.1121, 0.1284, 0.1394, 0.1512, 0.164, 0.178, 0.1984, 0.2433),  # 0.00402 (2^14 blocks)
     ("leech", 4, 1): (0.5216,),  # 0.14792 (2^11 blocks)
     ("leech", 4, 2): (0.4011, 0.5449),  # 0.09713 (2^11 blocks)
-    ("leech", 4, 4): (0.3367, 0.3924, 0.4574, 0.5449),  # 0.07966 (2^11 blocks)
-    ("leech", 4, 8): (0.2765, 0.3084, 0.3367, 0.3675, 0.3924, 0.419, 0.4574, 0.5449),  # 0.07377 (2^11 blocks)
+    ("leech", 4, 4): (0.3271, 0.3858, 0.455, 0.5925),  # 0.08071 (2^13 blocks)
+    ("leech", 4, 8): (0.2866, 0.3165, 0.3494, 0.3858, 0.4121, 0.4402, 0.486, 0.5925),  # 0.07392 (2^13 blocks)
     ("leech", 8, 1): (0.2608,),  # 0.03574 (2^11 blocks)
     ("leech", 8, 2): (0.1919, 0.2608),  # 0.02253 (2^11 blocks)
-    ("leech", 8, 4): (0.1611, 0.1837, 0.2095, 0.2608),  # 0.01839 (2^11 blocks)
-    ("leech", 8, 8): (0.1352, 0.1509, 0.1647, 0.1797, 0.1962, 0.2095, 0.2287, 0.2608),  # 0.01672 (2^11 blocks)
+    ("leech", 8, 4): (0.1635, 0.1866, 0.213, 0.2773),  # 0.01848 (2^13 blocks)
+    ("leech", 8, 8): (0.1387, 0.1531, 0.169, 0.1806, 0.1929, 0.213, 0.2351, 0.2773),  # 0.01669 (2^13 blocks)
     ("leech", 16, 1): (0.1304,),  # 0.00897 (2^11 blocks)
     ("leech", 16, 2): (0.096, 0.1304),  # 0.00553 (2^11 blocks)
-    ("leech", 16, 4): (0.0823, 0.0939, 0.1048, 0.1304),  # 0.00450 (2^11 blocks)
-    ("leech", 16, 8): (0.0722, 0.0806, 0.0842, 0.0899, 0.096, 0.1025, 0.1094, 0.1304),  # 0.00407 (2^11 blocks)
+    ("leech", 16, 4): (0.0818, 0.0933, 0.1065, 0.1387),  # 0.00454 (2^13 blocks)
+    ("leech", 16, 8): (0.0741, 0.0818, 0.0874, 0.0933, 0.0964, 0.103, 0.1137, 0.1387),  # 0.00408 (2^13 blocks)
 }
 
 # k used when a name has no ``_k``: least gap to Γ(R) in the generic-matmul search.
