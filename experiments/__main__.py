@@ -49,5 +49,22 @@ def main(argv: list[str] | None = None) -> None:
   runpy.run_module(f"experiments.{family}", run_name="__main__", alter_sys=True)  # = python -m experiments.<family>
 
 
+def figures(argv: list[str] | None = None) -> None:
+  """``rdq-figures [--full] [--only FAMILY ...]``: ``paper_figures/regenerate.py`` of the checkout
+  (the current directory, or the one this package was installed from in editable mode)."""
+  from pathlib import Path
+
+  argv = list(sys.argv[1:] if argv is None else argv)
+  for root in (Path.cwd(), Path(__file__).resolve().parents[1]):
+    script = root / "paper_figures" / "regenerate.py"
+    if script.exists():
+      sys.argv = [str(script), *argv]
+      runpy.run_path(str(script), run_name="__main__")
+      return
+  print("rdq-figures regenerates paper_figures/ of an rdq checkout: run it inside the repository "
+        "(no paper_figures/regenerate.py here or next to the installed package)", file=sys.stderr)
+  raise SystemExit(2)
+
+
 if __name__ == "__main__":
   main()

@@ -97,11 +97,13 @@ def write_index(rows: list[dict], commit: str, total_s: float, full: bool, only:
 
 
 def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--full", action="store_true", help="paper-quality sizes (+experiment=<family>_full)")
-  parser.add_argument("--only", nargs="*", default=None, help="families to run (default: all available)")
-  args = parser.parse_args(argv)
   available = [f for f, _ in FAMILIES if importlib.util.find_spec(f"experiments.{f}") is not None]
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="families: " + "; ".join(
+      f"{f} ({d})" for f, d in FAMILIES if f in available))
+  parser.add_argument("--full", action="store_true", help="paper-quality sizes (+experiment=<family>_full)")
+  parser.add_argument("--only", nargs="*", default=None, metavar="FAMILY",
+                      help="families to run (default: all); their rows of INDEX.md are replaced, the others kept")
+  args = parser.parse_args(argv)
   families = available if not args.only else [f for f in args.only if f in available]
   missing = set(args.only or []) - set(available)
   if missing:

@@ -117,3 +117,12 @@ def test_rdq_sweep_lists_every_family():
   bad = subprocess.run([sys.executable, "-m", "experiments", "no_such_family"], cwd=ROOT, capture_output=True,
                        text=True, timeout=60)
   assert bad.returncode == 2 and "unknown family 'no_such_family'" in bad.stderr
+
+
+def test_rdq_figures_help_lists_every_family():
+  proc = subprocess.run([sys.executable, "-c", "from experiments.__main__ import figures; figures(['--help'])"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=60)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  for f in ("generic_matmul", "lattice_nsm", "weight_only", "universal", "gptvq", "real_model"):
+    assert f"{f} (" in proc.stdout
+  assert "--only [FAMILY ...]" in proc.stdout
