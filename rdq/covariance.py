@@ -71,10 +71,12 @@ def _check_param(param, name: str, lo: float = -np.inf, hi: float = np.inf, what
   if not (jnp.issubdtype(dt, jnp.floating) or jnp.issubdtype(dt, jnp.integer)):
     raise TypeError(f"{name} must be a real number; got dtype {dt}")
   p = jnp.asarray(param, jnp.float32) if not is_concrete(param) else np.asarray(param, np.float64)
-  ok = (p >= lo) & (p <= hi)  # False for NaN
+  # finite, inside [lo, hi] up to float32 rounding of the boundary (e.g. ρ = f32(−1/3)); NaN fails
+  slack_lo, slack_hi = lo - 1e-6 * abs(lo), hi + 1e-6 * abs(hi)
+  ok = (p >= slack_lo) & (p <= slack_hi) & (p > -np.inf) & (p < np.inf)
   bad = p if is_concrete(param) else jnp.where(ok, jnp.nan, p)
   shown = bad if not is_concrete(param) else (np.asarray(p)[~np.asarray(ok)] if np.ndim(p) else p)
-  require(ok, f"{name}={{}} is out of range: expected {lo:g} ≤ {name} ≤ {hi:g}{what}", shown)
+  require(ok, f"{name}={{}} is out of range: expected a finite {lo:g} ≤ {name} ≤ {hi:g}{what}", shown)
 
 
 def _check_n(n) -> None:

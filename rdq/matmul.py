@@ -19,6 +19,7 @@ import jax.extend.random  # noqa: F401  (threefry_2x32)
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from rdq.checks import check_key
 from rdq.montecarlo import Estimate, estimate
 from rdq.quantizers.base import Quantizer
 
@@ -36,7 +37,7 @@ class MatmulSetup:
   def __post_init__(self):
     for f in ("n", "a", "b"):
       v = getattr(self, f)
-      if not isinstance(v, int) or v < 1:
+      if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise ValueError(f"{f}={v!r} must be a positive integer")
 
 
@@ -51,6 +52,13 @@ def matmul_error(
 
   ``key`` is split between the two quantizers (used only by randomized ones, e.g. dither).
   """
+  _check_quantizer(quant_a, "quant_a")
+  _check_quantizer(quant_b, "quant_b")
+  for nm, m in (("A", a_mat), ("B", b_mat)):
+    if not hasattr(m, "dtype") or not jnp.issubdtype(m.dtype, jnp.floating):
+      raise TypeError(f"{nm} must be a real floating array; got {getattr(m, 'dtype', type(m).__name__)}")
+  if key is not None:
+    check_key(key)
   if a_mat.ndim != 2 or b_mat.ndim != 2 or a_mat.shape[0] != b_mat.shape[0]:
     raise ValueError(
         f"A and B must be (n, a) and (n, b) with the same inner dimension n; got {a_mat.shape} and {b_mat.shape}"
@@ -130,10 +138,22 @@ def matmul_distortion(
     num_samples: number of independent (A, B) pairs.
     batch: pairs evaluated at once.
   """
+  _check_quantizer(quant_a, "quant_a")
+  _check_quantizer(quant_b, "quant_b")
+  if not isinstance(setup, MatmulSetup):
+    raise TypeError(f"setup must be a MatmulSetup(n, a, b); got {type(setup).__name__}: {setup!r:.60}")
+  check_key(key)
   # Validate shapes eagerly (block sizes must divide n) before tracing.
   quant_a.rate((setup.a, setup.n))
   quant_b.rate((setup.b, setup.n))
   return estimate(_Sample(setup, quant_a, quant_b), key, num_samples, batch)
+
+
+def _check_quantizer(q, name: str) -> None:
+  if isinstance(q, str):
+    raise TypeError(f"{name} must be a quantizer object, got the string {q!r}; use rdq.quantizers.get({q!r})")
+  if not (callable(getattr(q, "quantize", None)) and callable(getattr(q, "rate", None))):
+    raise TypeError(f"{name} must be a quantizer (with quantize and rate methods); got {type(q).__name__}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,6 +27,8 @@ from jax.sharding import Mesh
 from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from rdq.checks import check_key
+
 __all__ = ["Estimate", "estimate"]
 
 _AXIS = "mc"
@@ -158,9 +160,12 @@ def estimate(
     >>> bool(est.contains(1.0))
     True
   """
-  if not isinstance(n, int) or n < 2:
+  if not callable(sample_fn):
+    raise TypeError(f"sample_fn must be a function key -> sample; got {type(sample_fn).__name__}")
+  check_key(key)
+  if isinstance(n, bool) or not isinstance(n, int) or n < 2:
     raise ValueError(f"{n=} must be an integer ≥ 2")
-  if not isinstance(batch, int) or batch < 1:
+  if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
     raise ValueError(f"{batch=} must be a positive integer")
   batch = min(batch, n)
   mesh = _default_mesh(tuple(jax.devices() if devices is None else devices))

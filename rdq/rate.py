@@ -20,7 +20,7 @@ References:
   T. M. Cover & J. A. Thomas, *Elements of Information Theory*, 2nd ed., Thm. 5.4.1 (the
   expected length of an optimal prefix code lies in [H, H+1); ANS reaches H + O(1/N)).
   Lifar et al., "WaterSIC", arXiv 2603.04956: rates reported as empirical entropy of the
-  integer codes plus 16-bit scales (reference_code.md §1.2).
+  integer codes plus 16-bit scales (its experiments section; official code ``compress_w2q``).
 """
 
 from __future__ import annotations
@@ -45,6 +45,20 @@ GAUSSIAN_MODEL_BITS = 64
 """Side bits of one ``gaussian`` model: mean and std (fp16), support min and max (int16)."""
 
 
+def _check_codes(codes, axis: int, name: str = "codes") -> Array:
+  """Array with at least one symbol per slice along ``axis`` and a real dtype."""
+  x = jnp.asarray(codes)
+  if jnp.issubdtype(x.dtype, jnp.complexfloating) or x.dtype == jnp.bool_:
+    raise TypeError(f"{name} must be integer (or real) symbols; got dtype {x.dtype}")
+  if x.ndim == 0:
+    raise ValueError(f"{name} must be at least 1-D (symbols along axis={axis}); got a scalar")
+  if not -x.ndim <= axis < x.ndim:
+    raise ValueError(f"axis={axis} is out of range for {name} of shape {x.shape}")
+  if x.shape[axis] == 0:
+    raise ValueError(f"{name} has a zero-length axis {axis} (shape {x.shape}): a slice needs ≥ 1 symbol")
+  return x
+
+
 def _entropy_1d(x: Array) -> Array:
   n = x.shape[0]
   s = jnp.sort(x)
@@ -65,14 +79,14 @@ def empirical_entropy_bits(codes: ArrayLike, axis: int = -1) -> Float[Array, "..
   Returns:
     Entropy per slice, shape of ``codes`` without ``axis``. Jit-able (sort-based, O(N log N)).
   """
-  x = jnp.moveaxis(jnp.asarray(codes), axis, -1)
+  x = jnp.moveaxis(_check_codes(codes, axis), axis, -1)
   flat = x.reshape((-1, x.shape[-1]))
   return jax.vmap(_entropy_1d)(flat).reshape(x.shape[:-1])
 
 
 def fixed_length_bits(codes: Int[ArrayLike, "..."], axis: int = -1) -> Float[Array, "..."]:
   """Bits per symbol of a fixed-length code for each slice: ``⌈log2(max − min + 1)⌉``."""
-  x = jnp.asarray(codes)
+  x = _check_codes(codes, axis)
   span = (jnp.max(x, axis=axis) - jnp.min(x, axis=axis)).astype(jnp.float32) + 1.0
   return jnp.ceil(jnp.log2(span) - 1e-6)
 
@@ -107,7 +121,7 @@ def gaussian_code_bits(codes: ArrayLike, axis: int = -1) -> Float[Array, "..."]:
   per slice for the model); it is near the entropy when the codes are Gaussian-like.
   Jit-able.
   """
-  x = jnp.moveaxis(jnp.asarray(codes), axis, -1)
+  x = jnp.moveaxis(_check_codes(codes, axis), axis, -1)
   flat = x.reshape((-1, x.shape[-1]))
   return jax.vmap(_gaussian_bits_1d)(flat).reshape(x.shape[:-1])
 
@@ -163,6 +177,8 @@ def ans_coded_bits(
     raise TypeError(f"codes must be integers; got dtype {z.dtype}")
   if model not in ("empirical", "gaussian"):
     raise ValueError(f"model={model!r} must be 'empirical' or 'gaussian'")
+  if z.shape[1] == 0:
+    raise ValueError(f"codes has no symbols per row (shape {z.shape}); ans_coded_bits needs m ≥ 1")
   z = z.astype(np.int64)
   coder = constriction.stream.stack.AnsCoder()
   models = []

@@ -88,3 +88,21 @@ def test_sample_normals_are_standard_normal():
   assert abs(np.mean(x[:, :4096] * x[:, 4096:])) < 4.5 / np.sqrt(m / 2)  # the two words of a block
   assert abs(np.mean(x[:-1] * x[1:])) < 4.5 / np.sqrt(m)  # neighbouring sample keys
   assert stats.kstest(x[:, ::8].ravel(), "norm").pvalue > 1e-4
+
+
+def test_bad_arguments_raise_clear_errors():
+  import jax
+
+  from rdq.matmul import MatmulSetup, matmul_distortion, matmul_error
+  from rdq.quantizers import get
+
+  q = get("int8_row")
+  setup = MatmulSetup(16, 2, 2)
+  with pytest.raises(TypeError, match=r"quant_a must be a quantizer object, got the string 'nvfp4'"):
+    matmul_distortion("nvfp4", q, setup, jax.random.key(0), 4)
+  with pytest.raises(TypeError, match="key must be a PRNG key"):
+    matmul_distortion(q, q, setup, 0, 4)
+  with pytest.raises(ValueError, match="n=True must be a positive integer"):
+    MatmulSetup(True, 2, 2)
+  with pytest.raises(TypeError, match="A must be a real floating array"):
+    matmul_error(jnp.ones((16, 2), jnp.int32), jnp.ones((16, 2)), q, q)

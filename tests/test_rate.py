@@ -67,3 +67,13 @@ def test_bad_input():
     ans_coded_bits(np.zeros((2, 5)))
   with pytest.raises(ValueError, match="model"):
     ans_coded_bits(np.zeros((2, 5), np.int32), "laplace")
+
+
+def test_empty_axis_and_complex_codes_raise():
+  from rdq.rate import empirical_entropy_bits, fixed_length_bits, gaussian_code_bits
+
+  for fn in (empirical_entropy_bits, fixed_length_bits, gaussian_code_bits):
+    with pytest.raises(ValueError, match=r"zero-length axis"):
+      fn(jnp.zeros((3, 0), jnp.int32))
+    with pytest.raises(TypeError, match="complex"):
+      fn(jnp.zeros((3, 4), jnp.complex64))

@@ -36,8 +36,16 @@ def check_positive(x, name: str):
       raise ValueError(f"{name} must be > 0; got min {arr.min():.6g} in {name}={_short(x)}")
     return x
   xa = jnp.asarray(x)
-  require(jnp.all(xa > 0), f"{name} must be > 0; got min {{}} (NaN counts as bad)", jnp.min(xa))
+  require(jnp.all(_is_positive(xa)), f"{name} must be > 0; got min {{}} (NaN counts as bad)", jnp.min(xa))
   return x
+
+
+def _is_positive(x: jax.Array) -> jax.Array:
+  """``x > 0`` that also holds for float32 subnormals (XLA compares them as 0): read the bits."""
+  if x.dtype == jnp.float32:
+    b = jax.lax.bitcast_convert_type(x, jnp.int32)
+    return (b > 0) & (b <= 0x7F800000)  # positive, finite or +inf, not NaN
+  return x > 0
 
 
 def check_distortion(d, name: str = "distortion", upper: float | None = None):
@@ -90,3 +98,42 @@ def log2_of(x, name: str) -> jax.Array:
       with np.errstate(divide="ignore"):
         return jnp.asarray(np.log2(arr), jnp.float32)
   return safe_log2(jnp.asarray(x, jnp.float32))
+
+
+def _pow2_int(e: jax.Array) -> jax.Array:
+  """Exact float32 ``2^e`` for integer ``e`` in [-126, 127] (assembled from the bit pattern)."""
+  e = jnp.clip(jnp.asarray(e).astype(jnp.int32), -126, 127)
+  return jax.lax.bitcast_convert_type((e + 127) << 23, jnp.float32)
+
+
+def exp2_accurate(x: jax.Array) -> jax.Array:
+  """``2^x`` in float32 to about an ulp for any ``x`` (XLA's ``exp2`` is off by ~30 ulp at
+  ``x ≈ −120``): ``2^⌊x⌋ · 2^{x−⌊x⌋}``, the integer power exact and applied in two halves so no
+  factor is subnormal. Results below 2^-126 flush to 0 (as XLA flushes subnormals)."""
+  x = jnp.asarray(x, jnp.float32)
+  n = jnp.floor(x)
+  frac = jnp.exp2(x - n)
+  ni = jnp.clip(n, -300, 300).astype(jnp.int32)
+  h = ni // 2
+  out = (frac * _pow2_int(h)) * _pow2_int(ni - h)
+  out = jnp.where(ni - h < -126, 0.0, out)
+  out = jnp.where(x == jnp.inf, jnp.inf, jnp.where(x == -jnp.inf, 0.0, out))
+  return jnp.where(jnp.isnan(x), jnp.nan, jnp.where(n > 128, jnp.inf, out))
+
+
+def host_log2(x) -> jax.Array:
+  """float64 ``log2 x`` (as float32) of a concrete argument outside float32's normal range, else
+  NaN ("compute ``safe_log2`` on the device"): lets a jitted core take the logarithm itself, so
+  eager and jitted calls run the same program."""
+  if is_concrete(x):
+    arr = np.asarray(x, dtype=np.float64)
+    pos = arr[arr > 0]
+    if pos.size and (pos.min() < _F32_TINY or pos.max() > _F32_MAX):
+      with np.errstate(divide="ignore"):
+        return jnp.asarray(np.log2(arr), jnp.float32)
+  return jnp.full(np.shape(x), jnp.nan, jnp.float32)
+
+
+def device_log2(x32: jax.Array, host: jax.Array) -> jax.Array:
+  """``host`` where given (not NaN), else ``safe_log2(x32)`` — inside the jitted core."""
+  return jnp.where(jnp.isnan(host), safe_log2(x32), host)

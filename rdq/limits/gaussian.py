@@ -14,9 +14,11 @@ References:
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from rdq.limits._checks import check_positive, log2_of
+from rdq.checks import is_concrete
+from rdq.limits._checks import _F32_TINY, check_positive, exp2_accurate, log2_of
 
 __all__ = ["gaussian_rd", "gaussian_rate"]
 
@@ -33,7 +35,7 @@ def gaussian_rd(rate: ArrayLike, variance: ArrayLike = 1.0) -> Float[Array, "*r"
   """
   check_positive(rate, "rate")
   check_positive(variance, "variance")
-  return jnp.exp2(log2_of(variance, "variance") - 2.0 * jnp.asarray(rate, jnp.float32))
+  return exp2_accurate(log2_of(variance, "variance") - 2.0 * jnp.asarray(rate, jnp.float32))
 
 
 def gaussian_rate(distortion: ArrayLike, variance: ArrayLike = 1.0) -> Float[Array, "*d"]:
@@ -45,4 +47,13 @@ def gaussian_rate(distortion: ArrayLike, variance: ArrayLike = 1.0) -> Float[Arr
   """
   check_positive(distortion, "distortion")
   check_positive(variance, "variance")
-  return jnp.maximum(0.0, 0.5 * (log2_of(variance, "variance") - log2_of(distortion, "distortion")))
+  # log2(σ²/D) of the ratio where it is a normal float32 (exact for σ²/D = 2^k), else the
+  # difference of logs (no overflow or underflow, e.g. D = 1e-40).
+  v, d = jnp.asarray(variance, jnp.float32), jnp.asarray(distortion, jnp.float32)
+  ratio = v / jnp.where(d > 0, d, 1.0)
+  tiny = jnp.float32(_F32_TINY)
+  direct = (d >= tiny) & (v >= tiny) & (ratio >= tiny) & (ratio < jnp.inf)
+  if is_concrete(variance, distortion):
+    direct = direct & (np.asarray(distortion, np.float64) == np.asarray(d, np.float64))
+  logs = log2_of(variance, "variance") - log2_of(distortion, "distortion")
+  return jnp.maximum(0.0, 0.5 * jnp.where(direct, jnp.log2(jnp.where(direct, ratio, 1.0)), logs))

@@ -30,7 +30,7 @@ import math
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from rdq.limits._checks import as_float, check_distortion, check_positive, log2_of
+from rdq.limits._checks import as_float, check_distortion, check_positive, exp2_accurate, log2_of
 
 __all__ = ["critical_rate", "generic_matmul", "generic_matmul_rate", "naive_matmul_distortion"]
 
@@ -39,7 +39,7 @@ def naive_matmul_distortion(rate: ArrayLike) -> Float[Array, "*r"]:
   """``f(R) = 2·2^(-2R) - 2^(-4R) = 1 - (1 - 2^(-2R))²``: both factors coded at ``R`` with
   Gaussian-optimal (MMSE) codes, no time sharing (arXiv 2410.13780, Theorem 1)."""
   check_positive(rate, "rate")
-  x = jnp.exp2(-2.0 * as_float(rate))
+  x = exp2_accurate(-2.0 * as_float(rate))
   return 2.0 * x - x * x
 
 

@@ -41,7 +41,9 @@ from jaxtyping import Array, ArrayLike, Float
 
 from rdq.limits.ecsq import ECSQ_GAP_BITS  # re-exported
 from rdq.checks import is_concrete, require
-from rdq.limits._checks import _F32_TINY, check_positive, check_real, log2_of, safe_log2
+from rdq.limits._checks import (
+    _F32_TINY, check_positive, check_real, device_log2, exp2_accurate, host_log2, log2_of, safe_log2,
+)
 
 __all__ = [
     "ECSQ_GAP_BITS",
@@ -99,7 +101,7 @@ def _finish(log_mu: Array, log_theta: Array, log_d: Array | None = None) -> Wate
     # D = θ · mean(min(1, μ/θ)): the mean is in [1/n, 1], so log2 D never underflows.
     log_d = log_theta + jnp.log2(jnp.mean(jnp.exp2(jnp.minimum(log_mu - log_theta, 0.0))))
   return WaterfillResult(
-      distortion=jnp.exp2(log_d), rate_bits=jnp.mean(r_i), water_level=jnp.exp2(log_theta), rates_bits=r_i
+      distortion=exp2_accurate(log_d), rate_bits=jnp.mean(r_i), water_level=exp2_accurate(log_theta), rates_bits=r_i
   )
 
 
@@ -150,7 +152,7 @@ def _wf_dist_log(eig, log_d, log_var):
   log_theta = _log_theta_for_distortion(log_mu, log_d)
   res = _finish(log_mu, log_theta)
   at_target = log_theta < jnp.max(log_mu)  # below mean μ the distortion is the target itself
-  return res._replace(distortion=jnp.where(at_target, jnp.exp2(log_d), res.distortion))
+  return res._replace(distortion=jnp.where(at_target, exp2_accurate(log_d), res.distortion))
 
 
 def _wf_rate(eig, rate, var):
@@ -167,12 +169,14 @@ _SIG = "(n),(),()->(),(),(),(n)"
 
 
 @jax.jit
-def _waterfill_core(eig, rate, log_var):
+def _waterfill_core(eig, rate, var, host_log_var):
+  log_var = device_log2(var, host_log_var)
   return WaterfillResult(*jnp.vectorize(_wf_rate_log, signature=_SIG)(eig, rate, log_var))
 
 
 @jax.jit
-def _waterfill_rate_core(eig, log_d, log_var):
+def _waterfill_rate_core(eig, d, host_log_d, var, host_log_var):
+  log_d, log_var = device_log2(d, host_log_d), device_log2(var, host_log_var)
   return WaterfillResult(*jnp.vectorize(_wf_dist_log, signature=_SIG)(eig, log_d, log_var))
 
 
@@ -213,7 +217,8 @@ def waterfill(
   check_positive(rate_bits, "rate_bits")
   check_positive(variance, "variance")
   res = _waterfill_core(
-      _as_f32(eigenvalues, "eigenvalues"), _as_f32(rate_bits, "rate_bits"), log2_of(variance, "variance"))
+      _as_f32(eigenvalues, "eigenvalues"), _as_f32(rate_bits, "rate_bits"), _as_f32(variance, "variance"),
+      host_log2(variance))
   d = res.distortion
   require(jnp.all(d >= _F32_TINY),
           "waterfill: the distortion underflows float32 (D < 2^-126 ≈ 1.2e-38) at rate_bits (max {}); "
@@ -244,7 +249,8 @@ def waterfill_rate(
   check_positive(distortion, "distortion")
   check_positive(variance, "variance")
   return _waterfill_rate_core(
-      _as_f32(eigenvalues, "eigenvalues"), log2_of(distortion, "distortion"), log2_of(variance, "variance"))
+      _as_f32(eigenvalues, "eigenvalues"), _as_f32(distortion, "distortion"), host_log2(distortion),
+      _as_f32(variance, "variance"), host_log2(variance))
 
 
 def waterfill_gap_bits(
@@ -284,4 +290,4 @@ def waterfill_high_rate(
   check_positive(variance, "variance")
   eig = _as_f32(eigenvalues, "eigenvalues")
   log_gm = jnp.mean(safe_log2(eig), axis=-1)
-  return jnp.exp2(log2_of(variance, "variance") + log_gm - 2.0 * _as_f32(rate_bits, "rate_bits"))
+  return exp2_accurate(log2_of(variance, "variance") + log_gm - 2.0 * _as_f32(rate_bits, "rate_bits"))

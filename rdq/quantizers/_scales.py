@@ -80,10 +80,13 @@ def div_exact(a: Array, b: Array) -> Array:
   XLA rewrites a division by a broadcast (or constant) divisor into a multiplication by its
   reciprocal, which is not correctly rounded: exact ties such as ``x/s = 6.5`` then round the
   wrong way, and eager and jitted results differ. The optimization barrier hides the
-  broadcast so the division stays a division, the same eagerly and under ``jit``.
+  broadcast so the division stays a division, the same eagerly, under ``jit`` and ``vmap``.
+  Non-finite ``a`` gives NaN (callers poison such blocks anyway).
   """
   a = jnp.asarray(a, jnp.float32)
-  b = jnp.broadcast_to(jnp.asarray(b, jnp.float32), a.shape)
+  # ``b + 0·a`` has a's shape *and batching* (under vmap a plain broadcast of an unbatched b is
+  # re-broadcast outside the barrier); XLA may not fold 0·a (it is NaN for non-finite a).
+  b = jnp.asarray(b, jnp.float32) + a * jnp.float32(0.0)
   return a / jax.lax.optimization_barrier(b)
 
 

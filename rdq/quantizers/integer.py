@@ -163,7 +163,7 @@ class IntQuantizer:
     if self.granularity == "tensor":
       want = ()
     elif self.granularity == "row":
-      want = z.shape[:-1]
+      want = z.shape[:-1] + (1,)
     else:
       check_last_axis_divisible(z.shape, self.block_size)
       want = z.shape[:-1] + (z.shape[-1] // self.block_size,)

@@ -58,7 +58,8 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from rdq.quantizers.base import Rate, check_finite, check_last_axis_divisible
+from rdq.checks import require
+from rdq.quantizers.base import Rate, check_finite, check_input, check_last_axis_divisible, check_rate_shape
 
 __all__ = [
     "CODEBOOK_FORMATS",
@@ -405,9 +406,21 @@ class VQQuantizer:
     return cb, s, assign(v, cb)
 
   def _encode(self, x, key):
-    if x.ndim == 0:
-      raise ValueError("quantizers need at least a 1-D input; got a scalar")
+    check_input(x, key=key)
     check_last_axis_divisible(x.shape, self.group_size, "group_size")
+    if self.codebook_format != "fp32":
+      # fp16 codebooks (and int8 codebooks' fp16 scales) cannot hold centroids of groups whose
+      # largest magnitude is outside fp16's normal range: refuse instead of flushing/saturating.
+      xg = jnp.abs(x.astype(jnp.float32)).reshape((-1, x.shape[-1] // self.group_size, self.group_size))
+      amax = jnp.max(xg, axis=-1)
+      lo, hi = float(jnp.finfo(jnp.float16).smallest_normal), float(jnp.finfo(jnp.float16).max)
+      if self.codebook_format == "int8":
+        lo, hi = lo * 127.0, hi
+      ok = (amax == 0) | jnp.isnan(amax) | ((amax >= lo) & (amax <= hi))
+      pos = jnp.where(amax > 0, amax, jnp.inf)
+      require(ok, f"x: group maxima range over [{{}}, {{}}], outside [{lo:.3g}, {hi:.6g}] where the "
+              f"{self.codebook_format} codebook keeps its precision (it would flush or saturate); "
+              "rescale x or use codebook_format='fp32'", jnp.min(pos), jnp.max(jnp.where(jnp.isnan(amax), 0.0, amax)))
     key = jax.random.key(0) if key is None else key
     return _encode_jit(self, x, key)
 
@@ -433,15 +446,23 @@ class VQQuantizer:
 
   def encode(self, x: Float[Array, "*batch n"], key: PRNGKeyArray | None = None) -> VQCode:
     """Indices and stored codebooks. Raises ``ValueError`` on NaN/Inf input."""
+    check_input(x, key=key)
     check_finite(x)
     return self._encode(x, key)
 
   def decode(self, code: VQCode, dtype=jnp.float32) -> Float[Array, "*batch n"]:
     """``x̂[…, v·d + t] = C_{g(v)}[idx[…, v], t]`` with ``g(v) = ⌊v·d/group_size⌋``."""
+    if not isinstance(code, VQCode):
+      raise TypeError(f"code must be a VQCode (from VQQuantizer.encode); got {type(code).__name__}")
     idx = code.indices
     cb = code.codebooks
     nv = idx.shape[-1]
     per_group = self.group_size // self.dim
+    if idx.ndim < 1 or (nv * self.dim) % self.group_size or cb.shape[-3:] != ((nv * self.dim) // self.group_size, self.k, self.dim):
+      raise ValueError(
+          f"code.codebooks has shape {tuple(cb.shape)} but {self.name} needs (..., {(nv * self.dim) // max(self.group_size, 1)}, "
+          f"{self.k}, {self.dim}) for indices of shape {tuple(idx.shape)} (was the code made by another VQ config?)"
+      )
     grp = jnp.arange(nv) // per_group
     batch = idx.shape[:-1]
     cbf = cb.reshape((-1,) + cb.shape[-3:])
@@ -451,7 +472,7 @@ class VQQuantizer:
 
   def rate(self, shape: tuple[int, ...]) -> Rate:
     """Bits per value: ``b`` nominal; side ``(k·d·b_c + b_s)/group_size`` (module docstring)."""
-    shape = tuple(int(s) for s in shape)
+    shape = check_rate_shape(shape)
     check_last_axis_divisible(shape, self.group_size, "group_size")
     b_c = CODEBOOK_FORMATS[self.codebook_format]
     scale = INT8_SCALE_BITS if self.codebook_format == "int8" else 0
