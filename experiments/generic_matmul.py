@@ -44,9 +44,15 @@ def point_configs(cfg: DictConfig) -> list[dict]:
   names = [cfg.quantizer] if cfg.quantizer else list(cfg.quantizer_names)
   out = []
   for name in names:
+    point = dict(n=int(cfg.n), num_samples=int(cfg.num_samples))
+    # Per-family settings (conf ``overrides``, keyed by a name prefix): e.g. Λ24 codes need n a
+    # multiple of 24 and, with a ~10⁵-operation decoder per block, fewer samples.
+    for prefix, over in (cfg.get("overrides") or {}).items():
+      if str(name).startswith(str(prefix)):
+        point.update({k: int(v) for k, v in over.items() if k in point})
     out.append(dict(
         experiment="generic_matmul", quantizer_a=str(name), quantizer_b=str(cfg.quantizer_b or name),
-        n=int(cfg.n), a=int(cfg.a), b=int(cfg.b), num_samples=int(cfg.num_samples), seed=int(cfg.seed),
+        n=point["n"], a=int(cfg.a), b=int(cfg.b), num_samples=point["num_samples"], seed=int(cfg.seed),
     ))
   return out
 

@@ -83,14 +83,15 @@ def plot(records: list[dict], stem: Path) -> list[Path]:
           label=r"$G(D_n)$ closed form")
   styles = {"z": ("s", "#1f77b4", r"$\mathbb{Z}^n$"), "dn": ("o", "#2ca02c", r"$D_n$"),
             "dnstar": ("D", "#ff7f0e", r"$D_n^*$"), "e8": ("*", rplot.COLORS["lattice"], r"$E_8$"),
-            "bw16": ("P", rplot.COLORS["vq"], r"$\Lambda_{16}$ (BW16)")}
+            "bw16": ("P", rplot.COLORS["vq"], r"$\Lambda_{16}$ (BW16)"),
+            "leech": ("h", "#d62728", r"$\Lambda_{24}$ (Leech)")}
   done = set()
   for rec in sorted(records, key=lambda r: r["result"]["dim"]):
     res = rec["result"]
     mk, col, lab = styles.get(res["family"], ("^", "0.3", res["family"]))
     lo, hi = res["ci95"]
     ax.errorbar(res["dim"], res["mean"], yerr=[[res["mean"] - lo], [hi - res["mean"]]], fmt=mk, color=col,
-                ms=6 if mk in "*P" else 3.5, label=None if lab in done else f"{lab} (MC, 95% CI)", zorder=4)
+                ms=6 if mk in "*Ph" else 3.5, label=None if lab in done else f"{lab} (MC, 95% CI)", zorder=4)
     done.add(lab)
   pub_dims = {"z": 1, "a2": 2, "d3star": 3, "d4": 4, "d5star": 5, "e6star": 6, "e7star": 7, "e8": 8,
               "k12": 12, "bw16": 16, "leech": 24}
