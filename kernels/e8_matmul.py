@@ -17,7 +17,7 @@ integer arithmetic on fixed shapes — rounding by ``⌊(2u + den)/(2 den)⌋`` 
 a power of two), a compare chain for the argmax, selects — and matches
 ``VoronoiCode.decode`` bit for bit, tie rules included (``_closest_dn_int``,
 ``_two_coset_int``). The kernel holds the 8 coordinates of a block in 8 *planes*
-(``pack_e8``), so the decode is elementwise between planes; plane ``t`` multiplies the
+(``pack_e8``; ⌈log2 q⌉ bits each, several per byte), so the decode is elementwise between planes; plane ``t`` multiplies the
 strided activation columns ``x[:, t::8]`` (GPU), or the planes are interleaved back to rows
 (TPU). The per-feature scale ``s`` is applied once in the epilogue.
 
@@ -146,7 +146,7 @@ def _e8(x, w: PackedE8, *, blocks, backend, config, interpret, out_dtype, interl
 
   def tile(kk, tiles, prod):
     plane, bidx = tiles
-    v = decode_e8_planes([plane(t) for t in range(8)], w.q)
+    v = decode_e8_planes([w.coordinate(plane, t) for t in range(8)], w.q)
     beta = _beta(bidx.astype(jnp.int32), w.betas)
     comps = [(beta * vt).astype(x.dtype) for vt in v]
     if interleave == "stack":
@@ -218,7 +218,7 @@ def e8_matmul(
     raise ValueError("interleave='stack' does not lower for Triton (joins only along the minor axis); use 'strided'")
   k, n = w.shape
   C.check_x(x, k)
-  C.check_array(w.planes, "w.planes", (8, k // 8, n), (jnp.uint8,))
+  C.check_array(w.planes, "w.planes", (w.bits, k // 8, n), (jnp.uint8,))
   C.check_array(w.beta_index, "w.beta_index", (k // 8, n), (jnp.uint8,))
   C.check_array(w.scale, "w.scale", (1, n), (jnp.float32,))
   config = e8_config(config, backend, k, n)

@@ -495,10 +495,13 @@ class PackedE8:
   """E8 Voronoi-code weight (``rdq.quantizers.nested``) in kernel layout: coordinate planes.
 
   Attributes:
-    planes: ``uint8 (8, K/8, N)``; ``planes[t, i, n]`` is the Voronoi coordinate
-      ``c_t ∈ [0, q)`` of the E8 block ``i`` (input features ``8i … 8i+7``) of output
-      feature ``n``. Splitting the 8 coordinates of a block into 8 planes makes the E8
-      decode a set of elementwise operations between planes (no shuffles).
+    planes: ``uint8 (b, K/8, N)`` with ``b = bits`` byte planes: coordinate ``t`` of the E8
+      block ``i`` (input features ``8i … 8i+7``) of output feature ``n`` is the Voronoi
+      coordinate ``c_t ∈ [0, q)`` stored in bits ``bits·(t mod p) …`` of
+      ``planes[t // p, i, n]``, ``p = 8 / bits`` coordinates per byte (``bits`` = ⌈log2 q⌉
+      rounded up to 1, 2, 4 or 8). Splitting the 8 coordinates of a block into planes makes
+      the E8 decode a set of elementwise operations between planes (no shuffles), and the
+      codes cost ``bits`` per weight in memory.
     beta_index: ``uint8 (K/8, N)`` index of each block's scale β.
     scale: ``float32 (1, N)`` per-output-feature RMS scale (ones without ``norm``).
     q: nesting ratio. betas: the scales β (static: constants in the kernel).
@@ -511,8 +514,28 @@ class PackedE8:
   betas: tuple = dataclasses.field(metadata=dict(static=True))
 
   @property
+  def bits(self) -> int:
+    """Bits per stored coordinate (1, 2, 4 or 8)."""
+    return coordinate_bits(self.q)
+
+  @property
   def shape(self) -> tuple[int, int]:
     return (self.planes.shape[1] * 8, self.planes.shape[2])
+
+  def coordinate(self, planes, t: int):
+    """Coordinate plane ``t`` (int32) from a byte-plane loader ``planes(j)`` (in kernels)."""
+    b = self.bits
+    p = 8 // b
+    v = planes(t // p).astype(jnp.int32)
+    if b == 8:
+      return v
+    return jnp.right_shift(v, b * (t % p)) & ((1 << b) - 1)
+
+
+def coordinate_bits(q: int) -> int:
+  """Storage bits of a coordinate in ``[0, q)``: ⌈log2 q⌉ rounded up to 1, 2, 4 or 8."""
+  need = max(1, (q - 1).bit_length())
+  return next(b for b in (1, 2, 4, 8) if b >= need)
 
 
 def pack_e8(code, quantizer) -> PackedE8:
@@ -543,7 +566,13 @@ def pack_e8(code, quantizer) -> PackedE8:
   _check_range(code.codes, "code.codes", 0, quantizer.q - 1, f"Voronoi coordinates mod q={quantizer.q}")
   _check_range(code.beta_index, "code.beta_index", 0, quantizer.k - 1,
                f"indices into the {quantizer.k} scales β")
-  planes = code.codes.astype(jnp.uint8).reshape(n, k // 8, 8).transpose(2, 1, 0)
+  bits = coordinate_bits(quantizer.q)
+  p = 8 // bits
+  c = code.codes.astype(jnp.int32).reshape(n, k // 8, 8).transpose(2, 1, 0)  # (8, K/8, N)
+  planes = jnp.zeros((bits, k // 8, n), jnp.int32)
+  for t in range(8):
+    planes = planes.at[t // p].set(planes[t // p] | jnp.left_shift(c[t], bits * (t % p)))
+  planes = planes.astype(jnp.uint8)
   if code.scale is None:
     scale = jnp.ones((1, n), jnp.float32)
   else:

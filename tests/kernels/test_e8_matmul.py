@@ -97,3 +97,13 @@ def test_bad_input(exact_case):
     p = pack_e8(code, quant)
     e8_matmul(jnp.ones((1, 256)), type(p)(planes=p.planes.astype(jnp.int32), beta_index=p.beta_index,
                                           scale=p.scale, q=4, betas=p.betas), interpret=True)
+
+
+def test_planes_store_log2q_bits_per_coordinate(exact_case):
+  _, _, code, packed = exact_case  # q = 4: 2 bits per coordinate, 4 per byte
+  k, n = packed.shape
+  assert packed.planes.shape == (2, k // 8, n)
+  from kernels import bytes_of
+  assert bytes_of(packed) == k * n * 2 // 8 + (k // 8) * n + 4 * n  # codes + β index + scale
+  from kernels.pack import coordinate_bits
+  assert [coordinate_bits(q) for q in (2, 3, 4, 5, 16, 17, 256)] == [1, 2, 2, 4, 4, 8, 8]
