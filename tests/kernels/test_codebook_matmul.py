@@ -10,10 +10,20 @@ import pytest
 
 from kernels import Config, codebook_matmul, pack_codebook
 from rdq.matmul import MatmulSetup, matmul_distortion
-from rdq.quantized_matmul import codebook_decode, codebook_matmul_reference as reference
+from rdq.quantized_matmul import codebook_decode
+from rdq.quantized_matmul import codebook_matmul_reference as reference
 from rdq.quantizers.base import Rate
-from tests.kernels._util import (COMPILED, mode, Identity, assert_close, assert_lowered, lower, mc_agrees,
-                                 product_error, tolerance)
+from tests.kernels._util import (
+  COMPILED,
+  Identity,
+  assert_close,
+  assert_lowered,
+  lower,
+  mc_agrees,
+  mode,
+  product_error,
+  tolerance,
+)
 
 
 def _codes(key, k, n, d, c, groups):

@@ -12,7 +12,14 @@ from rdq.matmul import MatmulSetup, matmul_distortion
 from rdq.quantized_matmul import dequant_matmul
 from rdq.quantizers.lattice import E8Lattice
 from rdq.quantizers.nested import NestedLatticeQuantizer, VoronoiCode
-from tests.kernels._util import mode, Identity, assert_close, mc_agrees, product_error, tolerance
+from tests.kernels._util import (
+  Identity,
+  assert_close,
+  mc_agrees,
+  mode,
+  product_error,
+  tolerance,
+)
 
 
 @pytest.mark.parametrize("q", [2, 3, 4, 5, 8, 16])

@@ -13,8 +13,17 @@ from kernels.pack import decode_e2m1, decode_e4m3, decode_e8m0
 from rdq.matmul import MatmulSetup, matmul_distortion
 from rdq.quantized_matmul import dequant_matmul
 from rdq.quantizers import FPQuantizer, get
-from tests.kernels._util import (mode, BACKENDS, Identity, assert_close, assert_lowered, lower,
-                                 mc_agrees, product_error, tolerance)
+from tests.kernels._util import (
+  BACKENDS,
+  Identity,
+  assert_close,
+  assert_lowered,
+  lower,
+  mc_agrees,
+  mode,
+  product_error,
+  tolerance,
+)
 
 
 def test_decoders_match_ml_dtypes_on_every_code():

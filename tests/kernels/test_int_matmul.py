@@ -13,8 +13,17 @@ from kernels import Config, int_matmul, pack_int, pack_int_zero_point
 from rdq.matmul import MatmulSetup, matmul_distortion
 from rdq.quantized_matmul import dequant_matmul, zero_point_decode, zero_point_matmul
 from rdq.quantizers import IntQuantizer
-from tests.kernels._util import (mode, BACKENDS, Identity, assert_close, assert_lowered, lower,
-                                 mc_agrees, product_error, tolerance)
+from tests.kernels._util import (
+  BACKENDS,
+  Identity,
+  assert_close,
+  assert_lowered,
+  lower,
+  mc_agrees,
+  mode,
+  product_error,
+  tolerance,
+)
 
 SMALL = Config(block_m=8, block_n=128, block_k=128)
 

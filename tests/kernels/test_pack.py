@@ -8,7 +8,13 @@ import pytest
 from hypothesis import given, settings
 
 from kernels import bytes_of, pack_fp4, pack_int, pack_int_zero_point
-from kernels.pack import decode_e2m1, decode_e4m3, decode_e8m0, pack_nibbles, unpack_nibbles
+from kernels.pack import (
+  decode_e2m1,
+  decode_e4m3,
+  decode_e8m0,
+  pack_nibbles,
+  unpack_nibbles,
+)
 from rdq.quantizers import IntQuantizer, get
 
 

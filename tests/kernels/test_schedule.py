@@ -15,7 +15,7 @@ from kernels.pack import pack_e8
 from rdq.quantized_matmul import dequant_matmul, w8a8_matmul_reference
 from rdq.quantizers import IntQuantizer, get
 from rdq.quantizers.nested import NestedLatticeQuantizer
-from tests.kernels._util import mode, assert_close, assert_lowered, lower, tolerance
+from tests.kernels._util import assert_close, assert_lowered, lower, mode, tolerance
 
 S = jax.ShapeDtypeStruct
 

@@ -11,7 +11,14 @@ from kernels import Config, pack_activations, pack_int, w8a8_matmul
 from rdq.matmul import MatmulSetup, matmul_distortion
 from rdq.quantized_matmul import w8a8_matmul_reference as reference
 from rdq.quantizers import IntQuantizer
-from tests.kernels._util import mode, BACKENDS, assert_lowered, lower, mc_agrees, product_error
+from tests.kernels._util import (
+  BACKENDS,
+  assert_lowered,
+  lower,
+  mc_agrees,
+  mode,
+  product_error,
+)
 
 QX = IntQuantizer(8, "row")
 
