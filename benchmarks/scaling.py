@@ -24,8 +24,8 @@
    pooled entropy, rdq's mean per-feature entropy), both within their tolerance of 4 bits;
    the distortions ``tr((W−Ŵ)ᵀH(W−Ŵ))/(n m)`` are printed side by side.
 
-2. ``--scaling``: warm wall time of GPTQ (4-bit min–max grid), WaterSIC (4 bits) and GPTVQ
-   (d = 2, 2.125 bits) vs ``n = m``, with the exponent ``p`` of ``t ∝ n^p`` fitted by least
+2. Scaling (``--sizes``): warm wall time of the jitted cores (``*_traced``, no eager checks) of
+   GPTQ (4-bit min–max grid), WaterSIC (4 bits) and GPTVQ (default config) vs ``n = m``, with the exponent ``p`` of ``t ∝ n^p`` fitted by least
    squares on log–log over the sizes ≥ 512 (smaller sizes are dominated by fixed costs).
    Expected from the algorithms: GPTQ and WaterSIC ``O(n²m + n³)`` → 3 at n = m.
 
@@ -174,15 +174,16 @@ def reference(shapes, repeats: int) -> None:
 def scaling(sizes, repeats: int) -> None:
   import jax
 
-  from rdq.layer import GPTQConfig, GPTVQConfig, MinMaxGrid, WaterSICConfig, gptq, gptvq, watersic
+  from rdq.layer import GPTQConfig, GPTVQConfig, MinMaxGrid, WaterSICConfig, gptq_traced, gptvq_traced, watersic_traced
 
-  algos = {
-      "gptq": lambda w, h: gptq(w, h, GPTQConfig(MinMaxGrid(4))),
-      "watersic": lambda w, h: watersic(w, h, WaterSICConfig(rate_bits=4.0)),
-      "gptvq": lambda w, h: gptvq(w, h, GPTVQConfig(), jax.random.key(0)),
+  key = jax.random.key(0)
+  algos = {  # the jitted cores (no eager input checks): the algorithms' own cost
+      "gptq": jax.jit(lambda w, h: gptq_traced(w, h, GPTQConfig(MinMaxGrid(4)))),
+      "watersic": jax.jit(lambda w, h: watersic_traced(w, h, WaterSICConfig(rate_bits=4.0))),
+      "gptvq": jax.jit(lambda w, h: gptvq_traced(w, h, GPTVQConfig(), key)),
   }
   times = {k: [] for k in algos}
-  print("\nwarm wall time [s] vs n = m (first call = compilation, in parentheses)")
+  print("\nwarm wall time [s] of the jitted cores vs n = m (first call minus warm = compilation, in parentheses)")
   print(f"{'n':>6s} " + " ".join(f"{k:>20s}" for k in algos))
   for n in sizes:
     w, h = _layer(n, n)
