@@ -1,0 +1,86 @@
+"""experiments/causal_lm.py: budgets, the Q4_1 reproduction, closed-form gap, config and table."""
+
+import numpy as np
+import pytest
+from hydra import compose, initialize
+
+from experiments import causal_lm as C
+
+
+@pytest.fixture(scope="module")
+def cfg():
+  with initialize(version_base="1.3", config_path="../../conf"):
+    return compose(config_name="causal_lm", overrides=["out_dir=/tmp/unused"])
+
+
+def test_configs_compose_and_name_known_algorithms(cfg):
+  assert set(cfg.algorithms) <= set(C.ALGORITHMS) and cfg.sequential is True
+  with initialize(version_base="1.3", config_path="../../conf"):
+    full = compose(config_name="causal_lm", overrides=["out_dir=/tmp/unused", "+experiment=causal_lm_full"])
+  assert set(full.algorithms) == set(C.ALGORITHMS) - {"q41"}
+  assert [1, 1.5, 2, 2.5, 3] == list(full.bits)[:5]
+  assert 576 % cfg.group_size == 0 and 1536 % cfg.group_size == 0
+
+
+def test_budgets(cfg):
+  for name in ("rtn", "gptq", "gptq_rot", "watersic", "e8_ldlq"):
+    algo, budget = C.algorithm(name, 2, cfg)
+    assert budget == 2 + 16 / 64
+  assert C.algorithm("gptq_rot", 2, cfg)[0].rotation == "haar"
+  assert C.algorithm("gptq", 2, cfg)[0].rotation is None
+  assert C.algorithm("gptvq", 2.5, cfg)[1] == 2.625
+  assert C.algorithm("q41", 4, cfg)[1] == 5.0
+  with pytest.raises(ValueError, match="algorithm"):
+    C.algorithm("awq", 2, cfg)
+  with pytest.raises(ValueError, match="bits"):
+    C.algorithm("rtn", 0.5, cfg)
+
+
+def test_q41_grid_reproduces_the_reference_weights(cfg):
+  """RTN on asymmetric min–max groups of 32 at 4 bits gives back the dequantized Q4_1 kernels."""
+  from rdq.models.llama import _packaged
+
+  params = _packaged().params
+  assert C.algorithm("q41", 4, cfg) == (None, 5.0)
+  for block, lin in (("layer0", "q"), ("layer11", "down"), ("layer29", "k")):
+    w = params[block][lin]["kernel"]
+    np.testing.assert_array_equal(C.q41_round_trip(w), w)
+  # and it is a real quantizer: other weights move onto the grid, within half a step
+  rng = np.random.default_rng(0)
+  w = rng.normal(size=(64, 3)).astype(np.float32)
+  w_hat = C.q41_round_trip(w)
+  assert not np.array_equal(w_hat, w)
+  step = (w.reshape(2, 32, 3).max(1) - w.reshape(2, 32, 3).min(1)) / 15
+  assert np.all(np.abs(w_hat - w).reshape(2, 32, 3) <= 0.51 * step[:, None, :] + 1e-3)
+  np.testing.assert_array_equal(C.q41_round_trip(w_hat), w_hat)
+
+
+def test_distortion_and_closed_form_gap():
+  rng = np.random.default_rng(0)
+  w = rng.normal(size=(6, 4))
+  w_hat = w + 0.1 * rng.normal(size=w.shape)
+  a = rng.normal(size=(6, 6))
+  h = a @ a.T
+  e = w - w_hat
+  assert C.distortion(w, w_hat, h) == pytest.approx(np.trace(e.T @ h @ e) / 24)
+  # white H, variance s2: R*(d) = ½ log2(s2/d); at d = s2·2^{-2·1.5} the gap of a 2-bit code is 0.5
+  s2 = float(np.mean(w**2))
+  assert C.waterfill_gap(w, np.ones(6), 2.0, s2 * 2.0 ** -3) == pytest.approx(0.5, abs=1e-4)
+
+
+def _rec(a, b, ppl, gap):
+  p = {"ppl": ppl, "ppl_stderr": 0.1 * ppl}
+  return {"config": {"algorithm": a, "bits": b}, "result": {
+      "ppl_plays": p, "ppl_docstrings": p, "model_rate_bits": b + 0.25, "mean_gap_bits": gap,
+      "heldout_over_cal_geomean": 1.5, "by_type": {t: {"gap_bits": gap, "heldout_over_cal": 1.5} for t in C.LAYER_TYPES}}}
+
+
+def test_table_lists_reference_rows_and_rotation_comparison(cfg):
+  info = {"reference_ppl_plays": {"ppl": 20.0, "ppl_stderr": 1.0}, "reference_ppl_docstrings": {"ppl": 30.0, "ppl_stderr": 2.0},
+          "calibration_tokens": 2048, "calibration_plays": ["a"], "heldout_h_tokens": 1024, "eval_windows": 16,
+          "window": 128, "eval_plays": ["hamlet"], "docstring_windows": 16}
+  recs = [_rec("watersic", 2.0, 40.0, 0.3), _rec("gptq_rot", 2.0, 45.0, 0.45), _rec("rtn", 2.0, 900.0, 2.0)]
+  t = C.table(recs, info, cfg)
+  assert "| reference (Q4_1 dequantized, fp32) | — | 5.000 | 20.000 ± 1.000 |" in t
+  assert t.index("| RTN |") < t.index("| GPTQ after Haar rotation |") < t.index("| WaterSIC | 2 |")
+  assert "| 2 | difference | +0.150 |" in t
