@@ -5,8 +5,8 @@ Steps timed (both implementations): damped H → U = chol(H_d⁻¹)ᵀ, per-vect
 each tile's codebook (full metric) on the current weights; the SIC pass quantizing 2 input
 features at a time with error feedback (NumPy: unblocked, rdq: lazy blocks of 128); the
 least-squares codebook update with assignments fixed. Post-processing beyond the LS update
-(SVD, fine-tuning, INT8) is off. Tiles: ``experiments.gptvq.choose_tiles`` (fp16 codebooks
-≈ 0.125 bit per value, 2 index bits per value → 2.125 bits).
+(SVD, fine-tuning, INT8) is off. Budget 2.125 bits per value: 2 index bits and the most tiles
+whose fp16 codebooks cost ≤ 0.125 bit (``rdq.layer.gptvq_for_budget``).
 
 Reported per layer shape ``(n, m) = (in_features, out_features)``: rdq compile+first-run
 time, median run time after warm-up, NumPy wall time, their ratio, the distortion of each
@@ -14,7 +14,7 @@ time, median run time after warm-up, NumPy wall time, their ratio, the distortio
 (rdq: XLA ``memory_analysis()`` of the compiled function — arguments + outputs + temps;
 NumPy: ``tracemalloc`` peak).
 
-Defaults are small (< 1 min on 2 CPU cores). The issue's sizes: ``--shapes 1536x384 4096x4096``
+Defaults are small (< 1 min on 2 CPU cores). LLM-layer sizes: ``--shapes 1536x384 4096x4096``
 (the NumPy baseline at 4096² takes minutes on a CPU; ``--numpy-max-n`` skips it above a size).
 
 Usage:
@@ -34,10 +34,9 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
-from experiments.gptvq import choose_tiles
+import rdq.layer
 from rdq import covariance as cov
-from rdq.layer import GPTVQConfig, layer_distortion
-from rdq.layer.gptvq import _gptvq
+from rdq.layer import layer_distortion
 
 
 # ----------------------------------------------------------------------------- NumPy baseline
@@ -145,12 +144,13 @@ def _mem_mib(compiled) -> float:
 
 
 def bench(n: int, m: int, repeats: int, run_numpy: bool, em_iters: int) -> dict:
-  g, r = choose_tiles(n, m, 2, 2, 0.125)
-  cfg = GPTVQConfig(dim=2, bits=2, group_size=g, group_outputs=r, em_iters=em_iters, update=True)
+  algo = rdq.layer.get("gptvq", dim=2, em_iters=em_iters, update=True)
+  cfg = rdq.layer.gptvq_for_budget(algo.config, n, m, 2.125)  # 2 index bits + fp16 codebooks ≤ 0.125
+  g, r = cfg.group_size, cfg.group_outputs
   w, h = _problem(n, m)
   key = jax.random.key(0)
   t0 = time.perf_counter()
-  compiled = _gptvq.lower(w, h, key, cfg).compile()
+  compiled = jax.jit(lambda w, h, key: algo(w, h, key=key, rate_bits=2.125)).lower(w, h, key).compile()
   w_hat, _ = compiled(w, h, key)
   jax.block_until_ready(w_hat)
   t_first = time.perf_counter() - t0

@@ -12,7 +12,7 @@ difference of the achieved distortions, and peak memory:
   and on GPUs the device allocator's ``peak_bytes_in_use``;
 * NumPy: ``tracemalloc``'s peak (NumPy reports its buffers to tracemalloc).
 
-Defaults are small (runs in < 1 min on 2 CPU cores). ``--full`` runs the issue's sizes:
+Defaults are small (runs in < 1 min on 2 CPU cores). ``--full`` runs LLM-layer sizes:
 384×1536, 1536×384 and 4096×4096 (the NumPy baseline at 4096² takes minutes on a CPU;
 ``--numpy-max-n`` skips it above a size).
 
@@ -24,7 +24,6 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import time
 import tracemalloc
@@ -34,21 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from rdq import covariance as cov
-from rdq.layer import (
-    GPTQConfig,
-    MinMaxGrid,
-    WaterSICConfig,
-    damp_hessian,
-    gptq,
-    gptq_traced,
-    high_rate_step,
-    inverse_cholesky_upper,
-    watersic,
-    watersic_traced,
-)
-from rdq.layer.gptq import _gptq
-from rdq.layer.report import check_layer_inputs
-from rdq.layer.watersic import _watersic
+import rdq.layer
+from rdq.layer import damp_hessian, high_rate_step, inverse_cholesky_upper
 from rdq.limits import ECSQ_GAP_BITS
 
 
@@ -137,7 +123,7 @@ def _mib(b):
 def main(argv=None) -> None:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   ap.add_argument("--shapes", default="128x512,512x128", help="comma list of n x m (in x out)")
-  ap.add_argument("--full", action="store_true", help="the issue's shapes 384x1536,1536x384,4096x4096")
+  ap.add_argument("--full", action="store_true", help="LLM-layer shapes 384x1536,1536x384,4096x4096")
   ap.add_argument("--iters", type=int, default=3)
   ap.add_argument("--numpy-max-n", type=int, default=4096, help="skip the NumPy baseline for n above this")
   ap.add_argument("--rate", type=float, default=4.0, help="WaterSIC rate (bits/entry)")
@@ -157,22 +143,21 @@ def main(argv=None) -> None:
     h_np, w_np = np.asarray(h), np.asarray(w)
     for alg in ("gptq", "watersic"):
       if alg == "gptq":
-        cfg = GPTQConfig(MinMaxGrid(4))
-        inner = lambda: gptq_traced(w, h, cfg)  # noqa: E731
-        xla_args = (_gptq, w, h, jnp.float32(0.0), cfg)
-        run = lambda: gptq(w, h, cfg)  # noqa: E731
+        algo, rate = rdq.layer.get("gptq", grid="minmax", bits=4), None
       else:
-        cfg = WaterSICConfig(args.rate, rate_iters=0, rescale_iters=0)
-        inner = lambda: watersic_traced(w, h, args.rate, cfg)  # noqa: E731
-        xla_args = (_watersic, w, h, jnp.float32(args.rate), dataclasses.replace(cfg, rate_bits=1.0))
-        run = lambda: watersic(w, h, cfg)  # noqa: E731
+        algo, rate = rdq.layer.get("watersic", rate_bits=args.rate, rate_iters=0, rescale_iters=0), args.rate
+      cfg = algo.config
+      jitted = jax.jit(lambda w, h, algo=algo, rate=rate: algo(w, h, rate_bits=rate))
+      inner = lambda: jitted(w, h)  # noqa: E731
+      xla_args = (jitted, w, h)
+      run = lambda: algo(w, h, rate_bits=rate)  # noqa: E731
       t0 = time.perf_counter()
       jax.block_until_ready(inner()[0])  # compile + one run
       t_first = time.perf_counter() - t0
       t_rdq = _median_time(lambda: inner()[0], args.iters)  # the jitted function
       t_compile = t_first - t_rdq
       t0 = time.perf_counter()
-      check_layer_inputs(w, h, cfg.percdamp)  # eager argument checks (an O(n³) eigvalsh)
+      algo.check(w, h, rate_bits=rate)  # eager argument checks (an O(n³) eigvalsh)
       t_check = time.perf_counter() - t0
       w_hat, rep = run()  # the public function (cached compilation): the report
       xla_b = _xla_bytes(*xla_args)

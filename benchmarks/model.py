@@ -38,7 +38,8 @@ def main() -> None:
   import jax
   import numpy as np
 
-  from experiments.real_model import AlgoSettings, LAYER_TYPES, quantize_layers
+  from experiments.real_model_algorithms import quantize_layers
+  from experiments.real_model_data import LAYER_TYPES
   from rdq.models import from_pretrained, linear_kernels, load_splits, second_moments
 
   model, t_load = _timed(from_pretrained)
@@ -52,7 +53,7 @@ def main() -> None:
 
   def quantize_all(algorithm):
     for names in groups.values():
-      outs = quantize_layers([kernels[k] for k in names], [stats.h[k] for k in names], algorithm, args.bits, AlgoSettings())
+      outs = quantize_layers([kernels[k] for k in names], [stats.h[k] for k in names], algorithm, args.bits)
       jax.block_until_ready(outs[-1][0])
 
   rows = []

@@ -8,7 +8,7 @@ forms ``‖AᵀB − ÂᵀB̂‖²``. Measured in the same run, on the same shap
 * ``fused, no draws``: the roofline of the arithmetic — one jitted ``jnp`` program that
   quantizes pre-drawn ``A, B`` and forms both products chunk by chunk (the faster of two
   products + subtraction and one product of the concatenations ``[A, Â]ᵀ[B, −B̂]``),
-  nothing else: the issue's "fused jnp computation of the two products and the quantizers";
+  nothing else: a fused jnp computation of the two products and the quantizers;
 * ``fused, with draws``: the same plus drawing the normals with the engine's generator
   (``rdq.matmul._standard_normal``: Threefry-2x32, one key per chunk) — the limit of the
   work a sample really is;

@@ -8,10 +8,11 @@ paper). For every layer — synthetic (``W`` iid N(0, 1), ``H`` from a covarianc
 * RTN and GPTQ on GPTQ's symmetric min–max INT grid, per output feature (``b + 16/n`` bits)
   and with groups of 128 input features (``b + 0.125``): fixed-length rates;
 * WaterSIC at entropy-coded target rates (``rate_entropy_bits``, side information incl.);
-* GPTVQ with d = 1, 2, 4 and b index bits per value: codebook tiles chosen so that fp16
-  codebooks cost about ``gptvq.overhead_bits`` per value, then the post-processing chain
+* GPTVQ with d = 1, 2, 4 and b index bits per value: the most codebook tiles whose fp16
+  codebooks cost at most ``gptvq.overhead_bits`` per value (``rdq.layer.gptvq_tiles``; one
+  codebook's cost where even that is more), then the post-processing chain
   LS update → SVD (d = 1, rank k/2, as in the paper) → Adam fine-tuning → INT8 codebooks.
-  The report's ``stage_*`` fields give the cumulative ablation (distortion and bits after
+  The report's ``extras["stage_*"]`` give the cumulative ablation (distortion and bits after
   each step) from one run; ``gptvq.extra_metrics`` adds runs with another EM/assignment
   metric (``diag`` is the paper's Hessian-diagonal weighting).
 
@@ -32,8 +33,6 @@ References:
 from __future__ import annotations
 
 import logging
-import math
-import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -43,21 +42,12 @@ import jax.numpy as jnp
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from experiments._store import PointStore, env_info, run_points, write_json_atomic
+from experiments._store import write_text_atomic
+from experiments._sweep import Sweep, pool_seeds
 from rdq import covariance as cov
-from rdq.layer import (
-    GPTQConfig,
-    GPTVQ_STAGES,
-    GPTVQConfig,
-    MinMaxGrid,
-    RTNConfig,
-    WaterSICConfig,
-    gptq,
-    gptvq,
-    rtn,
-    watersic,
-)
-from rdq.limits import waterfill, waterfill_rate
+import rdq.layer
+from rdq.layer import GPTVQ_STAGES, gptvq_tiles
+from rdq.limits import waterfill, waterfill_gap_bits
 
 log = logging.getLogger(__name__)
 
@@ -65,22 +55,16 @@ STAGE_LABELS = ("SIC", "+LS update", "+SVD", "+fine-tune", "+INT8")
 
 
 def choose_tiles(n: int, m: int, dim: int, bits: float, overhead_bits: float) -> tuple[int, int]:
-  """``(group_size, group_outputs)`` whose fp16 codebooks cost about ``overhead_bits`` per value.
-
-  ``ℓ = k·d·16/overhead`` weights per codebook (papers.md §5: ``b + k·d·b_c/ℓ``);
-  ``group_size`` is the largest of 256, 128, 64, 32 dividing n, ``group_outputs`` the
-  divisor of m nearest to ``ℓ/group_size`` in log scale that leaves at least k vectors per
-  tile.
+  """``(group_size, group_outputs)``: ``rdq.layer.gptvq_tiles`` (the most fp16 codebooks within
+  ``overhead_bits`` per value, van Baalen et al. Sec. 4: ``b + k·d·16/ℓ``); when even one codebook
+  per layer costs more, the overhead is raised to that of one codebook per ``group_size = n``
+  column group and the fewest tiles that still hold k vectors (the rate is reported as is).
   """
-  k = 2 ** int(round(dim * bits))
-  g = next((c for c in (256, 128, 64, 32) if n % c == 0 and c <= n), None)
-  if g is None:
-    raise ValueError(f"n={n} must be a multiple of 32")
-  target = k * dim * 16 / overhead_bits / g
-  divisors = [r for r in range(1, m + 1) if m % r == 0 and (g // dim) * r >= k]
-  if not divisors:
-    raise ValueError(f"no tile of an ({n}, {m}) layer holds k={k} vectors of dimension {dim}")
-  return g, min(divisors, key=lambda r: abs(math.log(r / target)))
+  try:
+    return gptvq_tiles(n, m, dim, bits, overhead_bits)
+  except ValueError:
+    k = 2 ** int(round(dim * bits))
+    return gptvq_tiles(n, m, dim, bits, k * dim * 16 / (n * m))
 
 
 def _layer(point: Mapping[str, Any], draw: int, real_ctx=None):
@@ -98,27 +82,25 @@ def _layer(point: Mapping[str, Any], draw: int, real_ctx=None):
 
 
 def _gap(eigs: np.ndarray, var: float, rate: np.ndarray, d: np.ndarray) -> np.ndarray:
-  r_star = np.asarray(waterfill_rate(eigs, np.maximum(d, 1e-30), var).rate_bits, np.float64)
-  return np.asarray(rate, np.float64) - r_star
+  return np.asarray(waterfill_gap_bits(eigs, rate, np.maximum(d, 1e-30), var), np.float64)
 
 
 def _one(point: Mapping[str, Any], w, h, key) -> dict:
   """One method on one layer → {d, rate} (arrays of 5 stages for GPTVQ)."""
   m = point["method"]
   if m["name"] in ("rtn", "gptq"):
-    grid = MinMaxGrid(m["bits"], True, m["group"])
-    if m["name"] == "rtn":
-      _, rep = rtn(w, h, RTNConfig(grid))
-    else:
-      _, rep = gptq(w, h, GPTQConfig(grid, block_size=128, percdamp=m["percdamp"]))
-    return {"d": float(rep.d_per_entry), "rate": float(rep.rate_nominal_bits)}
+    opts = dict(grid="minmax", bits=m["bits"], sym=True, group_size=m["group"])
+    if m["name"] == "gptq":
+      opts.update(block_size=128, percdamp=m["percdamp"])
+    _, rep = rdq.layer.get(m["name"], **opts)(w, h)
+    return {"d": float(rep.d_per_entry), "rate": float(rep.rate_bits)}
   if m["name"] == "watersic":
-    _, rep = watersic(w, h, WaterSICConfig(rate_bits=m["rate"], percdamp=m["percdamp"]))
-    return {"d": float(rep.d_per_entry), "rate": float(rep.rate_entropy_bits)}
+    _, rep = rdq.layer.get("watersic", percdamp=m["percdamp"])(w, h, rate_bits=m["rate"])
+    return {"d": float(rep.d_per_entry), "rate": float(rep.rate_bits)}
   if m["name"] == "gptvq":
-    cfg = GPTVQConfig(**m["config"])
-    _, rep = gptvq(w, h, cfg, key)
-    return {"d": np.asarray(rep.stage_d_per_entry, np.float64), "rate": np.asarray(rep.stage_rate_bits, np.float64)}
+    _, rep = rdq.layer.get("gptvq", **m["config"])(w, h, key=key)
+    return {"d": np.asarray(rep.extras["stage_d_per_entry"], np.float64),
+            "rate": np.asarray(rep.extras["stage_rate_bits"], np.float64)}
   raise ValueError(f"unknown method {m['name']!r}")
 
 
@@ -236,36 +218,33 @@ def _method_label(method: Mapping[str, Any]) -> str:
   return {"rtn": "RTN", "gptq": "GPTQ", "watersic": "WaterSIC"}[method["name"]]
 
 
-def run(cfg: DictConfig) -> dict:
-  t0 = time.perf_counter()
-  out_dir = Path(cfg.out_dir)
-  store = PointStore(out_dir)
+CONVENTIONS = {
+    "distortion": "tr((W-What)^T H (W-What))/(n m), undamped H",
+    "rate_bits": "bits per value incl. side information: RTN/GPTQ fixed-length (b + 16/group), WaterSIC "
+                 "empirical entropy + side, GPTVQ index bits + codebook (+scale) bits",
+    "gap_bits": "rate_bits - R*(d), R* = reverse waterfilling for iid Gaussian W of variance sigma^2 under H",
+    "gptvq_stages": list(GPTVQ_STAGES),
+}
+
+
+def outputs(cfg: DictConfig, records: list[dict], out_dir: Path) -> dict:
+  """Table and figure (seeds pooled) and the results.json fields of this sweep's points."""
+  pooled = pool_seeds(records)
+  write_text_atomic(out_dir / "gptvq_ablation.md", ablation_table(pooled))
+  _figure(pooled, out_dir)
+  return {"conventions": CONVENTIONS}
+
+
+def run(cfg: DictConfig) -> dict | None:
+  """Run (or resume) the sweep; a single run writes results.json, the table and the figure."""
+  sweep = Sweep(cfg, "gptvq")
   real_ctx = _RealLayers(cfg)
-  points = _points(cfg)
 
   def compute(p):
     return _limit(p, real_ctx) if p["part"] == "limit" else _compute(p, real_ctx)
 
-  records = run_points(store, points, compute, desc="gptvq")
-  table = ablation_table(records)
-  (out_dir / "gptvq_ablation.md").write_text(table)
-  _figure(records, out_dir)
-  results = {
-      "config": OmegaConf.to_container(cfg, resolve=True),
-      "conventions": {
-          "distortion": "tr((W-What)^T H (W-What))/(n m), undamped H",
-          "rate_bits": "bits per value incl. side information: RTN/GPTQ fixed-length (b + 16/group), WaterSIC "
-                       "empirical entropy + side, GPTVQ index bits + codebook (+scale) bits",
-          "gap_bits": "rate_bits - R*(d), R* = reverse waterfilling for iid Gaussian W of variance sigma^2 under H",
-          "gptvq_stages": list(GPTVQ_STAGES),
-      },
-      "points": records,
-      "env": env_info(),
-      "wall_time_s": time.perf_counter() - t0,
-  }
-  write_json_atomic(out_dir / "results.json", results)
-  log.info("wrote %s (%.1f s)", out_dir / "results.json", time.perf_counter() - t0)
-  return results
+  sweep.run_points(_points(cfg), compute)
+  return sweep.finish()
 
 
 def _fmt(d: float, r: float, gap: float) -> str:
@@ -313,6 +292,14 @@ def ablation_table(records: list[dict]) -> str:
   return "\n".join(lines)
 
 
+def _ci(stat: Mapping[str, Any], stage: int | None = None) -> float:
+  """Half-width of the 95% CI of a {mean, stderr, n} stat (0 with a single draw)."""
+  se = stat.get("stderr")
+  if se is None:
+    return 0.0
+  return 1.96 * float(se if stage is None else se[stage])
+
+
 def _figure(records: list[dict], out_dir: Path) -> None:
   from rdq import plot
 
@@ -320,19 +307,19 @@ def _figure(records: list[dict], out_dir: Path) -> None:
   layers = list(limits)
   fig, axes = plot.figure("double", ncols=len(layers))
   axes = np.atleast_1d(axes)
-  fig.set_size_inches(3.4 * len(layers), 3.2)
-  markers = {1: "o", 2: "s", 4: "^", 8: "D"}
-  shades = {1: "#9467bd", 2: "#8c564b", 4: "#e377c2", 8: "#7f7f7f"}
+  fig.set_size_inches(3.4 * len(layers), 3.6)
+  draws = set()
   for ax, layer in zip(axes, layers):
     recs = [r for r in records if r["config"]["part"] == "method" and _label(r["config"]["layer"]) == layer]
     rmin, rmax = 10.0, 0.0
     for name in ("rtn", "gptq", "watersic"):
-      pts = sorted((r["result"]["rate_bits"]["mean"], r["result"]["d_per_entry"]["mean"]) for r in recs
-                   if r["config"]["method"]["name"] == name)
+      pts = sorted((r["result"]["rate_bits"]["mean"], r["result"]["d_per_entry"]["mean"], _ci(r["result"]["d_per_entry"]))
+                   for r in recs if r["config"]["method"]["name"] == name)
+      draws |= {r["result"]["d_per_entry"]["n"] for r in recs}
       if pts:
-        x, y = zip(*pts)
-        ax.plot(x, y, marker="o", ms=3, lw=1, color=plot.COLORS[name], label={"rtn": "RTN", "gptq": "GPTQ",
-                                                                              "watersic": "WaterSIC (entropy)"}[name])
+        x, y, e = zip(*pts)
+        ax.errorbar(x, y, yerr=e, marker=plot.marker(name), ms=3, lw=1, color=plot.color(name),
+                    label=plot.label(name) + (" (entropy-coded)" if name == "watersic" else ""))
         rmin, rmax = min(rmin, min(x)), max(rmax, max(x))
     groups: dict[tuple, list] = {}
     for r in recs:
@@ -340,13 +327,17 @@ def _figure(records: list[dict], out_dir: Path) -> None:
       if mth["name"] == "gptvq":
         groups.setdefault((mth["config"]["dim"], mth["config"]["metric"]), []).append(r["result"])
     for (d, metric), res in sorted(groups.items()):
-      fin = sorted((x["rate_bits"]["mean"][-1], x["d_per_entry"]["mean"][-1]) for x in res)
-      sic = sorted((x["rate_bits"]["mean"][0], x["d_per_entry"]["mean"][0]) for x in res)
+      key = f"gptvq_d{d}"
+      fin = sorted((x["rate_bits"]["mean"][-1], x["d_per_entry"]["mean"][-1], _ci(x["d_per_entry"], -1)) for x in res)
+      sic = sorted((x["rate_bits"]["mean"][0], x["d_per_entry"]["mean"][0], _ci(x["d_per_entry"], 0)) for x in res)
       ls = "-" if metric == "full" else "--"
       tag = "" if metric == "full" else f" ({metric})"
-      ax.plot(*zip(*fin), marker=markers[d], ls=ls, color=shades[d], label=f"GPTVQ d={d}{tag}, all steps")
-      ax.plot(*zip(*sic), marker=markers[d], ls=":", mfc="none", color=shades[d], lw=0.8,
-              label=f"GPTVQ d={d}{tag}, SIC only" if metric == "full" else None)
+      x, y, e = zip(*fin)
+      ax.errorbar(x, y, yerr=e, marker=plot.marker(key), ls=ls, color=plot.color(key),
+                  label=f"{plot.label(key)}{tag}, all steps")
+      x, y, e = zip(*sic)
+      ax.errorbar(x, y, yerr=e, marker=plot.marker(key), ls=":", mfc="none", color=plot.color(key), lw=0.8,
+                  label=f"{plot.label(key)}{tag}, SIC only" if metric == "full" else None)
       rmin, rmax = min(rmin, fin[0][0], sic[0][0]), max(rmax, fin[-1][0], sic[-1][0])
     lim = limits[layer]
     rr = np.linspace(max(rmin - 0.25, 0.1), rmax + 0.25, 60)
@@ -356,14 +347,17 @@ def _figure(records: list[dict], out_dir: Path) -> None:
     ax.set_title(layer, fontsize=8)
     ax.set_xlabel(plot.RATE_LABEL, fontsize=7)
   axes[0].set_ylabel(plot.DISTORTION_LABEL_WEIGHT)
-  axes[0].legend(fontsize=5.5)
-  fig.suptitle("GPTVQ ablation: distortion vs bits per value (codebooks, scales and side information counted)", fontsize=8)
+  handles, labels = axes[0].get_legend_handles_labels()
+  fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=6)  # below the panels, off the data
+  many = sorted(n for n in draws if n > 1)
+  n_txt = ("; bars: 95% CI over " + "/".join(map(str, many)) + " draws of (W, H)") if many else "; one draw, no error bars"
+  fig.suptitle("GPTVQ ablation: distortion vs bits per value (codebooks, scales and side information counted)"
+               + n_txt, fontsize=8)
   plot.save(fig, out_dir / "gptvq_ablation")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="gptvq")
+@hydra.main(version_base="1.3", config_path="conf", config_name="gptvq")
 def main(cfg: DictConfig) -> None:
-  logging.getLogger("fontTools").setLevel(logging.WARNING)
   run(cfg)
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -37,20 +36,11 @@ import jax.numpy as jnp
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from experiments._store import PointStore, env_info, run_points, write_json_atomic
+from experiments._sweep import Sweep, pool_seeds
 from rdq import covariance as cov
-from rdq.layer import (
-    GPTQConfig,
-    RTNConfig,
-    UniformGrid,
-    WaterSICConfig,
-    damp_hessian,
-    gptq_traced,
-    inverse_cholesky_upper,
-    rtn_traced,
-    watersic_traced,
-)
-from rdq.limits import ECSQ_GAP_BITS, waterfill, waterfill_rate
+import rdq.layer
+from rdq.layer import damp_hessian, inverse_cholesky_upper
+from rdq.limits import ECSQ_GAP_BITS, waterfill, waterfill_gap_bits
 from rdq.montecarlo import estimate
 from rdq.rate import GAUSSIAN_MODEL_BITS
 
@@ -60,28 +50,29 @@ ALGORITHMS = ("rtn", "gptq", "watersic")
 STATS = ("d_per_entry", "rate_bits", "code_rate_bits", "gap_bits", "code_gap_bits", "amgm_bits", "limit_d")
 
 
-def _run_algorithm(algorithm: str, w, h, rate, percdamp: float):
+def _algorithm(algorithm: str, percdamp: float) -> rdq.layer.LayerAlgorithm:
+  """RTN and GPTQ on the entropy-coded uniform grid, WaterSIC at the high-rate rule (traced rates)."""
   if algorithm == "rtn":
-    return rtn_traced(w, h, RTNConfig(UniformGrid(1.0)), rate_bits=rate)[1]
+    return rdq.layer.get("rtn", grid="uniform")
   if algorithm == "gptq":
-    return gptq_traced(w, h, GPTQConfig(UniformGrid(1.0), percdamp=percdamp), rate_bits=rate)[1]
+    return rdq.layer.get("gptq", grid="uniform", percdamp=percdamp)
   if algorithm == "watersic":
-    return watersic_traced(w, h, rate, WaterSICConfig(rate_iters=0, percdamp=percdamp))[1]
+    return rdq.layer.get("watersic", rate_iters=0, percdamp=percdamp)
   raise ValueError(f"algorithm={algorithm!r} must be one of {ALGORITHMS}")
 
 
 def _stats(algorithm: str, w, h, rate, percdamp: float):
   """One (W, Σ, rate) → the STATS vector."""
   n, m = w.shape
-  rep = _run_algorithm(algorithm, w, h, rate, percdamp)
+  _, rep = _algorithm(algorithm, percdamp)(w, h, rate_bits=rate)
   lam = jnp.maximum(jnp.linalg.eigvalsh(h), 0.0)
   d = rep.d_per_entry
-  lim_rate = waterfill_rate(lam, d).rate_bits
+  gap = waterfill_gap_bits(lam, rep.rate_coded_bits, d)
   code_rate = rep.rate_coded_bits - rep.side_bits - GAUSSIAN_MODEL_BITS / m
   dd = 1.0 / jnp.diagonal(inverse_cholesky_upper(damp_hessian(h, percdamp))) ** 2
   amgm = 0.5 * jnp.log2(jnp.mean(dd) / jnp.exp(jnp.mean(jnp.log(dd))))
   limit_d = waterfill(lam, rep.rate_coded_bits).distortion
-  return jnp.stack([d, rep.rate_coded_bits, code_rate, rep.rate_coded_bits - lim_rate, code_rate - lim_rate, amgm, limit_d])
+  return jnp.stack([d, rep.rate_coded_bits, code_rate, gap, gap - (rep.rate_coded_bits - code_rate), amgm, limit_d])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,36 +177,32 @@ def _points(cfg: DictConfig) -> list[dict]:
   return pts
 
 
-def run(cfg: DictConfig) -> dict:
-  t0 = time.perf_counter()
-  out_dir = Path(cfg.out_dir)
-  store = PointStore(out_dir)
-  points = _points(cfg)
-  records = run_points(store, points, _compute, desc="weight_only")
+CONVENTIONS = {
+    "distortion": "tr((W-What)^T Sigma (W-What))/(n m), W iid N(0,1)",
+    "rate_bits": "rate_coded_bits: per-input-feature quantized-Gaussian code length + 64 model bits per "
+                 "input feature + side information, bits per entry",
+    "gap_bits": "rate_bits - R_waterfill(d_per_entry)",
+    "code_gap_bits": "same with the code rate alone (model and side bits excluded)",
+    "amgm_bits": "0.5 log2(AM/GM) of GPTQ's LDL diagonal 1/U_ii^2 (forward order, damped H)",
+    "stats_axes": "gap/spread points: mean[param][rate][stat]; uniformity: samples[draw][stat]",
+}
+
+
+def outputs(cfg: DictConfig, records: list[dict], out_dir: Path) -> dict:
+  """The three figures (seeds pooled) and the results.json fields of this sweep's points."""
   bad = [r for r in records if np.any(np.asarray(r["result"]["mean"])[..., STATS.index("limit_d")]
                                       > np.asarray(r["result"]["mean"])[..., 0])]
   if bad:
     log.warning("%d points where the waterfilling limit exceeds the measured distortion", len(bad))
-  results = {
-      "config": OmegaConf.to_container(cfg, resolve=True),
-      "conventions": {
-          "distortion": "tr((W-What)^T Sigma (W-What))/(n m), W iid N(0,1)",
-          "rate_bits": "rate_coded_bits: per-input-feature quantized-Gaussian code length + 64 model bits per "
-                       "input feature + side information, bits per entry",
-          "gap_bits": "rate_bits - R_waterfill(d_per_entry)",
-          "code_gap_bits": "same with the code rate alone (model and side bits excluded)",
-          "amgm_bits": "0.5 log2(AM/GM) of GPTQ's LDL diagonal 1/U_ii^2 (forward order, damped H)",
-          "stats_axes": "gap/spread points: mean[param][rate][stat]; uniformity: samples[draw][stat]",
-      },
-      "stats": list(STATS),
-      "points": records,
-      "env": env_info(),
-      "wall_time_s": time.perf_counter() - t0,
-  }
-  _figures(cfg, records, out_dir)
-  write_json_atomic(out_dir / "results.json", results)
-  log.info("wrote %s (%.1f s)", out_dir / "results.json", time.perf_counter() - t0)
-  return results
+  _figures(cfg, pool_seeds(records), out_dir)
+  return {"conventions": CONVENTIONS, "stats": list(STATS)}
+
+
+def run(cfg: DictConfig) -> dict | None:
+  """Run (or resume) the sweep; a single run writes results.json and the figures."""
+  sweep = Sweep(cfg, "weight_only")
+  sweep.run_points(_points(cfg), _compute)
+  return sweep.finish()
 
 
 def _figures(cfg: DictConfig, records: list[dict], out_dir: Path) -> None:
@@ -242,11 +229,11 @@ def _figures(cfg: DictConfig, records: list[dict], out_dir: Path) -> None:
       alg = r["config"]["algorithm"]
       mean = np.asarray(r["result"]["mean"])
       se = np.asarray(r["result"]["stderr"])
-      col = plot.COLORS[alg]
+      col, mk = plot.color(alg), plot.marker(alg)
       ax_d.errorbar(mean[p_show, :, idx["rate_bits"]], mean[p_show, :, idx["d_per_entry"]],
-                    yerr=1.96 * se[p_show, :, idx["d_per_entry"]], color=col, marker="o", label=alg)
+                    yerr=1.96 * se[p_show, :, idx["d_per_entry"]], color=col, marker=mk, label=plot.label(alg))
       ax_g.errorbar(params, mean[:, r_gap, idx["gap_bits"]], yerr=1.96 * se[:, r_gap, idx["gap_bits"]],
-                    color=col, marker="o", label=alg)
+                    color=col, marker=mk, label=plot.label(alg))
     # limit curve: the mean of waterfill D(R) over the same Σ draws is not needed for
     # families with a fixed spectrum; for random spectra we use one Σ of the first key.
     lam = np.linalg.eigvalsh(np.asarray(family(jax.random.key(cfg.seed + j), params[p_show]), np.float64)).clip(0)
@@ -254,14 +241,19 @@ def _figures(cfg: DictConfig, records: list[dict], out_dir: Path) -> None:
     ax_d.plot(rr, np.asarray(waterfill(lam, rr).distortion), **plot.LIMIT_STYLE, label="waterfilling")
     ax_d.set_yscale("log")
     ax_d.set_title(f"{fname}\n{family.param_name}={params[p_show]:g}", fontsize=8)
-    ax_g.axhline(ECSQ_GAP_BITS, color="0.4", ls="--", lw=0.8, label="½log₂(πe/6)")
+    ax_g.axhline(ECSQ_GAP_BITS, **plot.REFERENCE_STYLE, label="½log₂(πe/6) = 0.255 (ECSQ)")
+    ax_g.set_ylim(bottom=0)  # the 0.255-bit line inside the axes, not on its edge
     ax_g.set_xlabel(family.param_name)
     if j == 0:
       ax_d.set_ylabel("D = tr((W−Ŵ)ᵀΣ(W−Ŵ))/(nm)")
       ax_g.set_ylabel(f"rate gap [bits] at R≈{cfg.gap.rates[r_gap]:g}")
-      ax_d.legend(fontsize=6)
-      ax_g.legend(fontsize=6)
     ax_d.set_xlabel("R [bits/entry]")
+  # one legend for all panels, below them (never on the data)
+  handles = {}
+  for ax in (axes[0, 0], axes[1, 0]):
+    for h, lab in zip(*ax.get_legend_handles_labels()):
+      handles.setdefault(lab, h)
+  fig.legend(handles.values(), handles.keys(), loc="outside lower center", ncol=len(handles), fontsize=6.5)
   fig.suptitle(f"Weight-only, W iid N(0,1), n={cfg.gap.n}, m={cfg.gap.m}: rate = achievable entropy-coded rate "
                "incl. side info; RTN/GPTQ on an entropy-coded uniform grid; 95% CI", fontsize=7)
   plot.save(fig, out_dir / "weight_only_gap")
@@ -274,13 +266,15 @@ def _figures(cfg: DictConfig, records: list[dict], out_dir: Path) -> None:
     mean = np.asarray(r["result"]["mean"])[:, 0, :]
     se = np.asarray(r["result"]["stderr"])[:, 0, :]
     x = np.asarray(r["config"]["params"])
-    ax.errorbar(x, mean[:, idx["gap_bits"]], yerr=1.96 * se[:, idx["gap_bits"]], color=plot.COLORS[alg], marker="o", label=alg)
+    ax.errorbar(x, mean[:, idx["gap_bits"]], yerr=1.96 * se[:, idx["gap_bits"]], color=plot.color(alg),
+                marker=plot.marker(alg), label=plot.label(alg))
     if alg == "gptq":
       wat = next(q for q in sp if q["config"]["algorithm"] == "watersic")
       base = np.asarray(wat["result"]["mean"])[:, 0, idx["gap_bits"]]
       ax.plot(x, base + mean[:, idx["amgm_bits"]], color=plot.COLORS["gptq"], ls=":", lw=1,
               label="WaterSIC + ½log₂(AM/GM of d_i)")
-  ax.axhline(ECSQ_GAP_BITS, color="0.4", ls="--", lw=0.8, label="½log₂(πe/6) = 0.255")
+  ax.axhline(ECSQ_GAP_BITS, **plot.REFERENCE_STYLE, label="½log₂(πe/6) = 0.255 (ECSQ)")
+  ax.set_ylim(bottom=0)  # the 0.255-bit line inside the axes, not on its edge
   ax.set_xlabel("LDL-diagonal spread s = ln(d_max/d_min)")
   ax.set_ylabel("rate gap to waterfilling [bits/entry]")
   ax.set_title(f"Σ = LDLᵀ, n={cfg.spread.n}, m={cfg.spread.m}, R≈{cfg.spread.rate:g} bits", fontsize=8)
@@ -301,13 +295,13 @@ def _figures(cfg: DictConfig, records: list[dict], out_dir: Path) -> None:
   se = allv.std(ddof=1) / np.sqrt(len(allv))
   ax.set_title(f"{len(allv)} random Σ, n={cfg.uniformity.n}, m={cfg.uniformity.m}, R≈{cfg.uniformity.rate:g}; "
                f"mean {allv.mean():.4f} ± {se:.4f}", fontsize=7)
-  ax.legend(fontsize=6)
+  ax.yaxis.get_major_locator().set_params(integer=True)
+  ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the histogram, not on it
   plot.save(fig, out_dir / "watersic_uniformity")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="weight_only")
+@hydra.main(version_base="1.3", config_path="conf", config_name="weight_only")
 def main(cfg: DictConfig) -> None:
-  logging.getLogger("fontTools").setLevel(logging.WARNING)
   run(cfg)
 
 

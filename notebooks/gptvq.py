@@ -32,8 +32,9 @@ import numpy as np
 
 from rdq import covariance as cov
 from rdq import plot
-from rdq.layer import GPTQConfig, GPTVQConfig, MinMaxGrid, WaterSICConfig, gptq, gptvq, gptvq_bits, watersic
-from rdq.limits import waterfill, waterfill_rate
+import rdq.layer
+from rdq.layer import GPTVQConfig, gptvq_bits
+from rdq.limits import waterfill, waterfill_gap_bits
 
 SMALL = os.environ.get("RDQ_NOTEBOOK_FULL") is None  # small sizes when executed by `make test`
 n, m = (128, 128) if SMALL else (512, 512)
@@ -46,9 +47,9 @@ lam = np.linalg.eigvalsh(np.asarray(h, np.float64)).clip(0)
 # ## d = 1 with GPTQ's grid is GPTQ, bit for bit
 
 # %%
-w_g, rep_g = gptq(w, h, GPTQConfig(MinMaxGrid(2, True, 128)))
-cfg_d1 = GPTVQConfig(dim=1, bits=2, group_size=128, group_outputs=1, init="minmax", codebook_format="fp32", update=False)
-w_v, rep_v = gptvq(w, h, cfg_d1)
+w_g, rep_g = rdq.layer.get("gptq", grid="minmax", bits=2, group_size=128)(w, h)
+cfg_d1 = dict(dim=1, bits=2, group_size=128, group_outputs=1, init="minmax", codebook_format="fp32", update=False)
+w_v, rep_v = rdq.layer.get("gptvq", **cfg_d1)(w, h)
 print(f"GPTQ 2-bit g128: D = {float(rep_g.d_per_entry):.4f} at {float(rep_g.rate_nominal_bits):.3f} bits; "
       f"GPTVQ d=1 minmax: D = {float(rep_v.d_per_entry):.4f}")
 np.testing.assert_array_equal(np.asarray(w_v), np.asarray(w_g))
@@ -70,12 +71,12 @@ if not SMALL:
   configs["d=4"] = GPTVQConfig(dim=4, bits=2, group_size=128, group_outputs=512, em_iters=em_iters)
 results = {}
 for name, cfg in configs.items():
-  _, rep = gptvq(w, h, cfg, jax.random.key(0))
+  _, rep = rdq.layer.LayerAlgorithm("gptvq", cfg)(w, h, key=jax.random.key(0))
   bits = gptvq_bits(cfg, n, m)
   results[name] = (rep, bits)
   print(f"{name:22s} D = {float(rep.d_per_entry):.4f}  bits = {bits.index:.3f} index + {bits.codebook:.4f} codebook "
         f"+ {bits.scale:.4f} scale = {bits.total:.4f}")
-_, rep_ws = watersic(w, h, WaterSICConfig(2.125))
+_, rep_ws = rdq.layer.get("watersic")(w, h, rate_bits=2.125)
 print(f"{'WaterSIC (entropy-coded)':22s} D = {float(rep_ws.d_per_entry):.4f}  at {float(rep_ws.rate_entropy_bits):.3f} bits")
 
 # %%
@@ -85,14 +86,14 @@ num_cb = (n // 128) * (m // 32)
 assert bits2 == (2.0, num_cb * 16 * 2 * 16 / (n * m), 0.0, 2.0 + num_cb * 16 * 2 * 16 / (n * m))  # by hand
 assert bits8.codebook == bits2.codebook / 2 and bits8.scale == num_cb * 16 / (n * m)
 assert abs(float(rep8.rate_bits) - bits8.total) < 1e-6
-d_sic, d_upd = (float(x) for x in rep2.stage_d_per_entry[:2])
+d_sic, d_upd = (float(x) for x in rep2.extras["stage_d_per_entry"][:2])
 assert d_upd <= d_sic                                             # LS update: optimal for fixed assignments
 assert float(rep2.d_per_entry) < 0.6 * float(rep_g.d_per_entry)  # vectors beat GPTQ's 2-bit grid
 assert float(rep8.d_per_entry) < 1.05 * float(rep2.d_per_entry)  # INT8 codebooks cost little
 for name, (rep, bits) in results.items():
   assert float(waterfill(lam, bits.total).distortion) < float(rep.d_per_entry), name  # the limit holds
-gap = {name: bits.total - float(waterfill_rate(lam, rep.d_per_entry).rate_bits) for name, (rep, bits) in results.items()}
-gap["GPTQ 2-bit g128"] = float(rep_g.rate_nominal_bits) - float(waterfill_rate(lam, rep_g.d_per_entry).rate_bits)
+gap = {name: float(waterfill_gap_bits(lam, bits.total, rep.d_per_entry)) for name, (rep, bits) in results.items()}
+gap["GPTQ 2-bit g128"] = float(waterfill_gap_bits(lam, rep_g.rate_bits, rep_g.d_per_entry))
 print("rate gap to waterfilling [bit]:", {k: round(v, 3) for k, v in gap.items()})
 assert gap["d=2"] < gap["GPTQ 2-bit g128"] - 0.3
 

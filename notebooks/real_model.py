@@ -30,9 +30,9 @@ import jax
 import numpy as np
 
 from rdq import plot
-from rdq.layer import (GPTQConfig, LatticeSICConfig, MinMaxGrid, RTNConfig, WaterSICConfig, gptq, lattice_sic,
-                       layer_distortion, rtn, watersic)
-from rdq.limits import waterfill, waterfill_rate
+import rdq.layer
+from rdq.layer import layer_distortion
+from rdq.limits import waterfill, waterfill_gap_bits
 from rdq.models import (embed_sentences, from_pretrained, linear_kernels, load_splits, load_tokenizer, replace_linears,
                         second_moments)
 
@@ -77,19 +77,22 @@ assert alpha > 0                                          # a decaying spectrum,
 # %%
 sigma2 = float(np.mean(w.astype(np.float64) ** 2))
 lam_c = np.clip(lam, 0.0, None)
-runs = {
-    "RTN": rtn(w, h, RTNConfig(MinMaxGrid(bits=bits))),
-    "GPTQ": gptq(w, h, GPTQConfig(MinMaxGrid(bits=bits))),
-    "WaterSIC": watersic(w, h, WaterSICConfig(bits + 16.0 / n, rate_iters=2)),
-    # E8/qE8 with q = 13 and 4 β-scales per 8-block: log2(13) + 2/8 = 3.95 bits + a bf16 scale per output
-    "E8 LDLQ": lattice_sic(w, h, LatticeSICConfig("e8_nested_q13_k4_norm", rotate=True), jax.random.key(0)),
+budget = bits + 16.0 / n  # bits per weight, side information included
+algos = {  # every algorithm through the one door, rdq.layer.get, at the same budget
+    "RTN": rdq.layer.get("rtn"),
+    "GPTQ": rdq.layer.get("gptq"),
+    "WaterSIC": rdq.layer.get("watersic", rate_iters=2),
+    # E8/qE8 with 4 β-scales per 8-block: the largest q within the budget (q = 13 at 4 bits:
+    # log2(13) + 2/8 = 3.95 bits + a bf16 scale per output)
+    "E8 LDLQ": rdq.layer.get("lattice_sic", quantizer="e8_nested_q8_k4_norm", rotate=True),
 }
+runs = {name: algo(w, h, key=jax.random.key(0), rate_bits=budget) for name, algo in algos.items()}
 colors = {"RTN": "rtn", "GPTQ": "gptq", "WaterSIC": "watersic", "E8 LDLQ": "e8_ldlq"}
 rows = {}
 for name, (w_hat, rep) in runs.items():
-  rate = float(rep.rate_entropy_bits if name == "WaterSIC" else rep.rate_nominal_bits)
+  rate = float(rep.rate_bits)  # entropy-coded for WaterSIC, fixed length for the others
   d = float(rep.d_per_entry)
-  gap = rate - float(waterfill_rate(lam_c, d, sigma2).rate_bits)
+  gap = float(waterfill_gap_bits(lam_c, rate, d, sigma2))
   rows[name] = (w_hat, rate, d, gap)
   print(f"{name:9s} R = {rate:.3f} bit  D = {d:.3e}  (relative {float(rep.d_relative):.2e})  gap to waterfilling {gap:.2f} bit")
   np.testing.assert_allclose(float(layer_distortion(w, w_hat, h)), d, rtol=1e-4)  # the report is the distortion

@@ -36,9 +36,9 @@ import numpy as np
 
 from rdq import covariance as cov
 from rdq import plot
-from rdq.layer import (GPTQConfig, RTNConfig, UniformGrid, WaterSICConfig, damp_hessian, gptq, inverse_cholesky_upper,
-                       rtn, watersic)
-from rdq.limits import ECSQ_GAP_BITS, waterfill, waterfill_high_rate, waterfill_rate
+import rdq.layer
+from rdq.layer import damp_hessian, inverse_cholesky_upper
+from rdq.limits import ECSQ_GAP_BITS, waterfill, waterfill_gap_bits, waterfill_high_rate, waterfill_rate
 from rdq.rate import gaussian_code_bits
 
 SMALL = os.environ.get("RDQ_NOTEBOOK_FULL") is None  # small sizes when executed by `make test`
@@ -115,16 +115,16 @@ rows = []
 for name, h in sigmas.items():
   lam = spectra[name]
   reps = {
-      "rtn": rtn(w, h, RTNConfig(UniformGrid(rate_bits)))[1],
-      "gptq": gptq(w, h, GPTQConfig(UniformGrid(rate_bits), percdamp=percdamp))[1],
-      "watersic": watersic(w, h, WaterSICConfig(rate_bits, rate_iters=0, percdamp=percdamp))[1],
+      "rtn": rdq.layer.get("rtn", grid="uniform")(w, h, rate_bits=rate_bits)[1],
+      "gptq": rdq.layer.get("gptq", grid="uniform", percdamp=percdamp)(w, h, rate_bits=rate_bits)[1],
+      "watersic": rdq.layer.get("watersic", rate_iters=0, percdamp=percdamp)(w, h, rate_bits=rate_bits)[1],
   }
   gaps = {}
   for alg, rep in reps.items():
     d = float(rep.d_per_entry)
     r = code_rate_bits(rep)
     assert float(waterfill(lam, r).distortion) < d, (name, alg)  # the limit is below every algorithm
-    gaps[alg] = r - float(waterfill_rate(lam, d).rate_bits)
+    gaps[alg] = float(waterfill_gap_bits(lam, r, d))
   rows.append((name, gaps))
   print(f"{name:18s} " + "  ".join(f"{a} {g:5.3f}" for a, g in gaps.items()) + "  bit")
 
@@ -151,9 +151,9 @@ spread_rows = []
 for s in spreads:
   h = fam(jax.random.key(7), s)
   lam = np.linalg.eigvalsh(np.asarray(h, np.float64))
-  _, rg = gptq(w, h, GPTQConfig(UniformGrid(rate_bits), percdamp=percdamp))
-  _, rw = watersic(w, h, WaterSICConfig(rate_bits, rate_iters=0, percdamp=percdamp))
-  gap = lambda rep: code_rate_bits(rep) - float(waterfill_rate(lam, rep.d_per_entry).rate_bits)  # noqa: E731
+  _, rg = rdq.layer.get("gptq", grid="uniform", percdamp=percdamp)(w, h, rate_bits=rate_bits)
+  _, rw = rdq.layer.get("watersic", rate_iters=0, percdamp=percdamp)(w, h, rate_bits=rate_bits)
+  gap = lambda rep: float(waterfill_gap_bits(lam, code_rate_bits(rep), rep.d_per_entry))  # noqa: E731
   dd = 1.0 / np.diag(np.asarray(inverse_cholesky_upper(damp_hessian(h, percdamp)), np.float64)) ** 2
   amgm = 0.5 * np.log2(dd.mean() / np.exp(np.log(dd).mean()))
   spread_rows.append((s, gap(rg), gap(rw), amgm))

@@ -85,8 +85,8 @@ class MinMaxGrid:
       feature over all n input features (fitted on the original W, as in GPTQ).
 
   References:
-    Frantar et al. (2023), reference code ``quant.py`` (``Quantizer.find_params``);
-    reference_code.md §3.2.
+    Frantar et al. (2023), the paper's public reference code ``quant.py``
+    (``Quantizer.find_params``).
   """
 
   bits: int = 4
@@ -102,6 +102,20 @@ class MinMaxGrid:
   @property
   def q_max(self) -> int:
     return 2**self.bits - 1
+
+  def for_budget(self, rate_bits: float, n: int, m: int) -> "MinMaxGrid":
+    """The same grid with the most bits whose rate ``bits + side_bits(n, m)`` is ≤ ``rate_bits``.
+
+    Raises ``ValueError`` if that is outside ``[2, 8]`` bits.
+    """
+    fits = [b for b in range(2, 9) if b + dataclasses.replace(self, bits=b).side_bits(n, m) <= rate_bits + 1e-9]
+    if not fits:
+      side = dataclasses.replace(self, bits=2).side_bits(n, m)
+      raise ValueError(
+          f"rate_bits={rate_bits!r} is below the smallest min–max grid of an ({n}, {m}) layer: "
+          f"2 bits + {side:.4g} side bits"
+      )
+    return dataclasses.replace(self, bits=max(fits))
 
   def side_bits(self, n: int, m: int) -> float:
     """Bits per entry of the stored scales (fp16) and zero points (``bits``, asymmetric only)."""
@@ -147,7 +161,7 @@ def high_rate_step(
 
   References:
     Lifar et al., "WaterSIC", arXiv 2603.04956; reference code ``compress_w2q``
-    (reference_code.md §1.1 step 4).
+    (its layer step-size rule).
   """
   s = jnp.mean(w.astype(jnp.float32) ** 2, axis=1)
   if weights is not None:
@@ -163,13 +177,13 @@ def high_rate_step(
 class UniformGrid:
   """Entropy-coded uniform scalar quantization (ECSQ) with one step Δ for the whole layer.
 
-  ``Δ = high_rate_step(W, rate_bits)``: the step at which the codes' entropy is about
-  ``rate_bits`` at high rate. Codes are unbounded integers (no clipping); the side
+  ``Δ = high_rate_step(W, rate_bits − side)``: the step at which the codes' entropy plus the
+  side information is about ``rate_bits`` at high rate. Codes are unbounded integers (no clipping); the side
   information is one 16-bit step per layer. This is the "GPTQ with entropy coding" whose
   high-rate distortion is ``(Δ²/12)·mean_i d_i`` (arithmetic mean of the LDL diagonal).
 
   Attributes:
-    rate_bits: target entropy in bits per entry, > 0.
+    rate_bits: target rate in bits per entry (entropy of the codes + side information), > 0.
   """
 
   rate_bits: float = 4.0
@@ -193,8 +207,8 @@ class StepGrid:
   Returned ``aux`` is the stored per-feature scale.
 
   References:
-    Lifar et al., "WaterSIC", arXiv 2603.04956 (LMMSE gain per column);
-    reference_code.md §1.1 step 6.
+    Lifar et al., "WaterSIC", arXiv 2603.04956 (LMMSE gain per column; official code
+    ``compress_w2q``).
   """
 
   lmmse: bool = False

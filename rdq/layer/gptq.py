@@ -16,7 +16,7 @@ asymmetric, ``MinMaxGrid``) or an entropy-coded uniform grid (``UniformGrid``).
 High rate (entropy-coded, equal step Δ): ``D = (Δ²/12)·mean_i d_i`` with ``d_i = 1/U_ii²``,
 whereas the limit depends on ``(Π d_i)^{1/n} = det(H_d)^{1/n}``: GPTQ's rate gap to
 WaterSIC is ``½ log2(AM(d)/GM(d))``, unbounded over H (Lifar et al., WaterSIC, Sec. on
-GPTQ's suboptimality; papers.md §3).
+GPTQ's suboptimality).
 
 References:
   E. Frantar, S. Ashkboos, T. Hoefler, D. Alistarh, "GPTQ: Accurate Post-Training
@@ -42,7 +42,7 @@ from rdq.layer._sic import (
     inverse_cholesky_upper,
     sic,
 )
-from rdq.layer.report import LayerReport, check_layer_inputs, make_report
+from rdq.layer.report import LayerReport, check_layer_inputs, concrete_rate, make_report
 
 __all__ = ["GPTQConfig", "gptq", "gptq_traced"]
 
@@ -82,6 +82,9 @@ def gptq(
 ) -> tuple[Float[Array, "n m"], LayerReport]:
   """Quantize ``W`` with GPTQ under the input second moment ``H``.
 
+  Same as ``rdq.layer.get("gptq", …)(w, h)`` with this config (eager checks, scale
+  normalization).
+
   Args:
     w: ``(n, m) = (in_features, out_features)`` weights.
     h: ``(n, n)`` symmetric PSD ``E[x xᵀ]`` (undamped; used as is for the distortion).
@@ -97,21 +100,33 @@ def gptq(
     ValueError: bad W/H (shape mismatch, non-symmetric, non-PSD, non-finite, singular with
       ``percdamp = 0``) or a group size that does not divide n.
   """
-  del key
+  from rdq.layer.registry import LayerAlgorithm
+
+  return LayerAlgorithm("gptq", config)(w, h, key=key)
+
+
+def _check(w, h, config: GPTQConfig, key, rate_bits=None) -> None:
+  """Eager checks of ``gptq`` (skipped for tracers)."""
+  del key, rate_bits  # the core sizes the grid (and raises) for a budget
   check_layer_inputs(w, h, config.percdamp, config.grid.group_size)
-  return gptq_traced(jnp.asarray(w, jnp.float32), jnp.asarray(h, jnp.float32), config)
 
 
-def gptq_traced(w, h, config: GPTQConfig, rate_bits=None):
-  """``gptq`` without the eager checks (jit-able, vmappable over ``w`` and ``h``).
+def gptq_traced(w, h, config: GPTQConfig, key=None, *, rate_bits=None):
+  """The GPTQ core: float32 ``w`` and ``h``, no checks (jit-able, vmappable over ``w`` and ``h``).
 
-  For a ``UniformGrid`` the rate is a traced argument (``rate_bits``, default the grid's),
-  so a rate sweep compiles once.
+  ``rate_bits`` (bits per weight incl. side information) overrides the grid's rate: for a
+  ``MinMaxGrid`` the most bits within it (concrete), for a ``UniformGrid`` the entropy
+  target (may be traced, so a rate sweep compiles once). ``None``: the grid's own.
   """
+  del key
+  n, m = w.shape
   if isinstance(config.grid, UniformGrid):
     rate = config.grid.rate_bits if rate_bits is None else rate_bits
     config = dataclasses.replace(config, grid=UniformGrid(1.0))
   else:
+    if rate_bits is not None:
+      grid = config.grid.for_budget(concrete_rate(rate_bits, "gptq on a min–max grid"), n, m)
+      config = dataclasses.replace(config, grid=grid)
     rate = 0.0
   return _gptq(w, h, jnp.asarray(rate, jnp.float32), config)
 
@@ -127,14 +142,15 @@ def _gptq(w, h, rate_bits, config: GPTQConfig):
   else:
     wp, hp = w, h
   u = inverse_cholesky_upper(damp_hessian(hp, config.percdamp))
+  side = grid.side_bits(n, m)
   if isinstance(grid, UniformGrid):
-    step = high_rate_step(w, rate_bits)
+    step = high_rate_step(w, rate_bits - side)
     steps = jnp.full((n,), step, jnp.float32)
     q, z, _ = sic(wp, u, StepGrid(lmmse=False), steps, config.block_size)
-    nominal, scale = None, steps
+    nominal, scale, kind = None, steps, "entropy"
   else:
     q, z, _ = sic(wp, u, grid, None, config.block_size)
-    nominal, scale = grid.bits, None
+    nominal, scale, kind = grid.bits, None, "nominal"
   if config.act_order:
     q, z = q[inv], z[inv]
-  return q, make_report(w, q, h, z, grid.side_bits(n, m), nominal, scale)
+  return q, make_report(w, q, h, z, side, nominal, scale, rate=kind)

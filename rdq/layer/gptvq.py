@@ -25,7 +25,7 @@ which is GPTQ's recursion on the rows of ``P`` with their values held at ``Q_P``
 ``W − Q = UᵀE`` and ``tr((W−Q)ᵀ H_d (W−Q)) = ‖E‖²_F``. With ``d = 1`` and GPTQ's min–max
 grid as the codebook (``init="minmax"``) this *is* GPTQ, bit for bit.
 
-**After the pass** (each step optional, in this order; ``stage_*`` report fields):
+**After the pass** (each step optional, in this order; ``report.extras["stage_*"]``):
 
 1. ``update`` — codebook update by least squares on the layer objective with the
    assignments fixed: ``Ŵ = Σ_p θ_p S_p`` is linear in the codebook entries θ, so
@@ -63,9 +63,8 @@ References:
   P. Whatmough, "GPTVQ: The Blessing of Dimensionality for LLM Quantization", arXiv
   2402.15319 (2024), Sec. 3 (Algorithm 1: VQ with GPTQ updates; EM initialization;
   codebook update; INT8 and SVD codebook compression) and the bits-per-value accounting of
-  its experiments (papers.md §5; reference_code.md §2). The exact Hessian weighting of the
-  paper's EM was not confirmed (the reference code uses diag(U) in one place and its inverse
-  in another); rdq uses ``1/U_ii²``, GPTQ's metric. E. Frantar et al., "GPTQ", ICLR 2023,
+  its experiments (Sec. 4). The exact Hessian weighting of the paper's EM is not pinned down
+  by the paper; rdq uses ``1/U_ii²``, GPTQ's own metric. E. Frantar et al., "GPTQ", ICLR 2023,
   Algorithm 1 (the SIC recursion and lazy batches). C. Eckart & G. Young, Psychometrika
   1(3), 1936 (best rank-r approximation).
 """
@@ -74,6 +73,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -84,10 +84,20 @@ from jax import lax
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from rdq.layer._sic import MinMaxGrid, damp_hessian, inverse_cholesky_upper, sic
-from rdq.layer.report import check_layer_inputs, layer_distortion
+from rdq.layer.report import LayerReport, check_layer_inputs, concrete_rate, layer_distortion, make_report
 from rdq.quantizers.vq import INT8_SCALE_BITS, quantize_codebook_int8, round_codebook, weighted_kmeans
 
-__all__ = ["GPTVQConfig", "GPTVQReport", "STAGES", "VQBits", "gptvq", "gptvq_bits", "vq_decode"]
+__all__ = [
+    "GPTVQConfig",
+    "STAGES",
+    "VQBits",
+    "gptvq",
+    "gptvq_bits",
+    "gptvq_for_budget",
+    "gptvq_tiles",
+    "gptvq_traced",
+    "vq_decode",
+]
 
 STAGES = ("sic", "update", "svd", "finetune", "int8")
 _INITS = ("kmeans++", "minmax")
@@ -227,37 +237,6 @@ def gptvq_bits(config: GPTVQConfig, n: int, m: int, stage: str = "int8") -> VQBi
   cbits = entries * b_c / nm
   sbits = scales * INT8_SCALE_BITS / nm
   return VQBits(index=index, codebook=cbits, scale=sbits, total=index + cbits + sbits)
-
-
-class GPTVQReport(NamedTuple):
-  """Result summary of ``gptvq`` (a pytree of arrays).
-
-  Attributes:
-    d_per_entry: ``tr((W−Ŵ)ᵀH(W−Ŵ))/(n·m)`` (undamped H).
-    d_relative: ``tr((W−Ŵ)ᵀH(W−Ŵ)) / tr(WᵀHW)``.
-    rate_bits: bits per value incl. codebooks and scales (``gptvq_bits(...).total``).
-    rate_index_bits, rate_codebook_bits, rate_scale_bits: its split (``VQBits``).
-    stage_d_per_entry: ``(5,)`` distortion after each of ``STAGES`` (a stage that is off
-      repeats the previous value).
-    stage_rate_bits: ``(5,)`` bits per value after each stage.
-    stage_d_bound: ``(5,)`` the stated upper bound on the distortion after the svd and int8
-      stages (module docstring), NaN for the other stages or when off.
-    codes: ``(n/d, m)`` int32 centroid indices of the vectors ``W[t·d:(t+1)·d, j]``.
-    codebooks: ``(n/group_size, m/group_outputs, k, d)`` float32 final codebooks (decoded
-      values; never-used centroids are 0 after the pass and are still counted in the rate).
-  """
-
-  d_per_entry: Float[Array, ""]
-  d_relative: Float[Array, ""]
-  rate_bits: Float[Array, ""]
-  rate_index_bits: Float[Array, ""]
-  rate_codebook_bits: Float[Array, ""]
-  rate_scale_bits: Float[Array, ""]
-  stage_d_per_entry: Float[Array, "5"]
-  stage_rate_bits: Float[Array, "5"]
-  stage_d_bound: Float[Array, "5"]
-  codes: Int[Array, "nd m"]
-  codebooks: Float[Array, "g b k d"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -517,21 +496,21 @@ def _gptvq(w, h, key, config: GPTVQConfig):
   stage_d.append(d_cur)
 
   w_hat = vq_decode(codes, cb, g, r)
-  signal = jnp.sum(w * (h @ w))
   bits = [gptvq_bits(config, n, m, s) for s in STAGES]
   final = bits[-1]
-  rep = GPTVQReport(
-      d_per_entry=d_cur,
-      d_relative=d_cur * nm / signal,
-      rate_bits=jnp.float32(final.total),
-      rate_index_bits=jnp.float32(final.index),
-      rate_codebook_bits=jnp.float32(final.codebook),
-      rate_scale_bits=jnp.float32(final.scale),
-      stage_d_per_entry=jnp.stack(stage_d),
-      stage_rate_bits=jnp.asarray([b.total for b in bits], jnp.float32),
-      stage_d_bound=jnp.stack(stage_bound),
-      codes=codes,
-      codebooks=cb,
+  extras = {
+      "stage_d_per_entry": jnp.stack(stage_d),
+      "stage_rate_bits": jnp.asarray([b.total for b in bits], jnp.float32),
+      "stage_d_bound": jnp.stack(stage_bound),
+      "rate_index_bits": jnp.float32(final.index),
+      "rate_codebook_bits": jnp.float32(final.codebook),
+      "rate_scale_bits": jnp.float32(final.scale),
+      "vector_codes": codes,
+      "codebooks": cb,
+  }
+  rep = make_report(
+      w, w_hat, h, jnp.repeat(codes, d, axis=0), final.codebook + final.scale, final.index,
+      extras=extras, symbol_dim=d, coded_bits=final.index,
   )
   return w_hat, rep
 
@@ -549,8 +528,11 @@ def gptvq(
     h: Float[Array, "n n"],
     config: GPTVQConfig = GPTVQConfig(),
     key: PRNGKeyArray | None = None,
-) -> tuple[Float[Array, "n m"], GPTVQReport]:
+) -> tuple[Float[Array, "n m"], LayerReport]:
   """Quantize ``W`` with GPTVQ under the input second moment ``H`` (module docstring).
+
+  Same as ``rdq.layer.get("gptvq", …)(w, h, key=key)`` with this config (eager checks,
+  scale normalization).
 
   Args:
     w: ``(n, m) = (in_features, out_features)`` weights.
@@ -560,9 +542,12 @@ def gptvq(
       ``fold_in(key, i)``); required unless ``config.init == "minmax"``.
 
   Returns:
-    ``(Ŵ, report)``: ``Ŵ`` in float32 (``vq_decode(report.codes, report.codebooks, …)``)
-    and a ``GPTVQReport`` (distortion per entry, bits per value and their split, the
-    distortion after every stage, codes and codebooks).
+    ``(Ŵ, report)``: ``Ŵ`` in float32 and a ``LayerReport`` whose ``rate_bits`` is the bits
+    per value (indices, codebooks and scales) and whose ``extras`` hold the distortion, rate
+    and stated bound after every stage (``stage_*``, over ``STAGES``), the bits split
+    (``rate_index_bits``, ``rate_codebook_bits``, ``rate_scale_bits``), the centroid indices
+    ``vector_codes`` ``(n/d, m)`` and the ``codebooks`` ``(n/group_size, m/group_outputs, k, d)``
+    (``Ŵ = vq_decode(vector_codes, codebooks, …)``).
 
   Raises:
     ValueError: bad W/H (shape, non-symmetric, non-PSD, non-finite, singular with
@@ -572,15 +557,93 @@ def gptvq(
   References:
     van Baalen et al., "GPTVQ", arXiv 2402.15319, Sec. 3 / Algorithm 1.
   """
-  check_layer_inputs(w, h, config.percdamp, config.group_size)
+  from rdq.layer.registry import LayerAlgorithm
+
+  return LayerAlgorithm("gptvq", config)(w, h, key=key)
+
+
+def gptvq_tiles(n: int, m: int, dim: int, bits: float, max_overhead_bits: float, block_size: int = 128) -> tuple[int, int]:
+  """``(group_size, group_outputs)`` with the most codebooks whose fp16 entries cost ≤ ``max_overhead_bits``.
+
+  The one tiling rule of rdq: ``#codebooks · k·d·16 / (n·m) ≤ max_overhead_bits`` with
+  ``k = 2^{d·bits}`` (GPTVQ's bits per value ``b + k·d·16/ℓ``, ℓ = n·m/#codebooks, van
+  Baalen et al. Sec. 4). ``group_size`` divides n, is a multiple of d and of or a divisor
+  of ``block_size``; every tile holds at least k vectors. Among the layouts with the most
+  codebooks, the group width nearest 256 (the paper's ``columns_per_group``) wins.
+
+  Raises:
+    ValueError: no layout fits (even one codebook per layer costs more than the overhead).
+  """
+  k = 2 ** int(round(dim * bits))
+  per = k * dim * 16
+  best = None
+  for g in range(dim, n + 1, dim):
+    if n % g or (g % block_size and block_size % g):
+      continue
+    for r in range(1, m + 1):
+      if m % r or (g // dim) * r < k:
+        continue
+      count = (n // g) * (m // r)
+      if count * per <= max_overhead_bits * n * m + 1e-9:
+        cand = (count, -abs(math.log(g / 256)), g, r)
+        best = cand if best is None else max(best, cand)
+        break  # larger r only means fewer codebooks
+  if best is None:
+    raise ValueError(
+        f"no GPTVQ tiling of an ({n}, {m}) layer keeps d={dim}, b={bits} fp16 codebooks within "
+        f"{max_overhead_bits} bits per weight (one codebook costs {per / (n * m):.4g})"
+    )
+  return best[2], best[3]
+
+
+def gptvq_for_budget(config: GPTVQConfig, n: int, m: int, rate_bits: float) -> GPTVQConfig:
+  """``config`` with the index bits and tiles that fit ``rate_bits`` bits per weight.
+
+  Index bits ``b``: the largest multiple of ``1/dim`` strictly below ``rate_bits``; tiles:
+  ``gptvq_tiles`` with the rest, ``rate_bits − b``, for the fp16 codebooks (e.g. 3.125 bits
+  at d = 2: b = 3 and codebooks ≤ 0.125 bit, the paper's ``b + 0.125`` setting). Only fp16
+  codebooks without SVD or INT8 compression are sized this way; other options raise.
+  """
+  if config.svd_rank is not None or config.int8 or config.codebook_format != "fp16":
+    raise ValueError(
+        "a rate_bits budget sizes fp16 codebooks only; set group_size/group_outputs/bits yourself for "
+        "svd_rank, int8 or fp32 codebooks"
+    )
+  d = config.dim
+  b = (math.ceil(rate_bits * d - 1e-9) - 1) / d
+  if b <= 0:
+    raise ValueError(f"rate_bits={rate_bits!r} leaves no index bits for dim={d} (need > 1/dim)")
+  g, r = gptvq_tiles(n, m, d, b, rate_bits - b, config.block_size)
+  return dataclasses.replace(config, bits=b, group_size=g, group_outputs=r)
+
+
+def _check(w, h, config: GPTVQConfig, key, rate_bits=None) -> None:
+  """Eager checks of ``gptvq`` (skipped for tracers)."""
   n, m = np.shape(w)
+  if rate_bits is not None and not isinstance(rate_bits, jax.core.Tracer):
+    config = gptvq_for_budget(config, n, m, concrete_rate(rate_bits, "gptvq"))
+  check_layer_inputs(w, h, config.percdamp, config.group_size)
   if m % config.group_outputs:
     raise ValueError(f"group_outputs={config.group_outputs} must divide the number of output features m={m}")
   num_cb = (n // config.group_size) * (m // config.group_outputs)
   if config.svd_rank is not None and config.svd_rank > num_cb:
     raise ValueError(f"svd_rank={config.svd_rank} exceeds the number of codebooks {num_cb} of this layer")
+  if key is None and config.init != "minmax":
+    raise ValueError("gptvq needs a PRNG key for the k-means++ seeding (key=jax.random.key(…))")
+
+
+def gptvq_traced(w, h, config: GPTVQConfig, key=None, *, rate_bits=None):
+  """The GPTVQ core: float32 ``w`` and ``h``, no checks (jit-able, vmappable over ``w``, ``h``, ``key``).
+
+  ``rate_bits`` (concrete, bits per weight incl. codebooks) replaces the config's bits and
+  tiles by ``gptvq_for_budget``; ``None`` keeps them. ``key`` may be None only with
+  ``init="minmax"``.
+  """
+  n, m = w.shape
+  if rate_bits is not None:
+    config = gptvq_for_budget(config, n, m, concrete_rate(rate_bits, "gptvq"))
   if key is None:
     if config.init != "minmax":
       raise ValueError("gptvq needs a PRNG key for the k-means++ seeding (key=jax.random.key(…))")
     key = jax.random.key(0)
-  return _gptvq(jnp.asarray(w, jnp.float32), jnp.asarray(h, jnp.float32), key, config)
+  return _gptvq(w, h, key, config)

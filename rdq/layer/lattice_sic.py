@@ -65,7 +65,7 @@ activation quantizer's SNR ``‖x‖²/‖Q(x)−x‖²``).
 References:
   K. Savkin, E. Porat, O. Ordentlich, Y. Polyanskiy, "NestQuant: nested lattice quantization
   for matrix products and LLMs", ICML 2025, arXiv 2502.09720 (E8 Voronoi codes with k scales,
-  per-row norm, LDLQ with 8×8 block LDL for the weights; research/papers.md §1).
+  per-row norm, LDLQ with 8×8 block LDL for the weights).
   A. Tseng, J. Chee, Q. Sun, V. Kuleshov, C. De Sa, "QuIP#", ICML 2024, arXiv 2402.04396
   (block LDLQ with E8 codebooks). E. Frantar et al., "GPTQ", ICLR 2023, Algorithm 1.
 """
@@ -74,20 +74,22 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from rdq.covariance import haar_orthogonal
 from rdq.layer._sic import damp_hessian, inverse_cholesky_upper, sic
 from rdq.layer.hadamard import randomized_hadamard
-from rdq.layer.report import LayerReport, check_layer_inputs, layer_distortion, make_report
+from rdq.layer.report import LayerReport, check_layer_inputs, concrete_rate, layer_distortion, make_report
 from rdq.quantizers import NestedLatticeQuantizer
 from rdq.quantizers import get as get_quantizer
 
-__all__ = ["LatticeSICConfig", "lattice_sic", "lattice_sic_traced", "noisy_input_distortion"]
+__all__ = ["LatticeSICConfig", "lattice_for_budget", "lattice_sic", "lattice_sic_traced", "noisy_input_distortion"]
 
 HIGHEST = jax.lax.Precision.HIGHEST
 ROTATIONS = ("haar", "hadamard")
@@ -192,11 +194,46 @@ def lattice_sic(
       ``percdamp = 0`` and feedback on), n not a multiple of the lattice dimension, or a
       missing key with ``rotate``.
   """
+  from rdq.layer.registry import LayerAlgorithm
+
+  return LayerAlgorithm("lattice_sic", config)(w, h, key=key)
+
+
+def lattice_for_budget(config: LatticeSICConfig, n: int, m: int, rate_bits: float) -> LatticeSICConfig:
+  """``config`` with the largest Voronoi modulus q whose rate on an ``(n, m)`` layer is ≤ ``rate_bits``.
+
+  The quantizer name keeps its lattice, β count and scale (``e8_nested_q8_k4_norm`` →
+  ``e8_nested_q<q>_k4_norm``); the rate counts ``log2 q`` per coordinate, the β indices and
+  the scale (``quantizer.rate((m, n)).effective``).
+  """
+  name = config.quantizer
+  if not re.search(r"_q\d+", name):
+    raise ValueError(f"quantizer={name!r} has no _q<modulus> to size for rate_bits={rate_bits}")
+
+  def with_q(q):
+    return re.sub(r"_q\d+", f"_q{q}", name, count=1)
+
+  def rate(q):
+    return get_quantizer(with_q(q)).rate((m, n)).effective
+
+  if rate(2) > rate_bits + 1e-9:
+    raise ValueError(
+        f"rate_bits={rate_bits!r} is below the smallest code {with_q(2)!r} ({rate(2):.4g} bits) of an ({n}, {m}) layer"
+    )
+  q = 2
+  while rate(q + 1) <= rate_bits + 1e-9:
+    q += 1
+  return dataclasses.replace(config, quantizer=with_q(q))
+
+
+def _check(w, h, config: LatticeSICConfig, key, rate_bits=None) -> None:
+  """Eager checks of ``lattice_sic`` (skipped for tracers)."""
+  if rate_bits is not None and np.ndim(w) == 2 and not isinstance(rate_bits, jax.core.Tracer):
+    config = lattice_for_budget(config, *np.shape(w), concrete_rate(rate_bits, "lattice_sic"))
   check_layer_inputs(w, h, config.percdamp if config.feedback else None)
   config.lattice_quantizer.rate((w.shape[1], w.shape[0]))  # raises if d does not divide n
   if config.rotate and key is None:
     raise ValueError("rotate=True needs a PRNG key for the rotation (key=jax.random.key(…))")
-  return lattice_sic_traced(jnp.asarray(w, jnp.float32), jnp.asarray(h, jnp.float32), config, key)
 
 
 def noisy_input_distortion(
@@ -232,9 +269,19 @@ def _rotation(kind: str, key, n: int):
   return _HaarRotation(haar_orthogonal(key, n))
 
 
+def lattice_sic_traced(w, h, config: LatticeSICConfig, key=None, *, rate_bits=None):
+  """The lattice-SIC core: float32 ``w`` and ``h``, no checks (jit-able, vmappable over ``w``, ``h``, ``key``).
+
+  ``rate_bits`` (concrete, bits per weight incl. β indices and scale) picks the largest
+  modulus q within it (``lattice_for_budget``); ``None`` keeps the config's quantizer.
+  """
+  if rate_bits is not None:
+    config = lattice_for_budget(config, w.shape[0], w.shape[1], concrete_rate(rate_bits, "lattice_sic"))
+  return _lattice_sic(w, h, config, key)
+
+
 @functools.partial(jax.jit, static_argnames="config")
-def lattice_sic_traced(w, h, config: LatticeSICConfig, key=None):
-  """``lattice_sic`` without the eager checks (jit-able, vmappable over ``w``, ``h`` and ``key``)."""
+def _lattice_sic(w, h, config: LatticeSICConfig, key=None):
   n, m = w.shape
   quant = config.lattice_quantizer
   w_in, h_in = w, h

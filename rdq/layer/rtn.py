@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from rdq.layer._sic import MinMaxGrid, StepGrid, UniformGrid, high_rate_step
-from rdq.layer.report import LayerReport, check_layer_inputs, make_report
+from rdq.layer.report import LayerReport, check_layer_inputs, concrete_rate, make_report
 from rdq.quantizers import get as get_quantizer
 
 __all__ = ["RTNConfig", "rtn", "rtn_traced"]
@@ -57,34 +57,47 @@ def rtn(
 ) -> tuple[Float[Array, "n m"], LayerReport]:
   """Round ``W`` to the grid, independently per entry; score it under ``H``.
 
-  Args:
-    w: ``(n, m) = (in_features, out_features)`` weights.
-    h: ``(n, n)`` PSD ``E[x xᵀ]``, used only for the reported distortion.
-    config: ``RTNConfig``.
-    key: passed to randomized registry quantizers (e.g. dithered ones); else unused.
-
-  Returns:
-    ``(Ŵ, report)``. For registry quantizers the codes are the ``encode`` integers (FP
-    element codes are their bit patterns) and the side bits come from ``quantizer.rate``.
+  Same as ``rdq.layer.get("rtn", …)(w, h, key=key)`` with this config (eager checks, scale
+  normalization). Args: ``w`` ``(n, m) = (in_features, out_features)``; ``h`` ``(n, n)`` PSD
+  ``E[x xᵀ]``, used only for the reported distortion; ``key`` for randomized registry
+  quantizers (dithered ones). Returns ``(Ŵ, report)``; for registry quantizers the codes are
+  the ``encode`` integers (FP element codes are their bit patterns) and the side bits come
+  from ``quantizer.rate``.
   """
+  from rdq.layer.registry import LayerAlgorithm
+
+  return LayerAlgorithm("rtn", config)(w, h, key=key)
+
+
+def _check(w, h, config: RTNConfig, key, rate_bits=None) -> None:
+  """Eager checks of ``rtn`` (skipped for tracers): W/H, group and block sizes dividing n."""
+  del key, rate_bits  # the core sizes the grid (and raises) for a budget
   check_layer_inputs(w, h, None, config.group_size)  # RTN never factors H
   if isinstance(config.quantizer, str):
-    q = get_quantizer(config.quantizer)
-    q.rate((w.shape[1], w.shape[0]))  # raises if a block size does not divide n
-  return rtn_traced(jnp.asarray(w, jnp.float32), jnp.asarray(h, jnp.float32), config, key=key)
+    get_quantizer(config.quantizer).rate((w.shape[1], w.shape[0]))  # raises if a block size does not divide n
 
 
-def rtn_traced(w, h, config: RTNConfig, rate_bits=None, key=None):
-  """``rtn`` without the eager checks (jit-able, vmappable over ``w`` and ``h``).
+def rtn_traced(w, h, config: RTNConfig, key=None, *, rate_bits=None):
+  """The RTN core: float32 ``w`` and ``h``, no checks (jit-able, vmappable over ``w``, ``h``, ``key``).
 
-  For a ``UniformGrid`` the rate is a traced argument (``rate_bits``, default the grid's),
-  so a rate sweep compiles once.
+  ``rate_bits`` (bits per weight incl. side information) overrides the config's rate: for a
+  ``MinMaxGrid`` the most bits within it (concrete), for a ``UniformGrid`` the entropy target
+  (may be traced, so a rate sweep compiles once); a registry quantizer has a fixed rate, which
+  must be within it. ``None``: the config's own.
   """
   grid = config.quantizer
+  n, m = w.shape
   rate = 0.0
   if isinstance(grid, UniformGrid):
     rate = grid.rate_bits if rate_bits is None else rate_bits
     config = RTNConfig(UniformGrid(1.0))
+  elif isinstance(grid, MinMaxGrid) and rate_bits is not None:
+    config = RTNConfig(grid.for_budget(concrete_rate(rate_bits, "rtn on a min–max grid"), n, m))
+  elif isinstance(grid, str) and rate_bits is not None:
+    budget = concrete_rate(rate_bits, f"rtn with quantizer {grid!r}")
+    have = get_quantizer(grid).rate((m, n)).effective
+    if have > budget + 1e-9:
+      raise ValueError(f"rate_bits={rate_bits!r} is below the rate {have:.4g} of quantizer {grid!r} on an ({n}, {m}) layer")
   return _rtn(w, h, jnp.asarray(rate, jnp.float32), config, key)
 
 
@@ -100,9 +113,10 @@ def _rtn(w, h, rate_bits, config: RTNConfig, key):
     q, z = quant_rows(wg, params)
     return q.reshape(n, m), make_report(w, q.reshape(n, m), h, z.reshape(n, m), grid.side_bits(n, m), grid.bits)
   if isinstance(grid, UniformGrid):
-    step = high_rate_step(w, rate_bits)
+    side = grid.side_bits(n, m)
+    step = high_rate_step(w, rate_bits - side)
     q, z, _ = jax.vmap(lambda r: StepGrid().quantize(r, (), step))(w)
-    return q, make_report(w, q, h, z, grid.side_bits(n, m), None, jnp.full((n,), step))
+    return q, make_report(w, q, h, z, side, None, jnp.full((n,), step), rate="entropy")
   quant = get_quantizer(grid)
   wt_hat = quant.quantize(w.T, key=key)
   if hasattr(quant, "encode"):

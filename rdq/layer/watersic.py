@@ -26,8 +26,8 @@ waterfilling limit ``σ² det(Σ)^{1/n} 2^{−2R}``, **whatever Σ is** (basis f
 step for all features gets ``AM(L_ii²)`` in place of ``GM(L_ii²) = det^{1/n}``.
 
 Processing last → first with the Cholesky factor of H is the same recursion as GPTQ's first
-→ last with the Cholesky factor of H⁻¹ on the feature-reversed problem (reference_code.md
-§1.6; ``L_ii = 1/U_ii`` there), which is how it is computed here.
+→ last with the Cholesky factor of H⁻¹ on the feature-reversed problem (``L_ii = 1/U_ii``
+there; the reversal turns one Cholesky factor into the other), which is how it is computed here.
 
 References:
   E. Lifar, S. Savkin, O. Ordentlich, Y. Polyanskiy, "WaterSIC: information-theoretically
@@ -43,14 +43,16 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from rdq.layer._sic import StepGrid, _fp16, damp_hessian, high_rate_step, sic
+from rdq.checks import require
 from rdq.layer.report import LayerReport, check_layer_inputs, layer_distortion, make_report
 from rdq.limits.waterfill import ECSQ_GAP_BITS
 
-__all__ = ["WaterSICConfig", "watersic", "watersic_traced"]
+__all__ = ["WaterSICConfig", "max_rate_bits", "watersic", "watersic_traced"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +103,9 @@ def watersic(
 ) -> tuple[Float[Array, "n m"], LayerReport]:
   """Quantize ``W`` with WaterSIC under the input second moment ``H``.
 
+  Same as ``rdq.layer.get("watersic", …)(w, h)`` with this config (eager checks, scale
+  normalization).
+
   Args:
     w: ``(n, m) = (in_features, out_features)`` weights.
     h: ``(n, n)`` symmetric PSD ``E[x xᵀ]`` (undamped; the distortion uses it as is).
@@ -110,19 +115,60 @@ def watersic(
   Returns:
     ``(Ŵ, report)``; ``report.feature_scale`` holds the stored per-feature scales
     ``γ_i α_i Γ_i`` and ``report.feature_rate_bits`` the per-feature entropies.
+
+  Raises:
+    ValueError: bad W/H, or a rate the plug-in entropy of m codes per input feature cannot
+      reach (``max_rate_bits``).
   """
+  from rdq.layer.registry import LayerAlgorithm
+
+  return LayerAlgorithm("watersic", config)(w, h, key=key)
+
+
+def max_rate_bits(config: WaterSICConfig, n: int, m: int) -> float:
+  """The largest rate target WaterSIC accepts on an ``(n, m)`` layer: ``log2(m) − 1 + side``.
+
+  The plug-in entropy of the m codes of one input feature is at most ``log2 m`` (all
+  distinct); near that ceiling it saturates and the rate can no longer be steered, so
+  targets within 1 bit of it are refused rather than silently missed.
+  """
+  return float(np.log2(m)) - 1.0 + config.side_bits(n, m)
+
+
+def _check(w, h, config: WaterSICConfig, key, rate_bits=None) -> None:
+  """Eager checks of ``watersic`` (skipped for tracers), including a reachable rate."""
   del key
   check_layer_inputs(w, h, config.percdamp)
-  return watersic_traced(jnp.asarray(w, jnp.float32), jnp.asarray(h, jnp.float32), config.rate_bits, config)
+  rate = config.rate_bits if rate_bits is None else rate_bits
+  if isinstance(rate, jax.core.Tracer):
+    return
+  n, m = np.shape(w)
+  r = float(np.asarray(rate))
+  top = max_rate_bits(config, n, m)
+  if not (np.isfinite(r) and 0 < r <= top):
+    raise ValueError(
+        f"rate_bits={rate!r} is out of WaterSIC's reach on an ({n}, {m}) layer: the plug-in entropy of "
+        f"m={m} codes per input feature is at most log2(m) = {np.log2(m):.3g} bits, so the target must be in "
+        f"(0, {top:.4g}] (log2 m − 1 + side bits)"
+    )
 
 
-def watersic_traced(w, h, rate_bits, config: WaterSICConfig):
-  """``watersic`` without the eager checks, with ``rate_bits`` a traced argument.
+def watersic_traced(w, h, config: WaterSICConfig, key=None, *, rate_bits=None):
+  """The WaterSIC core: float32 ``w`` and ``h``, no checks; ``rate_bits`` may be traced.
 
   Jit-able and vmappable over ``w``, ``h`` and ``rate_bits`` (so a rate sweep compiles
-  once); ``config.rate_bits`` is ignored.
+  once); ``rate_bits=None`` uses ``config.rate_bits``. A traced target outside
+  ``(0, max_rate_bits]`` fails under ``rdq.checks.checked``; under plain ``jit`` it is
+  clipped into that range (``report.rate_bits`` shows the rate reached).
   """
-  return _watersic(w, h, jnp.asarray(rate_bits, jnp.float32), dataclasses.replace(config, rate_bits=1.0))
+  del key
+  n, m = w.shape
+  rate = jnp.asarray(config.rate_bits if rate_bits is None else rate_bits, jnp.float32)
+  top = max_rate_bits(config, n, m)
+  require((rate > 0) & (rate <= top), f"watersic: rate_bits={{}} must be in (0, {top:.4g}] on an ({n}, {m}) layer "
+          "(plug-in entropy of m codes per input feature ≤ log2 m)", rate)
+  rate = jnp.clip(rate, 1e-3, top)
+  return _watersic(w, h, rate, dataclasses.replace(config, rate_bits=1.0))
 
 
 def _rescale(w, h, z, s, iters: int):
@@ -249,4 +295,4 @@ def _watersic(w, h, rate_bits, config: WaterSICConfig):
     keep = layer_distortion(w, q2, hd) < layer_distortion(w, q, hd)
     q = jnp.where(keep, q2, q)
     s = jnp.where(keep, s2, s)
-  return q, make_report(w, q, h, z, side, None, s)
+  return q, make_report(w, q, h, z, side, None, s, rate="entropy")

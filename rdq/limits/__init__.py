@@ -21,6 +21,7 @@ from rdq.limits.ecsq import ECSQ_GAP_BITS as ECSQ_GAP_BITS
 from rdq.limits.ecsq import ecsq_distortion as ecsq_distortion
 from rdq.limits.waterfill import WaterfillResult as WaterfillResult
 from rdq.limits.waterfill import waterfill as waterfill
+from rdq.limits.waterfill import waterfill_gap_bits as waterfill_gap_bits
 from rdq.limits.waterfill import waterfill_high_rate as waterfill_high_rate
 from rdq.limits.waterfill import waterfill_rate as waterfill_rate
 
@@ -46,6 +47,7 @@ __all__ = [
     "universal_gap",
     "universal_rate",
     "waterfill",
+    "waterfill_gap_bits",
     "waterfill_high_rate",
     "waterfill_rate",
 ]

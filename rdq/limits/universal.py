@@ -35,8 +35,8 @@ References:
   compression algorithms based upon string matching", IEEE Trans. IT 44(1), 1998, and
   I. Kontoyiannis & R. Zamir, "Mismatched codebooks and the role of entropy coding in lossy
   data compression", IEEE Trans. IT 52(5), 2006, Thm. 1 (``R(P, Q, D) = sup_s[−sD − E_P log
-  E_Q e^{−s d}]``). The closed Gaussian form above is evaluated here, not copied from the paper
-  (research/papers.md §4: the paper's exact expression is UNCONFIRMED).
+  E_Q e^{−s d}]``). The closed Gaussian form above is derived and evaluated here; it is not
+  transcribed from the paper, whose exact expression rdq has not confirmed.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
 from rdq.limits._checks import check_positive
-from rdq.limits.waterfill import _check_eigenvalues, _wf_dist
+from rdq.limits.waterfill import _check_eigenvalues, waterfill_gap_bits
 
 __all__ = [
     "UNIVERSALITY_GAP_BITS",
@@ -230,8 +230,5 @@ def universal_gap(
   lam = jnp.asarray(eigenvalues, jnp.float32)
   r = jnp.asarray(rate_bits, jnp.float32)
 
-  def one(lam, r):
-    d = _dist_for_rate(lam, r)
-    return r - _wf_dist(lam, d, jnp.float32(1.0)).rate_bits
-
-  return jnp.vectorize(one, signature="(n),()->()")(lam, r)
+  d = jnp.vectorize(_dist_for_rate, signature="(n),()->()")(lam, r)
+  return waterfill_gap_bits(lam, r, d)

@@ -1,23 +1,22 @@
-"""experiments/real_model.py: limit below every algorithm on real layers, fits, metrics, config."""
+"""experiments/real_model*.py: limit below every algorithm on real layers, fits, metrics, config."""
 
 import numpy as np
 import pytest
 from hydra import compose, initialize
 
-from experiments.real_model import (
+from experiments.real_model_algorithms import (
     ALGORITHMS,
-    LAYER_TYPES,
-    AlgoSettings,
-    _settings,
-    e2e_metrics,
+    DEFAULT_OPTIONS,
     e8_quantizer_name,
-    gptvq_tiles,
-    layer_limits,
-    power_law_exponent,
+    options_from_config,
     quantize_layer,
     quantize_layers,
-    report_fields,
 )
+from experiments.real_model_data import LAYER_TYPES
+from experiments.real_model_e2e import e2e_metrics
+from experiments.real_model_limits import layer_limits
+from experiments.real_model_spectra import power_law_exponent
+from rdq.layer import gptvq_tiles
 from rdq.quantizers import get
 from rdq.covariance import PowerLaw
 from rdq.models import from_pretrained, linear_kernels, load_splits, second_moments
@@ -42,7 +41,7 @@ def all_layers():
 
 
 def _budget_ok(algorithm: str, rate: float, bits: int, n: int, m: int) -> bool:
-  """Each algorithm's rate at ``bits`` (module docstring of experiments/real_model.py)."""
+  """Each algorithm's rate at ``bits`` (module docstring of experiments/real_model_algorithms.py)."""
   if algorithm in ("rtn", "gptq"):
     return abs(rate - (bits + 16 / n)) < 1e-6
   if algorithm == "watersic":  # entropy-coded target, met by a root find
@@ -76,7 +75,7 @@ def limits_at_3_bits(all_layers, all_at_3_bits):
     out[algorithm] = {}
     for name, (_, rate, rep) in per_layer.items():
       w, _, eig, eig_s = all_layers[name]
-      out[algorithm][name] = layer_limits(w, eig, eig_s, rate, report_fields(rep)["d_per_entry"])
+      out[algorithm][name] = layer_limits(w, eig, eig_s, rate, float(rep.d_per_entry))
   return out
 
 
@@ -87,8 +86,7 @@ def test_limit_below_every_algorithm_on_every_layer(all_layers, all_at_3_bits, l
     w, h, eig, eig_s = all_layers[name]
     n, m = w.shape
     assert w_hat.shape == (n, m)
-    fields = report_fields(rep)
-    d = fields["d_per_entry"]
+    d = float(rep.d_per_entry)
     e = (w - w_hat).astype(np.float64)
     np.testing.assert_allclose(d, np.sum(e * (h @ e)) / (n * m), rtol=1e-3)
     assert _budget_ok(algorithm, rate, 3, n, m), (algorithm, name, rate)
@@ -221,6 +219,6 @@ def test_config_composes(overrides):
     cfg = compose(config_name="real_model", overrides=overrides)
   assert set(cfg.e2e_bits) == {2, 3, 4} and list(cfg.blocks) == list(range(6))
   assert set(cfg.algorithms) == set(ALGORITHMS)
-  assert _settings(cfg) == AlgoSettings()  # the config's defaults are the code's
+  assert options_from_config(cfg) == DEFAULT_OPTIONS  # the config's defaults are the code's
   if overrides:
     assert cfg.data.n_calibration == 512 and max(cfg.bits) == 6

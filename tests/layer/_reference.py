@@ -1,7 +1,7 @@
 """Plain, unblocked NumPy GPTQ in torch layout (W_t: (out, in)), float64: the test oracle.
 
 Written from Frantar et al. (2023), Algorithm 1, and the min-max grid of the reference
-``quant.py`` (reference_code.md §3); one input feature (a torch column) at a time, no lazy
+``quant.py`` (its ``Quantizer.find_params``); one input feature (a torch column) at a time, no lazy
 batching. Group parameters are fitted on the current, error-updated columns.
 """
 

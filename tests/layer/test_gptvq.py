@@ -47,42 +47,42 @@ def _run(layer, **changes):
 def test_stages_move_distortion_as_stated(layer):
   w, h = layer
   w_hat, rep = _run(layer, update=True, svd_rank=6, finetune_steps=40, int8=True)
-  d = np.asarray(rep.stage_d_per_entry, np.float64)
-  bound = np.asarray(rep.stage_d_bound, np.float64)
+  d = np.asarray(rep.extras["stage_d_per_entry"], np.float64)
+  bound = np.asarray(rep.extras["stage_d_bound"], np.float64)
   assert d[1] < 0.99 * d[0]  # least-squares update lowers it
   assert d[1] < d[2] <= bound[2]  # SVD raises it, by at most the Eckart–Young bound
   assert d[3] < 0.99 * d[2]  # fine-tuning the SVD factors recovers part of it
   assert d[4] <= bound[4]  # INT8 factors: within the triangle bound
   assert np.isnan(bound[[0, 1, 3]]).all()
   # the report is the decoded code
-  np.testing.assert_array_equal(np.asarray(w_hat), np.asarray(vq_decode(rep.codes, rep.codebooks, 64, 8)))
+  np.testing.assert_array_equal(np.asarray(w_hat), np.asarray(vq_decode(rep.extras["vector_codes"], rep.extras["codebooks"], 64, 8)))
   assert float(layer_distortion(w, w_hat, h)) == pytest.approx(float(rep.d_per_entry), rel=1e-6)
 
 
 def test_lstsq_update_is_the_optimum_and_int8_bound(layer):
   _, rep_ls = _run(layer, update=True, finetune_steps=30, int8=True)
-  d = np.asarray(rep_ls.stage_d_per_entry, np.float64)
+  d = np.asarray(rep_ls.extras["stage_d_per_entry"], np.float64)
   assert d[1] < d[0]
   # LS is the minimizer for fixed assignments: Adam cannot go (meaningfully) below it
   assert d[1] * (1 - 1e-3) <= d[3] <= d[1]
   # INT8 codebooks (no SVD): each entry moves by ≤ s/2, so D rises by at most the stated bound
-  assert d[3] < d[4] <= float(rep_ls.stage_d_bound[4])
+  assert d[3] < d[4] <= float(rep_ls.extras["stage_d_bound"][4])
 
 
 def test_finetune_alone_lowers_distortion(layer):
   _, rep = _run(layer, finetune_steps=40)
-  d = np.asarray(rep.stage_d_per_entry, np.float64)
+  d = np.asarray(rep.extras["stage_d_per_entry"], np.float64)
   assert d[3] < 0.99 * d[0]
 
 
 def test_full_rank_svd_changes_nothing(layer):
   _, a = _run(layer, update=True)
   _, b = _run(layer, update=True, svd_rank=16)  # 16 codebooks: rank 16 is exact
-  assert float(b.stage_d_per_entry[2]) == pytest.approx(float(a.stage_d_per_entry[1]), rel=1e-4)
+  assert float(b.extras["stage_d_per_entry"][2]) == pytest.approx(float(a.extras["stage_d_per_entry"][1]), rel=1e-4)
 
 
 def test_bits_per_value_by_hand():
-  # d=2, b=2, k=16; ℓ = 256·16 = 4096; fp16: 2 + 16·2·16/4096 = 2.125 (papers.md §5)
+  # d=2, b=2, k=16; ℓ = 256·16 = 4096; fp16: 2 + 16·2·16/4096 = 2.125 (van Baalen et al., Sec. 4)
   a = GPTVQConfig(dim=2, bits=2, group_size=256, group_outputs=16)
   assert gptvq_bits(a, 256, 512) == (2.0, 0.125, 0.0, 2.125)
   # d=1, b=3, k=8; 32 codebooks; SVD rank 4: 32·4 + 4·8 = 160 INT8 entries = 1280 bits,
@@ -93,8 +93,8 @@ def test_bits_per_value_by_hand():
   assert gptvq_bits(b, 256, 64, "finetune").total == 3.15625  # 160 fp16 entries
   w, h = _problem(256, 64, seed=1)
   _, rep = gptvq(w, h, b, jax.random.key(0))
-  np.testing.assert_array_equal(np.asarray(rep.stage_rate_bits), np.float32([3.25, 3.25, 3.15625, 3.15625, 3.11328125]))
-  assert (float(rep.rate_index_bits), float(rep.rate_codebook_bits), float(rep.rate_scale_bits)) == (3.0, 0.078125, 0.03515625)
+  np.testing.assert_array_equal(np.asarray(rep.extras["stage_rate_bits"]), np.float32([3.25, 3.25, 3.15625, 3.15625, 3.11328125]))
+  assert (float(rep.extras["rate_index_bits"]), float(rep.extras["rate_codebook_bits"]), float(rep.extras["rate_scale_bits"])) == (3.0, 0.078125, 0.03515625)
   assert float(rep.rate_bits) == pytest.approx(3.11328125)
 
 
@@ -102,8 +102,8 @@ def test_shared_codebook_layout_matches_rdq_codebook_decode():
   """group_outputs = m: one codebook per input group, the layout of rdq.quantized_matmul (and kernels/)."""
   w, h = _problem(64, 16, seed=2)
   w_hat, rep = gptvq(w, h, GPTVQConfig(dim=4, bits=1, group_size=32, group_outputs=16, block_size=32), jax.random.key(1))
-  cb = rep.codebooks[:, 0]  # (G, k, d)
-  np.testing.assert_array_equal(np.asarray(codebook_decode(rep.codes.T, cb, 32)), np.asarray(w_hat).T)
+  cb = rep.extras["codebooks"][:, 0]  # (G, k, d)
+  np.testing.assert_array_equal(np.asarray(codebook_decode(rep.extras["vector_codes"].T, cb, 32)), np.asarray(w_hat).T)
 
 
 def test_deterministic_given_key(layer):

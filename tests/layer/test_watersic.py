@@ -53,7 +53,7 @@ class _GapSample:
     k_s, k_w = jax.random.split(key)
     h = self.family(k_s, self.param)
     w = jax.random.normal(k_w, (N_IN, M_OUT), jnp.float32)
-    _, rep = watersic_traced(w, h, self.rate_bits, WaterSICConfig(rate_iters=0))
+    _, rep = watersic_traced(w, h, WaterSICConfig(rate_iters=0), rate_bits=self.rate_bits)
     lam = jnp.linalg.eigvalsh(h)
     limit_rate = waterfill_rate(jnp.maximum(lam, 0.0), rep.d_per_entry).rate_bits
     return _code_rate_bits(rep.codes) - limit_rate
