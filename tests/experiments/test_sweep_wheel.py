@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -15,7 +16,13 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_wheel_installs_and_runs_an_app_outside_the_repo(tmp_path):
   env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MPLBACKEND")}
   env["JAX_PLATFORMS"] = "cpu"
-  build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(ROOT)],
+  src = tmp_path / "src"  # a copy of the sources, so the build leaves nothing in the checkout
+  skip = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "*.ipynb")
+  for name in ("rdq", "experiments", "kernels", "conf"):
+    shutil.copytree(ROOT / name, src / name, symlinks=True, ignore=skip)
+  for name in ("pyproject.toml", "README.md", "LICENSE"):
+    shutil.copy2(ROOT / name, src / name)
+  build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(src)],
                          capture_output=True, text=True, timeout=600, env=env)
   if build.returncode != 0 and ("NewConnectionError" in build.stderr or "No matching distribution" in build.stderr):
     pytest.skip("network: the isolated build cannot fetch setuptools>=77")
