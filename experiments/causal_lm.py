@@ -277,15 +277,16 @@ def _compute(point: Mapping[str, Any], ctx: Context) -> dict:
       rates = np.asarray(rep.rate_bits)
       for i, n in enumerate(names):
         h = batch.h[n]
-        if id(h) not in eig_cache:
+        d_cal = distortion(batch.w[n], w_hat[i], h)
+        if id(h) not in eig_cache and d_cal > 0:
           eig_cache.clear()
           eig_cache[id(h)] = np.linalg.eigvalsh(h)
-        d_cal = distortion(batch.w[n], w_hat[i], h)
         d_held = distortion(batch.w[n], w_hat[i], batch.h_heldout[n])
         layers[n] = {
             "n": int(ws.shape[1]), "m": int(ws.shape[2]), "rate_bits": float(rates[i]),
             "d_cal": d_cal, "d_heldout": d_held,
-            "gap_bits": waterfill_gap(batch.w[n], eig_cache[id(h)], float(rates[i]), d_cal),
+            # Ŵ = W (the Q4_1 check): no distortion, no gap to report
+            "gap_bits": waterfill_gap(batch.w[n], eig_cache[id(h)], float(rates[i]), d_cal) if d_cal > 0 else None,
         }
         out[n] = w_hat[i]
     return out
@@ -298,14 +299,18 @@ def _compute(point: Mapping[str, Any], ctx: Context) -> dict:
   del qmodel
   sizes = np.array([v["n"] * v["m"] for v in layers.values()], np.float64)
   rates = np.array([v["rate_bits"] for v in layers.values()])
-  ratio = np.array([v["d_heldout"] / max(v["d_cal"], 1e-300) for v in layers.values()])
+  def gmean_ratio(sel):
+    r = [v["d_heldout"] / v["d_cal"] for v in sel if v["d_cal"] > 0]
+    return float(np.exp(np.mean(np.log(r)))) if r else None
+
+  def mean_gap(sel):
+    g = [v["gap_bits"] for v in sel if v["gap_bits"] is not None]
+    return float(np.mean(g)) if g else None
+
   by_type = {}
   for t in LAYER_TYPES:
     sel = [v for k, v in layers.items() if k.split(".")[1] == t]
-    by_type[t] = {
-        "gap_bits": float(np.mean([v["gap_bits"] for v in sel])),
-        "heldout_over_cal": float(np.exp(np.mean([np.log(v["d_heldout"] / max(v["d_cal"], 1e-300)) for v in sel]))),
-    }
+    by_type[t] = {"gap_bits": mean_gap(sel), "heldout_over_cal": gmean_ratio(sel)}
   log.info("%s %.2g bits: ppl plays %.3f, docs %.3f, rate %.3f (%.1f s quantize, %.1f s total)",
            point["algorithm"], point["bits"], ppl_plays["ppl"], ppl_docs["ppl"],
            float(np.sum(sizes * rates) / sizes.sum()), t_q, time.perf_counter() - t0)
@@ -313,8 +318,8 @@ def _compute(point: Mapping[str, Any], ctx: Context) -> dict:
       "ppl_plays": ppl_plays,
       "ppl_docstrings": ppl_docs,
       "model_rate_bits": float(np.sum(sizes * rates) / sizes.sum()),
-      "mean_gap_bits": float(np.mean([v["gap_bits"] for v in layers.values()])),
-      "heldout_over_cal_geomean": float(np.exp(np.mean(np.log(ratio)))),
+      "mean_gap_bits": mean_gap(list(layers.values())),
+      "heldout_over_cal_geomean": gmean_ratio(list(layers.values())),
       "by_type": by_type,
       "layers": layers,
       "quantize_s": t_q,
@@ -346,10 +351,11 @@ def table(records: list[dict], info: Mapping[str, Any], cfg) -> str:
   for r in sorted(records, key=_order):
     c, res = r["config"], r["result"]
     p, d = res["ppl_plays"], res["ppl_docstrings"]
+    gap = "— (Ŵ = W)" if res["mean_gap_bits"] is None else f"{res['mean_gap_bits']:.3f}"
+    ratio = "—" if res["heldout_over_cal_geomean"] is None else f"{res['heldout_over_cal_geomean']:.2f}"
     lines.append(
         f"| {ALGO_LABELS[c['algorithm']]} | {c['bits']:g} | {res['model_rate_bits']:.3f} | {p['ppl']:.3f} ± "
-        f"{p['ppl_stderr']:.3f} | {d['ppl']:.3f} ± {d['ppl_stderr']:.3f} | {res['mean_gap_bits']:.3f} | "
-        f"{res['heldout_over_cal_geomean']:.2f} |"
+        f"{p['ppl_stderr']:.3f} | {d['ppl']:.3f} ± {d['ppl_stderr']:.3f} | {gap} | {ratio} |"
     )
   by = {(r["config"]["algorithm"], r["config"]["bits"]): r["result"] for r in records}
   common = sorted(b for (a, b) in by if a == "gptq_rot" and ("watersic", b) in by)
