@@ -132,7 +132,7 @@ def hadamard_split(n: int) -> tuple[int, int, bool]:
   return 1 << k, odd, False
 
 
-def fwht(x: Float[Array, "n *rest"]) -> Float[Array, "n *rest"]:
+def fwht(x: Float[Array, "n ..."]) -> Float[Array, "n ..."]:
   """Unnormalized fast Walsh–Hadamard transform along axis 0: ``H_n x`` (Sylvester order).
 
   ``log2 n`` butterfly stages ``(a, b) → (a + b, a − b)`` on reshaped views; ``O(n log n)``.
@@ -168,11 +168,11 @@ class RandomizedHadamard(NamedTuple):
   signs: Float[Array, "n"]
   block: Float[Array, "m m"]
 
-  def forward(self, x: Float[Array, "n *rest"]) -> Float[Array, "n *rest"]:
+  def forward(self, x: Float[Array, "n ..."]) -> Float[Array, "n ..."]:
     """``Q x`` along axis 0."""
     return _apply(self.signs, self.block, x, transpose=False)
 
-  def inverse(self, x: Float[Array, "n *rest"]) -> Float[Array, "n *rest"]:
+  def inverse(self, x: Float[Array, "n ..."]) -> Float[Array, "n ..."]:
     """``Qᵀ x = Q^{-1} x`` along axis 0."""
     return _apply(self.signs, self.block, x, transpose=True)
 
