@@ -36,7 +36,7 @@ import numpy as np
 
 from rdq import covariance as cov
 from rdq import plot
-from rdq.limits import UNIVERSALITY_GAP_BITS, universal_gap, universal_rate, waterfill_rate
+from rdq.limits import UNIVERSALITY_GAP_BITS, universal_gap, universal_rate, waterfill_gap_bits
 from rdq.quantizers import gaussian_codebook, rate_gap
 
 SMALL = os.environ.get("RDQ_NOTEBOOK_FULL") is None  # small sizes when executed by `make test`
@@ -60,7 +60,7 @@ ps = np.linspace(0.05, 0.6, 12)
 ds = np.geomspace(1e-3, 3e-2, 12)
 lam = np.stack([two_level(p) for p in ps])
 r_univ, _ = jax.jit(universal_rate)(lam[:, None, :], ds[None, :])  # jit: 4× faster than eager loops
-gaps_2lvl = np.asarray(r_univ) - np.asarray(waterfill_rate(lam[:, None, :], ds[None, :]).rate_bits)
+gaps_2lvl = np.asarray(waterfill_gap_bits(lam[:, None, :], r_univ, ds[None, :]))
 i, j = np.unravel_index(np.argmax(gaps_2lvl), gaps_2lvl.shape)
 print(f"sup over the grid: {gaps_2lvl.max():.4f} bit at p = {ps[i]:.2f}, D = {ds[j]:.2e} "
       f"(paper: ≤ {UNIVERSALITY_GAP_BITS})")
