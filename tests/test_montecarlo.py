@@ -92,28 +92,32 @@ def test_hashable_sample_fn_reuses_compilation():
 
 
 _SHARD_SCRIPT = """
-import os, sys
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=" + sys.argv[1]
+import os
+os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
 import jax, numpy as np
 from rdq import quantizers
-from rdq.matmul import MatmulSetup, matmul_distortion
+from rdq.matmul import MatmulSetup, matmul_sample
 from rdq.montecarlo import estimate
-assert len(jax.devices()) == int(sys.argv[1])
+assert len(jax.devices()) == 4
 q = quantizers.get("mxfp4")
-e = matmul_distortion(q, q, MatmulSetup(64, 4, 4), jax.random.key(0), 203, 16)
-f = estimate(lambda k: jax.random.normal(k, (3,)) ** 2, jax.random.key(1), 1001, 10)
-print(np.asarray(e.mean).tobytes().hex(), np.asarray(e.stderr).tobytes().hex(), np.asarray(f.mean).tobytes().hex())
+sample = matmul_sample(MatmulSetup(64, 4, 4), q, q)
+square = lambda k: jax.random.normal(k, (3,)) ** 2
+for ndev in (1, 3, 4):
+  devs = tuple(jax.devices()[:ndev])
+  e = estimate(sample, jax.random.key(0), 203, 16, devices=devs)
+  f = estimate(square, jax.random.key(1), 1001, 10, devices=devs)
+  print(np.asarray(e.mean).tobytes().hex(), np.asarray(e.stderr).tobytes().hex(), np.asarray(f.mean).tobytes().hex())
 """
 
 
 def test_identical_result_whatever_the_device_count():
+  # One process with 4 simulated devices; the estimate over the first 1, 3 and 4 of them
+  # (3 does not divide the chunk count) must be bitwise identical.
   import subprocess
   import sys
 
-  outs = []
-  for ndev in ("1", "3", "4"):
-    proc = subprocess.run([sys.executable, "-c", _SHARD_SCRIPT, ndev], capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    outs.append(proc.stdout.strip())
-  assert outs[0] and outs[0] == outs[1] == outs[2]
+  proc = subprocess.run([sys.executable, "-c", _SHARD_SCRIPT], capture_output=True, text=True, timeout=300,
+                        env={**__import__("os").environ, "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  outs = proc.stdout.strip().splitlines()
+  assert len(outs) == 3 and outs[0] and outs[0] == outs[1] == outs[2]
