@@ -184,6 +184,30 @@ BLOCKED = {"int4_block32": ("int4_block64", 64), "mxfp4": ("mxfp4", None), "nvfp
            "e4m3_block128_fp32": ("e4m3_block64_fp32", 64)}
 
 
+class _QRef:
+  """Lazy reference ``quantize(X)`` of a named quantizer (computed once, at first use)."""
+
+  _cache: dict[str, np.ndarray] = {}
+
+  def __init__(self, name, factor=1.0, entry=None):
+    self.name, self.factor, self.entry = name, factor, entry
+
+  def times(self, f):
+    return _QRef(self.name, f, self.entry)
+
+  def with_entry(self, idx, v):
+    return _QRef(self.name, self.factor, (idx, v))
+
+  def __call__(self):
+    if self.name not in self._cache:
+      self._cache[self.name] = np.asarray(jax.jit(Q.get(self.name).quantize)(X), np.float64)
+    out = self._cache[self.name] * self.factor
+    if self.entry is not None:
+      out = out.copy()
+      out[self.entry[0]] = self.entry[1]
+    return out
+
+
 def _half_scales_fit(q, x) -> bool:
   """The documented range rule for half-precision side information (README, "No silent garbage")."""
   tiny, big = float(np.finfo(np.float16).smallest_normal), float(np.finfo(np.float16).max)
@@ -217,7 +241,7 @@ def _qcases(name, owner=None):
   if hasattr(q, "encode"):
     case(f"{name}.encode(NaN)", q.encode, (X.at[0, 5].set(NAN),), Err(ValueError, "x has 1 non-finite", "encode needs finite"), **kw)
   # scale invariance by powers of two (1e-8 … 1e6): quantize(2^k x) = 2^k quantize(x) exactly
-  ref = np.asarray(q.quantize(X), np.float64)
+  ref = _QRef(name)
   for k in (-26, -13, 10, 20):
     if not _half_scales_fit(q, np.asarray(X, np.float64) * 2.0**k):
       # documented rule: an fp16 scale (or fp16/int8 codebook) that cannot hold the data raises
@@ -227,9 +251,9 @@ def _qcases(name, owner=None):
     elif isinstance(q, Q.VQQuantizer) and q.codebook_format == "fp16":
       # fp16 codebook entries below 2^-14 are subnormal: absolute error ≤ 2^-25 there, below the
       # half-ulp 2^-11·max|x| of the largest centroids, so equal up to one fp16 ulp at the top.
-      exp = Val(ref * 2.0**k, rtol=0.0, atol=2.0**k * float(jnp.max(jnp.abs(X))) * 2.0**-10)
+      exp = Val(ref.times(2.0**k), rtol=0.0, atol=2.0**k * float(jnp.max(jnp.abs(X))) * 2.0**-10)
     else:
-      exp = Val(ref * 2.0**k, rtol=0.0)
+      exp = Val(ref.times(2.0**k), rtol=0.0)
     case(f"{name}.quantize(x·2^{k})", q.quantize, (X * f32(2.0**k),), exp, **kw)
   # a NaN poisons its own group only (elementwise: only itself)
   if name in ("int8_row", "int4_block32", "mxfp4", "nvfp4", "e4m3"):
@@ -240,10 +264,9 @@ def _qcases(name, owner=None):
     for bad in (NAN, INF, -INF):
       if name == "e4m3" and bad != bad:
         pass
-      exp_val = np.asarray(q.quantize(X), np.float64)
+      exp_val = ref
       if name == "e4m3" and bad == bad:  # elementwise FP saturates ±Inf to ±x_max
-        exp_val = exp_val.copy()
-        exp_val[1, 64] = math.copysign(448.0, bad)
+        exp_val = ref.with_entry((1, 64), math.copysign(448.0, bad))
         case(f"{name}.quantize(Inf={bad})", q.quantize, (X.at[1, 64].set(bad),), Val(exp_val, rtol=0.0), **kw)
         continue
       case(f"{name}.quantize({bad} in one group)", q.quantize, (X.at[1, 64].set(bad),), Val(exp_val, rtol=0.0, nan_mask=mask), **kw)
@@ -359,6 +382,43 @@ case("estimate(constant 1e30) = 1e30 ± 0", lambda: estimate(lambda k: jnp.float
 case("Estimate.ci(level=1.5)", lambda: Estimate(jnp.float32(0), jnp.float32(1), 2).ci(1.5), (), Err(ValueError, "level=1.5", "(0, 1)"), jit=HOST)
 
 
+# ------------------------------------------------------------------ kernels' pack functions and the sweep store
+PACK = "host-side packing before a kernel call (owner: kernels work stream; its traced check uses jax.debug.callback)"
+try:
+  from kernels.pack import pack_codebook, pack_int, pack_int_zero_point
+except ImportError:  # pragma: no cover - kernels not importable on this install
+  pack_codebook = None
+if pack_codebook is not None:
+  CB = jnp.ones((1, 16, 2))
+  case("pack_codebook(index 16 ≥ C=16)", lambda i: pack_codebook(i, CB, group_size=16), (jnp.full((4, 8), 16, jnp.int32),),
+       Err(ValueError, "indices holds 16", "[0, 15]"), jit=PACK)
+  case("pack_codebook(index -1)", lambda i: pack_codebook(i, CB, group_size=16), (jnp.full((4, 8), -1, jnp.int32),),
+       Err(ValueError, "indices holds -1", "[0, 15]"), jit=PACK)
+  case("pack_int_zero_point(4-bit code 20)", lambda c: pack_int_zero_point(c, jnp.ones((4, 1)), jnp.zeros((4, 1), jnp.int32), bits=4,
+       group_size=32), (jnp.full((4, 32), 20, jnp.int32),), Err(ValueError, "codes holds 20", "[0, 15]"), jit=PACK)
+  case("pack_int(8-bit code as 4-bit)", lambda c: pack_int(c, Q.IntQuantizer(4, "row")), (Q.get("int8_row").encode(X[:, :32]),),
+       Err(ValueError, "code.codes holds", "[-8, 7]"), jit=PACK)
+
+
+def _store_damaged_point():
+  import os
+  import tempfile
+
+  from experiments._store import PointStore
+
+  d = tempfile.mkdtemp()
+  store = PointStore(d)
+  cfg = {"a": 1}
+  path = store.put(cfg, {"x": 1.0})
+  path.write_text('{"key": "tr')  # truncated by a full disk / rsync
+  got = store.get(cfg)
+  return got is None and not path.exists() and len(os.listdir(os.path.join(d, "points", "damaged"))) == 1
+
+
+STORE = "file-system store (host only): a damaged point is detected, moved aside, recomputed"
+case("PointStore.get(truncated point) → None, moved aside", _store_damaged_point, (), Val(True), jit=STORE)
+
+
 # ------------------------------------------------------------------ runner
 _EAGER: dict[str, Any] = {}
 _JITTED: dict[Any, Callable] = {}
@@ -383,7 +443,8 @@ def _jitted(fn):
 
 def _check_value(out, exp: Val):
   got = np.asarray(jax.tree_util.tree_leaves(out)[0] if isinstance(out, tuple) else out, np.float64)
-  ref = np.broadcast_to(np.asarray(exp.ref, np.float64), got.shape)
+  ref = exp.ref() if callable(exp.ref) else exp.ref
+  ref = np.broadcast_to(np.asarray(ref, np.float64), got.shape)
   if exp.nan_mask is not None:
     assert np.all(np.isnan(got[exp.nan_mask])), "the poisoned group must be NaN"
     got, ref = got[~exp.nan_mask], ref[~exp.nan_mask]
