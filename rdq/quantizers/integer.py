@@ -28,10 +28,8 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Literal, NamedTuple
 
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Integer, PRNGKeyArray
 
