@@ -113,9 +113,9 @@ def test_check_covariance_shape_vs_n():
 @pytest.mark.parametrize(
     "family,param,match",
     [
-        (AR1(8), 1.5, r"rho=1.5 is out of range: expected -1 ≤ rho ≤ 1"),
-        (Spiked(8), -1.5, r"beta=-1.5 is out of range: expected -1 ≤ beta"),
-        (BlockDiagonal(8, num_blocks=2), -0.5, r"rho=-0.5 is out of range: expected -0.333333 ≤ rho ≤ 1"),
+        (AR1(8), 1.5, r"rho=1.5 is out of range: expected a finite -1 ≤ rho ≤ 1"),
+        (Spiked(8), -1.5, r"beta=-1.5 is out of range: expected a finite -1 ≤ beta"),
+        (BlockDiagonal(8, num_blocks=2), -0.5, r"rho=-0.5 is out of range: expected a finite -0.333333 ≤ rho ≤ 1"),
         (PowerLaw(8), float("nan"), r"alpha=nan is out of range"),
     ],
 )
