@@ -276,6 +276,11 @@ def _compute(point: Mapping[str, Any], ctx: Context) -> dict:
       w_hat = np.asarray(w_hat)
       rates = np.asarray(rep.rate_bits)
       for i, n in enumerate(names):
+        if not np.all(np.isfinite(w_hat[i])):  # fail at the layer, not after 30 blocks of NaN H
+          raise ValueError(
+              f"{point['algorithm']} at bits={point['bits']} returned non-finite entries for {n} "
+              f"(H from {batch.num_tokens} calibration tokens, n = {w_hat.shape[1]}; a rank-deficient H needs "
+              "more calibration windows or more damping)")
         h = batch.h[n]
         d_cal = distortion(batch.w[n], w_hat[i], h)
         if id(h) not in eig_cache and d_cal > 0:
