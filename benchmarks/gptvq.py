@@ -36,7 +36,7 @@ import scipy.linalg
 
 import rdq.layer
 from rdq import covariance as cov
-from rdq.layer import layer_distortion
+from rdq.layer import GPTVQConfig, layer_distortion
 
 
 # ----------------------------------------------------------------------------- NumPy baseline

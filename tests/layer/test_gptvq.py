@@ -1,7 +1,6 @@
 """GPTVQ: d = 1 on GPTQ's grid is GPTQ; each post-processing step moves the distortion as stated; bits per value; bad input."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
