@@ -135,7 +135,11 @@ def _log_theta_for_distortion(log_mu: Array, log_d: Array) -> Array:
   rev = jnp.cumsum(s[::-1])[::-1]
   tail = jnp.concatenate([rev[1:], jnp.zeros((1,), s.dtype)])
   # θ_k = (nD − tail_k)/k; with an empty tail this is exact in the log domain (no underflow).
-  lin = jnp.log2(jnp.maximum(n * d - tail, 0.0)) - jnp.log2(k) + top
+  # log2 of the positive part, −inf elsewhere; the inner where keeps the gradient finite
+  # (d log2(x)/dx at x ≤ 0 would turn into NaN through the outer where).
+  arg = n * d - tail
+  pos = arg > 0
+  lin = jnp.where(pos, jnp.log2(jnp.where(pos, arg, 1.0)), -jnp.inf) - jnp.log2(k) + top
   log_theta_k = jnp.where(tail == 0, log_d + jnp.log2(n / k), lin)
   valid = (log_theta_k <= ls) & (log_theta_k >= nxt)
   # D ≥ mean(μ): zero rate, θ = max μ.

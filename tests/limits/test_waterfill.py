@@ -101,3 +101,19 @@ def test_inverse_round_trip_at_high_rate():
   for rate in (6.0, 8.0, 10.0):
     d = waterfill(lam, rate).distortion
     np.testing.assert_allclose(float(waterfill_rate(lam, d).rate_bits), rate, atol=1e-4)
+
+
+def test_rate_gradient_in_distortion_is_finite_and_exact():
+  # R*(D) = (1/n) Σ_active ½log2(μ_i/θ); where all n components are active θ = D, so
+  # dR*/dD = −1/(2 D ln 2) (Cover & Thomas, Thm 10.3.3). Where some components
+  # are dropped the log2 of a non-positive argument sits in an unselected branch: its gradient
+  # must not turn the whole gradient into NaN (the universal-codebook learner differentiates it).
+  lam = jnp.array([4.0, 1.0, 0.5, 0.1])
+  grad = jax.grad(lambda d: waterfill_rate(lam, d).rate_bits)
+  d = 0.05
+  np.testing.assert_allclose(float(grad(jnp.float32(d))), -1.0 / (2 * d * math.log(2)), rtol=1e-5)
+  for d in (0.3, 0.9):  # one and two components dropped
+    g = float(grad(jnp.float32(d)))
+    fd = float((waterfill_rate(lam, d * 1.001).rate_bits - waterfill_rate(lam, d * 0.999).rate_bits) / (0.002 * d))
+    assert math.isfinite(g)
+    np.testing.assert_allclose(g, fd, rtol=1e-2)
