@@ -38,6 +38,7 @@ install-test: $(STAMP_TEST)
 
 # Notebooks are jupytext py:percent sources; they are paired to .ipynb and run by nbmake.
 test: $(STAMP_TEST)
+	$(BIN)/ruff check .
 	$(PY) -m jupytext --quiet --to ipynb notebooks/*.py
 	JAX_PLATFORMS=cpu $(PY) -m pytest -q -n 2 --dist loadfile --durations=15 --nbmake --nbmake-timeout=180 tests notebooks
 

@@ -32,8 +32,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rdq import covariance as cov
 import rdq.layer
+from rdq import covariance as cov
 from rdq.layer import damp_hessian, high_rate_step, inverse_cholesky_upper
 from rdq.limits import ECSQ_GAP_BITS
 

@@ -247,7 +247,6 @@ def _point(cfg: DictConfig, algorithm_name: str, bits: float) -> dict:
 
 
 def _compute(point: Mapping[str, Any], ctx: Context) -> dict:
-  import jax
   import jax.numpy as jnp
 
   from rdq.models import perplexity

@@ -42,10 +42,10 @@ import jax.numpy as jnp
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+import rdq.layer
 from experiments._store import write_text_atomic
 from experiments._sweep import Sweep, pool_seeds
 from rdq import covariance as cov
-import rdq.layer
 from rdq.layer import GPTVQ_STAGES, gptvq_tiles
 from rdq.limits import waterfill, waterfill_gap_bits
 

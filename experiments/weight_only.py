@@ -36,9 +36,9 @@ import jax.numpy as jnp
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+import rdq.layer
 from experiments._sweep import Sweep, pool_seeds
 from rdq import covariance as cov
-import rdq.layer
 from rdq.layer import damp_hessian, inverse_cholesky_upper
 from rdq.limits import ECSQ_GAP_BITS, waterfill, waterfill_gap_bits
 from rdq.montecarlo import estimate

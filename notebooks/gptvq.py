@@ -30,9 +30,9 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax
 import numpy as np
 
+import rdq.layer
 from rdq import covariance as cov
 from rdq import plot
-import rdq.layer
 from rdq.layer import GPTVQConfig, gptvq_bits
 from rdq.limits import waterfill, waterfill_gap_bits
 

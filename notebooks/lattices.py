@@ -33,7 +33,6 @@ import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from rdq import limits, plot, quantizers

@@ -29,12 +29,19 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 import jax
 import numpy as np
 
-from rdq import plot
 import rdq.layer
+from rdq import plot
 from rdq.layer import layer_distortion
 from rdq.limits import waterfill, waterfill_gap_bits
-from rdq.models import (embed_sentences, from_pretrained, linear_kernels, load_splits, load_tokenizer, replace_linears,
-                        second_moments)
+from rdq.models import (
+  embed_sentences,
+  from_pretrained,
+  linear_kernels,
+  load_splits,
+  load_tokenizer,
+  replace_linears,
+  second_moments,
+)
 
 SMALL = os.environ.get("RDQ_NOTEBOOK_FULL") is None  # small sizes when executed by `make test`
 n_calibration = 48 if SMALL else 512

@@ -34,9 +34,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import rdq.layer
 from rdq import covariance as cov
 from rdq import plot
-import rdq.layer
 from rdq.layer import damp_hessian, inverse_cholesky_upper
 from rdq.limits import ECSQ_GAP_BITS, waterfill, waterfill_gap_bits, waterfill_high_rate, waterfill_rate
 from rdq.rate import gaussian_code_bits

@@ -1,10 +1,10 @@
 """rdq: rate–distortion experiments on quantized matrix multiplication, in JAX."""
 
 from rdq import covariance as covariance
+from rdq import layer as layer
 from rdq import limits as limits
 from rdq import montecarlo as montecarlo
 from rdq import quantizers as quantizers
-from rdq import layer as layer
 from rdq import rate as rate
 from rdq.matmul import MatmulSetup as MatmulSetup
 from rdq.matmul import matmul_distortion as matmul_distortion

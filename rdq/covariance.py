@@ -141,7 +141,7 @@ class PowerLaw:
   def __post_init__(self):
     _check_n(self.n)
 
-  def eigenvalues(self, alpha: ArrayLike) -> Float[Array, "n"]:
+  def eigenvalues(self, alpha: ArrayLike) -> Float[Array, " n"]:
     """The spectrum, descending, normalized to mean 1."""
     i = jnp.arange(1, self.n + 1, dtype=jnp.float32)
     lam = i ** (-jnp.asarray(alpha, jnp.float32))
@@ -281,7 +281,7 @@ class LDLSpread:
     if not self.coupling >= 0:
       raise ValueError(f"coupling={self.coupling!r} must be ≥ 0")
 
-  def ldl_diagonal(self, key: PRNGKeyArray, param: ArrayLike) -> Float[Array, "n"]:
+  def ldl_diagonal(self, key: PRNGKeyArray, param: ArrayLike) -> Float[Array, " n"]:
     """The diagonal ``d`` of ``Σ = L D Lᵀ`` (``= diag(chol(Σ))²``) for this key."""
     k_perm, _ = jax.random.split(key)
     u = jnp.linspace(-0.5, 0.5, self.n, dtype=jnp.float32) if self.n > 1 else jnp.zeros((1,), jnp.float32)
@@ -310,7 +310,7 @@ def make_family(name: str, n: int, **options):
   return FAMILIES[name](n, **options)
 
 
-def sample(family, key: PRNGKeyArray, params: Float[ArrayLike, "b"]) -> Float[Array, "b n n"]:
+def sample(family, key: PRNGKeyArray, params: Float[ArrayLike, " b"]) -> Float[Array, "b n n"]:
   """One Σ per family parameter: ``out[i] = family(fold_in(key, i), params[i])``.
 
   Args:

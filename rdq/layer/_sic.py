@@ -141,14 +141,14 @@ class MinMaxGrid:
       zero = jnp.round(-xmin / scale)
     return scale, zero
 
-  def quantize(self, row: Float[Array, "m"], params, feat=None):
+  def quantize(self, row: Float[Array, " m"], params, feat=None):
     scale, zero = params
     z = jnp.clip(jnp.round(row / scale) + zero, 0, self.q_max)
     return scale * (z - zero), z.astype(jnp.int32), jnp.float32(1.0)
 
 
 def high_rate_step(
-    w: Float[Array, "n m"], rate_bits, weights: Float[Array, "n"] | None = None
+    w: Float[Array, "n m"], rate_bits, weights: Float[Array, " n"] | None = None
 ) -> Float[Array, ""]:
   """Step ``c`` of an entropy-coded uniform quantizer aimed at ``rate_bits`` (high-rate rule).
 
@@ -220,7 +220,7 @@ class StepGrid:
   def fit(self, rows):
     return ()
 
-  def quantize(self, row: Float[Array, "m"], params, step: Float[Array, ""]):
+  def quantize(self, row: Float[Array, " m"], params, step: Float[Array, ""]):
     z = jnp.round(row / step)
     if self.lmmse:
       zz = jnp.sum(z * z)
@@ -235,7 +235,7 @@ def sic(
     w: Float[Array, "n m"],
     u: Float[Array, "n n"],
     grid,
-    feat: Float[Array, "n"] | None,
+    feat: Float[Array, " n"] | None,
     block_size: int,
     key=None,
 ):

@@ -165,7 +165,7 @@ class RandomizedHadamard(NamedTuple):
     block: ``(m, m)`` orthogonal block ``B`` (``(1, 1)`` ones for n a power of two).
   """
 
-  signs: Float[Array, "n"]
+  signs: Float[Array, " n"]
   block: Float[Array, "m m"]
 
   def forward(self, x: Float[Array, "n ..."]) -> Float[Array, "n ..."]:

@@ -63,8 +63,8 @@ class LayerReport(NamedTuple):
   rate_entropy_bits: Float[Array, ""]
   rate_coded_bits: Float[Array, ""]
   side_bits: Float[Array, ""]
-  feature_rate_bits: Float[Array, "n"]
-  feature_scale: Float[Array, "n"]
+  feature_rate_bits: Float[Array, " n"]
+  feature_scale: Float[Array, " n"]
   codes: Int[Array, "n m"]
   extras: dict[str, Any] = {}
 

@@ -47,8 +47,8 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from rdq.layer._sic import StepGrid, _fp16, damp_hessian, high_rate_step, sic
 from rdq.checks import require
+from rdq.layer._sic import StepGrid, _fp16, damp_hessian, high_rate_step, sic
 from rdq.layer.report import LayerReport, check_layer_inputs, layer_distortion, make_report
 from rdq.limits.waterfill import ECSQ_GAP_BITS
 

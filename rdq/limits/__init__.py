@@ -1,5 +1,8 @@
 """Information-theoretic limits and high-rate approximations (closed forms)."""
 
+from rdq.limits.ecsq import ECSQ_GAP as ECSQ_GAP
+from rdq.limits.ecsq import ECSQ_GAP_BITS as ECSQ_GAP_BITS
+from rdq.limits.ecsq import ecsq_distortion as ecsq_distortion
 from rdq.limits.gaussian import gaussian_rate as gaussian_rate
 from rdq.limits.gaussian import gaussian_rd as gaussian_rd
 from rdq.limits.generic_matmul import critical_rate as critical_rate
@@ -16,9 +19,6 @@ from rdq.limits.universal import random_coding_rate as random_coding_rate
 from rdq.limits.universal import universal_distortion as universal_distortion
 from rdq.limits.universal import universal_gap as universal_gap
 from rdq.limits.universal import universal_rate as universal_rate
-from rdq.limits.ecsq import ECSQ_GAP as ECSQ_GAP
-from rdq.limits.ecsq import ECSQ_GAP_BITS as ECSQ_GAP_BITS
-from rdq.limits.ecsq import ecsq_distortion as ecsq_distortion
 from rdq.limits.waterfill import WaterfillResult as WaterfillResult
 from rdq.limits.waterfill import waterfill as waterfill
 from rdq.limits.waterfill import waterfill_gap_bits as waterfill_gap_bits

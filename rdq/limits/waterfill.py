@@ -39,11 +39,18 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from rdq.limits.ecsq import ECSQ_GAP_BITS  # re-exported
 from rdq.checks import is_concrete, require
 from rdq.limits._checks import (
-    _F32_TINY, check_positive, check_real, device_log2, exp2_accurate, host_log2, log2_of, safe_log2,
+  _F32_TINY,
+  check_positive,
+  check_real,
+  device_log2,
+  exp2_accurate,
+  host_log2,
+  log2_of,
+  safe_log2,
 )
+from rdq.limits.ecsq import ECSQ_GAP_BITS  # re-exported
 
 __all__ = [
     "ECSQ_GAP_BITS",

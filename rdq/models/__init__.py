@@ -20,6 +20,10 @@ from rdq.models.capture import replace_linears as replace_linears
 from rdq.models.capture import second_moments as second_moments
 from rdq.models.capture import second_moments_of_batches as second_moments_of_batches
 from rdq.models.capture import shared_inputs as shared_inputs
+from rdq.models.data import STDLIB_MODULES as STDLIB_MODULES
+from rdq.models.data import TextSplits as TextSplits
+from rdq.models.data import load_splits as load_splits
+from rdq.models.data import stdlib_passages as stdlib_passages
 from rdq.models.gguf import GGUF_SHA256 as GGUF_SHA256
 from rdq.models.gguf import LLAMA_PACKAGE as LLAMA_PACKAGE
 from rdq.models.gguf import LlamaConfig as LlamaConfig
@@ -30,14 +34,6 @@ from rdq.models.llama import from_gguf as from_gguf
 from rdq.models.llama import perplexity as perplexity
 from rdq.models.llama import text_windows as text_windows
 from rdq.models.llama import token_nll as token_nll
-from rdq.models.text import EVAL_PLAYS as EVAL_PLAYS
-from rdq.models.text import docstring_text as docstring_text
-from rdq.models.text import pick_windows as pick_windows
-from rdq.models.text import play_splits as play_splits
-from rdq.models.data import STDLIB_MODULES as STDLIB_MODULES
-from rdq.models.data import TextSplits as TextSplits
-from rdq.models.data import load_splits as load_splits
-from rdq.models.data import stdlib_passages as stdlib_passages
 from rdq.models.minilm import MODEL_PACKAGE as MODEL_PACKAGE
 from rdq.models.minilm import MiniLMConfig as MiniLMConfig
 from rdq.models.minilm import ModelNotInstalledError as ModelNotInstalledError
@@ -46,6 +42,10 @@ from rdq.models.minilm import load_config as load_config
 from rdq.models.minilm import load_tokenizer as load_tokenizer
 from rdq.models.minilm import load_weights as load_weights
 from rdq.models.minilm import model_dir as model_dir
+from rdq.models.text import EVAL_PLAYS as EVAL_PLAYS
+from rdq.models.text import docstring_text as docstring_text
+from rdq.models.text import pick_windows as pick_windows
+from rdq.models.text import play_splits as play_splits
 
 __all__ = [
     "EVAL_PLAYS",

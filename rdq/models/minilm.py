@@ -169,7 +169,7 @@ def load_config(path: str | os.PathLike | None = None) -> MiniLMConfig:
 
 def _expected(config: MiniLMConfig) -> dict[str, tuple[int, ...]]:
   """Checkpoint tensor name -> torch-layout shape."""
-  d, f = config.hidden_size, config.intermediate_size
+  d = config.hidden_size
   exp = {
       "embeddings.word_embeddings.weight": (config.vocab_size, d),
       "embeddings.position_embeddings.weight": (config.max_position, d),

@@ -24,6 +24,9 @@ from rdq.quantizers.nested import NestedLatticeQuantizer as NestedLatticeQuantiz
 from rdq.quantizers.nested import VoronoiCode as VoronoiCode
 from rdq.quantizers.nested import nested_dot as nested_dot
 from rdq.quantizers.nested import search_betas as search_betas
+from rdq.quantizers.registry import get as get
+from rdq.quantizers.registry import names as names
+from rdq.quantizers.registry import register as register
 from rdq.quantizers.universal import Codebook as Codebook
 from rdq.quantizers.universal import LearnConfig as LearnConfig
 from rdq.quantizers.universal import ProductCodebook as ProductCodebook
@@ -33,9 +36,6 @@ from rdq.quantizers.universal import learn_minimax_codebook as learn_minimax_cod
 from rdq.quantizers.universal import leech_codebook as leech_codebook
 from rdq.quantizers.universal import rate_gap as rate_gap
 from rdq.quantizers.universal import sphere_codebook as sphere_codebook
-from rdq.quantizers.registry import get as get
-from rdq.quantizers.registry import names as names
-from rdq.quantizers.registry import register as register
 from rdq.quantizers.vq import KMeansResult as KMeansResult
 from rdq.quantizers.vq import VQCode as VQCode
 from rdq.quantizers.vq import VQQuantizer as VQQuantizer

@@ -47,8 +47,16 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from rdq.quantizers._scales import (
-    SCALE_BITS, SCALE_DTYPES, div_exact, e8m0_ceil_exp, e8m0_floor_exp, e8m0_from_exp, e8m0_to_exp, mul_pow2, pow2,
-    round_scale,
+  SCALE_BITS,
+  SCALE_DTYPES,
+  div_exact,
+  e8m0_ceil_exp,
+  e8m0_floor_exp,
+  e8m0_from_exp,
+  e8m0_to_exp,
+  mul_pow2,
+  pow2,
+  round_scale,
 )
 from rdq.quantizers.base import Rate, check_finite, check_input, check_last_axis_divisible, check_rate_shape
 from rdq.quantizers.integer import _require_scale_range

@@ -112,7 +112,7 @@ def assign(
     codebook: Float[Array, "k d"],
     weights: Float[Array, "N d"] | None = None,
     transforms: Float[Array, "N d d"] | None = None,
-) -> Int[Array, "N"]:
+) -> Int[Array, " N"]:
   """Index of the nearest centroid in the weighted norm (first index on exact ties)."""
   return jnp.argmin(weighted_sq_dist(x, codebook, weights, transforms), axis=-1).astype(jnp.int32)
 
@@ -122,7 +122,7 @@ def _assign_expanded(
     codebook: Float[Array, "k d"],
     weights: Float[Array, "N d"] | None,
     transforms: Float[Array, "N d d"] | None,
-) -> Int[Array, "N"]:
+) -> Int[Array, " N"]:
   """``assign`` as one matmul: ``argmin_c cᵀM_v c − 2 (M_v x_v)ᵀc`` (the ``c``-free term dropped).
 
   ``cᵀMc = Σ_{i≤j} (2−δ_ij) M_ij c_i c_j`` is linear in the monomials ``c_i c_j``, so the score
@@ -147,7 +147,7 @@ def _assign_expanded(
 def weighted_objective(
     x: Float[Array, "N d"],
     codebook: Float[Array, "k d"],
-    idx: Int[Array, "N"],
+    idx: Int[Array, " N"],
     weights: Float[Array, "N d"] | None = None,
     transforms: Float[Array, "N d d"] | None = None,
 ) -> Float[Array, ""]:
@@ -211,8 +211,8 @@ class KMeansResult(NamedTuple):
   """
 
   codebook: Float[Array, "k d"]
-  idx: Int[Array, "N"]
-  objective: Float[Array, "iters_plus_1"]
+  idx: Int[Array, " N"]
+  objective: Float[Array, " iters_plus_1"]
 
 
 def weighted_kmeans(

@@ -5,21 +5,21 @@ import pytest
 from hydra import compose, initialize
 
 from experiments.real_model_algorithms import (
-    ALGORITHMS,
-    DEFAULT_OPTIONS,
-    e8_quantizer_name,
-    options_from_config,
-    quantize_layer,
-    quantize_layers,
+  ALGORITHMS,
+  DEFAULT_OPTIONS,
+  e8_quantizer_name,
+  options_from_config,
+  quantize_layer,
+  quantize_layers,
 )
 from experiments.real_model_data import LAYER_TYPES
 from experiments.real_model_e2e import e2e_metrics
 from experiments.real_model_limits import layer_limits
 from experiments.real_model_spectra import power_law_exponent
-from rdq.layer import gptvq_tiles
-from rdq.quantizers import get
 from rdq.covariance import PowerLaw
+from rdq.layer import gptvq_tiles
 from rdq.models import from_pretrained, linear_kernels, load_splits, second_moments
+from rdq.quantizers import get
 
 
 @pytest.fixture(scope="module")

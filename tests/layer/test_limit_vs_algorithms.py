@@ -2,6 +2,7 @@
 
 import jax
 import numpy as np
+
 from rdq import covariance as cov
 from rdq.layer import GPTQConfig, MinMaxGrid, RTNConfig, UniformGrid, WaterSICConfig, gptq, rtn, watersic
 from rdq.limits import waterfill

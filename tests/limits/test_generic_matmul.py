@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rdq.limits import critical_rate, generic_matmul, generic_matmul_rate, naive_matmul_distortion
 

@@ -11,7 +11,12 @@ import pytest
 
 from rdq.checks import checked
 from rdq.limits import (
-    gaussian_rate, gaussian_rd, generic_matmul, generic_matmul_rate, waterfill, waterfill_rate,
+  gaussian_rate,
+  gaussian_rd,
+  generic_matmul,
+  generic_matmul_rate,
+  waterfill,
+  waterfill_rate,
 )
 
 BAD = [

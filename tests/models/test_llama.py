@@ -3,19 +3,19 @@
 The real model is loaded once per module (about 6 s); windows are short.
 """
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import jax
-import jax.numpy as jnp
-
 from rdq.models import llama as L
 from rdq.models.gguf import LlamaConfig
 from rdq.models.text import play_text
 
-from .llama_reference import FIXTURE, forward, nll as ref_nll, unpermute
+from .llama_reference import FIXTURE, forward, unpermute
+from .llama_reference import nll as ref_nll
 
 
 @pytest.fixture(scope="module")

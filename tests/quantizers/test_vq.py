@@ -10,7 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rdq import quantizers as Q
-from rdq.quantizers.vq import _assign_expanded, assign, kmeanspp_init, quantize_codebook_int8, weighted_kmeans, weighted_objective
+from rdq.quantizers.vq import (
+  _assign_expanded,
+  assign,
+  kmeanspp_init,
+  quantize_codebook_int8,
+  weighted_kmeans,
+  weighted_objective,
+)
 
 # float32 sums of ~10³ positive terms: the objective may wobble by a few ulps when an
 # assignment does not change; 1e-6 relative is ~10 ulps of float32.
