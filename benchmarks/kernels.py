@@ -57,7 +57,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import kernels  # noqa: E402
-from kernels._common import Config, resolve_blocks  # noqa: E402
+from kernels import Config, resolve_blocks  # noqa: E402
 from kernels.e8_matmul import e8_config  # noqa: E402
 from rdq.quantized_matmul import codebook_matmul_reference, dequant_matmul, w8a8_matmul_reference  # noqa: E402
 from rdq.quantizers import IntQuantizer, get  # noqa: E402

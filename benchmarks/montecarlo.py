@@ -1,4 +1,4 @@
-"""Monte Carlo throughput of ``rdq.matmul.matmul_distortion`` against the limit of the same work.
+"""Monte Carlo throughput of ``rdq.matmul_mc.matmul_distortion`` against the limit of the same work.
 
 One sample draws ``A: (n, a)`` and ``B: (n, b)`` with iid N(0, 1) entries, quantizes both and
 forms ``‖AᵀB − ÂᵀB̂‖²``. Measured in the same run, on the same shapes and chunk size:
@@ -10,7 +10,7 @@ forms ``‖AᵀB − ÂᵀB̂‖²``. Measured in the same run, on the same shap
   products + subtraction and one product of the concatenations ``[A, Â]ᵀ[B, −B̂]``),
   nothing else: a fused jnp computation of the two products and the quantizers;
 * ``fused, with draws``: the same plus drawing the normals with the engine's generator
-  (``rdq.matmul._standard_normal``: Threefry-2x32, one key per chunk) — the limit of the
+  (``rdq.matmul_mc.standard_normal``: Threefry-2x32, one key per chunk) — the limit of the
   work a sample really is;
 * ``draws only``: drawing the normals (engine's generator, and ``jax.random.normal``).
 
@@ -51,7 +51,7 @@ def compare(name: str, n: int, shape: tuple[int, int, int], batch: int, repeats:
   from jax import lax
 
   from rdq import quantizers
-  from rdq.matmul import MatmulSetup, _standard_normal, matmul_distortion
+  from rdq.matmul_mc import MatmulSetup, matmul_distortion, standard_normal
 
   nn, a, b = shape
   setup = MatmulSetup(*shape)
@@ -79,7 +79,7 @@ def compare(name: str, n: int, shape: tuple[int, int, int], batch: int, repeats:
   no_draws = {f: jax.jit(lambda xs, f=f: lax.map(f, xs).sum()) for f in (err_two_products, err_one_product)}
 
   def draw(c):
-    return _standard_normal(jax.random.fold_in(key, c), batch * nn * (a + b)).reshape(batch, -1)
+    return standard_normal(jax.random.fold_in(key, c), batch * nn * (a + b)).reshape(batch, -1)
 
   with_draws = jax.jit(lambda: lax.map(lambda c: err_two_products(draw(c)), jnp.arange(chunks)).sum())
   draws = jax.jit(lambda: lax.map(lambda c: draw(c).sum(), jnp.arange(chunks)).sum())
@@ -109,7 +109,7 @@ import os, time
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count={d}"
 import jax
 from rdq import quantizers
-from rdq.matmul import MatmulSetup, matmul_distortion
+from rdq.matmul_mc import MatmulSetup, matmul_distortion
 q = quantizers.get("int4_block32"); s = MatmulSetup(*{tuple(shape)})
 f = lambda: jax.block_until_ready(matmul_distortion(q, q, s, jax.random.key(0), {n}, {batch}).mean)
 f(); best = 1e9

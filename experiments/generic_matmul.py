@@ -1,7 +1,7 @@
 """Generic matmul: distortion of quantized AᵀB vs effective rate, against Γ(R).
 
 For each quantizer (or pair), estimates ``E‖AᵀB − ÂᵀB̂‖²_F/(n a b)`` by Monte Carlo
-(``rdq.matmul.matmul_distortion``), records the exact and high-rate predictions of
+(``rdq.matmul_mc.matmul_distortion``), records the exact and high-rate predictions of
 ``rdq.limits.scalar_prediction`` where they apply, and the gap in bits to the optimum
 ``Γ(R)`` at the effective rate: ``R_eff − Γ⁻¹(D)``. Every point is stored atomically under
 the hash of its config (``experiments._store``); a rerun skips finished points.
@@ -63,7 +63,7 @@ def compute_point(config: dict, batch: int) -> dict:
 
   from rdq import limits, quantizers
   from rdq.limits import scalar_prediction as sp
-  from rdq.matmul import MatmulSetup, matmul_distortion
+  from rdq.matmul_mc import MatmulSetup, matmul_distortion
 
   qa, qb = quantizers.get(config["quantizer_a"]), quantizers.get(config["quantizer_b"])
   n, a, b = config["n"], config["a"], config["b"]

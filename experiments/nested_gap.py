@@ -3,7 +3,7 @@
 For each registry name (``<lattice>_nested_q<q>[_k<k>]``) on iid N(0, 1) data:
 
 * ``gap_matmul = R_eff − Γ⁻¹(D)``: D the Monte Carlo matmul distortion
-  ``E‖AᵀB − ÂᵀB̂‖²_F/(nab)`` (``rdq.matmul.matmul_distortion``, both factors quantized),
+  ``E‖AᵀB − ÂᵀB̂‖²_F/(nab)`` (``rdq.matmul_mc.matmul_distortion``, both factors quantized),
   R_eff the rate with side information (``rate().effective``), Γ the optimal matmul
   distortion–rate function (``rdq.limits.generic_matmul``);
 * ``gap_mse = R_eff − ½ log2(1/ε)``: ε the MSE per entry of the code, against Gaussian D(R);
@@ -40,7 +40,7 @@ def decompose(name: str, n: int, a: int, b: int, num_samples: int, seed: int, bl
   import jax.numpy as jnp
 
   from rdq import limits, quantizers
-  from rdq.matmul import MatmulSetup, matmul_distortion
+  from rdq.matmul_mc import MatmulSetup, matmul_distortion
 
   qz = quantizers.get(name)
   lat = qz.lattice

@@ -5,6 +5,8 @@ references in ``rdq.quantized_matmul``); ``rdq`` never imports ``kernels``.
 """
 
 from kernels._common import Config as Config
+from kernels._common import choose_blocks as choose_blocks
+from kernels._common import resolve_blocks as resolve_blocks
 from kernels.codebook_matmul import codebook_matmul as codebook_matmul
 from kernels.e8_matmul import e8_matmul as e8_matmul
 from kernels.fp4_matmul import fp4_matmul as fp4_matmul
@@ -29,6 +31,7 @@ __all__ = [
     "PackedFP4",
     "PackedInt",
     "bytes_of",
+    "choose_blocks",
     "codebook_matmul",
     "e8_matmul",
     "fp4_matmul",
@@ -39,5 +42,6 @@ __all__ = [
     "pack_fp4",
     "pack_int",
     "pack_int_zero_point",
+    "resolve_blocks",
     "w8a8_matmul",
 ]

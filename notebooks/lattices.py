@@ -36,7 +36,7 @@ import jax
 import numpy as np
 
 from rdq import limits, plot, quantizers
-from rdq.matmul import MatmulSetup, matmul_distortion
+from rdq.matmul_mc import MatmulSetup, matmul_distortion
 from rdq.quantizers import lattice_from_name, normalized_second_moment
 
 SMALL = os.environ.get("RDQ_NOTEBOOK_FULL") is None  # small sizes when executed by `make test`

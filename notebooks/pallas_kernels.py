@@ -38,7 +38,7 @@ import numpy as np
 from kernels import Config, bytes_of, fp4_matmul, int_matmul, pack_fp4, pack_int
 from rdq import plot, quantizers
 from rdq.limits import scalar_prediction as sp
-from rdq.matmul import MatmulSetup, matmul_distortion
+from rdq.matmul_mc import MatmulSetup, matmul_distortion
 from rdq.quantized_matmul import dequant_matmul
 from rdq.quantizers import Rate
 

@@ -6,8 +6,8 @@ from rdq import limits as limits
 from rdq import montecarlo as montecarlo
 from rdq import quantizers as quantizers
 from rdq import rate as rate
-from rdq.matmul import MatmulSetup as MatmulSetup
-from rdq.matmul import matmul_distortion as matmul_distortion
+from rdq.matmul_mc import MatmulSetup as MatmulSetup
+from rdq.matmul_mc import matmul_distortion as matmul_distortion
 from rdq.montecarlo import Estimate as Estimate
 from rdq.montecarlo import estimate as estimate
 

@@ -23,7 +23,7 @@ from rdq.checks import check_key
 from rdq.montecarlo import Estimate, estimate
 from rdq.quantizers.base import Quantizer
 
-__all__ = ["MatmulSetup", "matmul_distortion", "matmul_error", "matmul_sample"]
+__all__ = ["MatmulSetup", "matmul_distortion", "matmul_error", "matmul_sample", "standard_normal"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,7 +73,7 @@ def matmul_error(
   return jnp.sum((exact - approx) ** 2) / (n * a * b)
 
 
-def _standard_normal(key: PRNGKeyArray, size: int) -> Float[Array, " size"]:
+def standard_normal(key: PRNGKeyArray, size: int) -> Float[Array, " size"]:
   """``size`` iid N(0, 1) float32 draws from a Threefry key, two per Threefry block.
 
   ``jax.random.normal`` (with ``jax_threefry_partitionable``, the default) spends one
@@ -108,12 +108,12 @@ def matmul_sample(setup: MatmulSetup, quant_a: Quantizer, quant_b: Quantizer):
   """A ``sample_fn`` for ``rdq.montecarlo.estimate``: key -> one distortion sample.
 
   ``A`` and ``B`` are the first ``n·a`` and last ``n·b`` of ``n(a + b)`` iid N(0, 1) draws
-  from one key (``_standard_normal``); randomized quantizers get a second key split from ``key``.
+  from one key (``standard_normal``); randomized quantizers get a second key split from ``key``.
   """
 
   def sample(key: PRNGKeyArray) -> Float[Array, ""]:
     k_data, k_q = jax.random.split(key)
-    x = _standard_normal(k_data, setup.n * (setup.a + setup.b))
+    x = standard_normal(k_data, setup.n * (setup.a + setup.b))
     a_mat = x[: setup.n * setup.a].reshape(setup.n, setup.a)
     b_mat = x[setup.n * setup.a :].reshape(setup.n, setup.b)
     return matmul_error(a_mat, b_mat, quant_a, quant_b, k_q)

@@ -31,7 +31,7 @@ from rdq import covariance as cov
 from rdq import limits as L
 from rdq import quantizers as Q
 from rdq import rate as R
-from rdq.matmul import MatmulSetup, matmul_distortion, matmul_error
+from rdq.matmul_mc import MatmulSetup, matmul_distortion, matmul_error
 from rdq.montecarlo import Estimate, estimate
 
 

@@ -7,7 +7,7 @@ import pytest
 
 from rdq import limits, quantizers
 from rdq.limits import scalar_prediction as sp
-from rdq.matmul import MatmulSetup, matmul_distortion, matmul_error
+from rdq.matmul_mc import MatmulSetup, matmul_distortion, matmul_error
 
 SETUP = MatmulSetup(128, 8, 8)
 DEFAULT_SWEEP = ["int8", "int8_row", "int4_row", "int4_block32", "int4_block32_e8m0", "int3_block64", "int2_block64",
@@ -74,14 +74,14 @@ def test_sample_normals_are_standard_normal():
   # sample keys pass moment checks at 4.5 standard errors and a KS test.
   from scipy import stats
 
-  from rdq.matmul import _normal_from_unit, _standard_normal
+  from rdq.matmul_mc import _normal_from_unit, standard_normal
 
   key = jax.random.key(5)
   bits = jax.random.bits(key, (4099,))
   unit = jax.lax.bitcast_convert_type((bits >> 9) | jnp.uint32(0x3F800000), jnp.float32) - 1.0
   assert np.array_equal(np.asarray(_normal_from_unit(unit)), np.asarray(jax.random.normal(key, (4099,))))
   keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(128))
-  x = np.asarray(jax.jit(jax.vmap(lambda k: _standard_normal(k, 8192)))(keys), np.float64)
+  x = np.asarray(jax.jit(jax.vmap(lambda k: standard_normal(k, 8192)))(keys), np.float64)
   m = x.size
   assert abs(x.mean()) < 4.5 / np.sqrt(m)
   assert abs(x.var() - 1.0) < 4.5 * np.sqrt(2.0 / m)
@@ -93,7 +93,7 @@ def test_sample_normals_are_standard_normal():
 def test_bad_arguments_raise_clear_errors():
   import jax
 
-  from rdq.matmul import MatmulSetup, matmul_distortion, matmul_error
+  from rdq.matmul_mc import MatmulSetup, matmul_distortion, matmul_error
   from rdq.quantizers import get
 
   q = get("int8_row")

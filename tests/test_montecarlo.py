@@ -96,7 +96,7 @@ import os
 os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
 import jax, numpy as np
 from rdq import quantizers
-from rdq.matmul import MatmulSetup, matmul_sample
+from rdq.matmul_mc import MatmulSetup, matmul_sample
 from rdq.montecarlo import estimate
 assert len(jax.devices()) == 4
 q = quantizers.get("mxfp4")

@@ -8,7 +8,7 @@ import pytest
 from kernels import Config
 from kernels.e8_matmul import decode_e8_planes, e8_matmul
 from kernels.pack import pack_e8
-from rdq.matmul import MatmulSetup, matmul_distortion
+from rdq.matmul_mc import MatmulSetup, matmul_distortion
 from rdq.quantized_matmul import dequant_matmul
 from rdq.quantizers.lattice import E8Lattice
 from rdq.quantizers.nested import NestedLatticeQuantizer, VoronoiCode

@@ -10,7 +10,7 @@ import pytest
 
 from kernels import Config, fp4_matmul, pack_fp4
 from kernels.pack import decode_e2m1, decode_e4m3, decode_e8m0
-from rdq.matmul import MatmulSetup, matmul_distortion
+from rdq.matmul_mc import MatmulSetup, matmul_distortion
 from rdq.quantized_matmul import dequant_matmul
 from rdq.quantizers import FPQuantizer, get
 from tests.kernels._util import (

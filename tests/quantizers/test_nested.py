@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 import rdq.quantizers as Q
 from rdq.limits import generic_matmul_rate
 from rdq.limits.lattice_constants import PUBLISHED_G
-from rdq.matmul import MatmulSetup, matmul_distortion
+from rdq.matmul_mc import MatmulSetup, matmul_distortion
 from rdq.quantizers.lattice import DnDualLattice, DnLattice, E8Lattice, ZnLattice
 from rdq.quantizers.leech import LeechLattice
 from rdq.quantizers.nested import NestedLatticeQuantizer, VoronoiCode, nested_dot, search_beta_sets, search_betas
