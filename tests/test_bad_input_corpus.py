@@ -179,7 +179,9 @@ X = jax.random.normal(jax.random.key(1), (4, 256))
 QNAMES = ["int8", "int8_row", "int4_row", "int4_block32", "int4_block32_e8m0", "int4_row_fp16", "int3_block64_bf16",
           "e4m3", "e5m2", "e2m1", "mxfp4", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp4_ceil", "nvfp4", "e4m3_block128_fp32",
           "vq2_b2_g64", "vq1_b2_g64_int8"]
-OTHER_Q = {"e8_nested_q16": "leech (rdq/quantizers/nested.py, lattice.py)", "d4_nested_q6": "leech (rdq/quantizers/nested.py, lattice.py)"}
+# Nested-lattice (Voronoi) codes: without ``_norm`` β is in units of the input (a fixed grid, like
+# elementwise FP), with ``_norm`` a per-vector RMS scale makes them scale-invariant.
+NESTED_Q = ("e8_nested_q16", "d4_nested_q6", "e8_nested_q16_norm")
 BLOCKED = {"int4_block32": ("int4_block64", 64), "mxfp4": ("mxfp4", None), "nvfp4": ("nvfp4", None),
            "e4m3_block128_fp32": ("e4m3_block64_fp32", 64)}
 
@@ -248,6 +250,8 @@ def _qcases(name, owner=None):
       exp = Err(ValueError, "outside", "rescale x")
     elif getattr(q, "block_size", 0) is None and getattr(q, "granularity", None) is None:
       continue  # elementwise FP has no scale: not scale-invariant by design (fixed grid)
+    elif isinstance(q, Q.NestedLatticeQuantizer) and q.norm is None:
+      continue  # β in units of the input: a fixed grid by design (``_norm`` adds the scale)
     elif isinstance(q, Q.VQQuantizer) and q.codebook_format == "fp16":
       # fp16 codebook entries below 2^-14 are subnormal: absolute error ≤ 2^-25 there, below the
       # half-ulp 2^-11·max|x| of the largest centroids, so equal up to one fp16 ulp at the top.
@@ -282,8 +286,8 @@ def _qcases(name, owner=None):
 
 for _n in QNAMES:
   _qcases(_n)
-for _n, _owner in OTHER_Q.items():
-  _qcases(_n, owner=_owner)
+for _n in NESTED_Q:
+  _qcases(_n)
 
 case("get(4)", Q.get, (4,), Err(TypeError, "quantizer name must be a str", "int"), jit=HOST)
 case("get('int4_blok32')", Q.get, ("int4_blok32",), Err(ValueError, "unknown quantizer name", "int4_blok32", "int4_block32"), jit=HOST)

@@ -61,7 +61,7 @@ import numpy as np
 from jaxtyping import Array, Float, Integer, PRNGKeyArray
 
 from rdq.quantizers._scales import SCALE_BITS, SCALE_DTYPES, round_scale
-from rdq.quantizers.base import Rate, check_finite, check_last_axis_divisible
+from rdq.quantizers.base import Rate, check_finite, check_input, check_last_axis_divisible, check_rate_shape
 from rdq.quantizers.lattice import Lattice, lattice_from_name
 
 __all__ = ["NestedCode", "NestedLatticeQuantizer", "VoronoiCode", "nested_dot", "search_beta_sets", "search_betas"]
@@ -199,9 +199,8 @@ class NestedLatticeQuantizer:
   def voronoi(self) -> VoronoiCode:
     return VoronoiCode(self.lattice, self.q)
 
-  def _check_input(self, x: Array) -> None:
-    if x.ndim == 0:
-      raise ValueError("quantizers need at least a 1-D input; got a scalar")
+  def _check_input(self, x: Array, key=None) -> None:
+    check_input(x, key=key)  # dtype, rank, emptiness and key: the checks every quantizer runs
     check_last_axis_divisible(x.shape, self.dim, name=f"lattice dimension d ({self.lattice.name})")
 
   def _dither(self, key: PRNGKeyArray | None, block_shape: tuple[int, ...]) -> Array:
@@ -221,7 +220,7 @@ class NestedLatticeQuantizer:
     return x.reshape(x.shape[:-1] + (x.shape[-1] // self.dim, self.dim))
 
   def _encode(self, x: Array, key: PRNGKeyArray | None) -> NestedCode:
-    self._check_input(x)
+    self._check_input(x, key)
     x32 = x.astype(jnp.float32)
     s = self._scale(x32)
     y = x32 if s is None else x32 / jnp.where(s > 0, s, 1.0)
@@ -287,9 +286,7 @@ class NestedLatticeQuantizer:
     Returns:
       ``Rate(nominal=log2 q, side=(⌈n log2 q + (n/d) log2 k⌉ − n log2 q)/n + bits(norm)/n)``.
     """
-    shape = tuple(int(s) for s in shape)
-    if len(shape) == 0:
-      raise ValueError("rate needs the shape of a ≥1-D input")
+    shape = check_rate_shape(shape)
     check_last_axis_divisible(shape, self.dim, name=f"lattice dimension d ({self.lattice.name})")
     n = shape[-1]
     nominal = math.log2(self.q)
