@@ -2,7 +2,7 @@
 
 For each quantizer (or pair), estimates ``E‖AᵀB − ÂᵀB̂‖²_F/(n a b)`` by Monte Carlo
 (``rdq.matmul_mc.matmul_distortion``), records the exact and high-rate predictions of
-``rdq.limits.scalar_prediction`` where they apply, and the gap in bits to the optimum
+``rdq.quantizers.scalar_prediction`` where they apply, and the gap in bits to the optimum
 ``Γ(R)`` at the effective rate: ``R_eff − Γ⁻¹(D)``. Every point is stored atomically under
 the hash of its config (``experiments._store``); a rerun skips finished points.
 
@@ -62,8 +62,8 @@ def compute_point(config: dict, batch: int) -> dict:
   import jax
 
   from rdq import limits, quantizers
-  from rdq.limits import scalar_prediction as sp
   from rdq.matmul_mc import MatmulSetup, matmul_distortion
+  from rdq.quantizers import scalar_prediction as sp
 
   qa, qb = quantizers.get(config["quantizer_a"]), quantizers.get(config["quantizer_b"])
   n, a, b = config["n"], config["a"], config["b"]

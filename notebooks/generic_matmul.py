@@ -25,8 +25,8 @@ import jax
 import numpy as np
 
 from rdq import limits, plot, quantizers
-from rdq.limits import scalar_prediction as sp
 from rdq.matmul_mc import MatmulSetup, matmul_distortion
+from rdq.quantizers import scalar_prediction as sp
 
 SMALL = os.environ.get("RDQ_NOTEBOOK_FULL") is None  # small sizes when executed by `make test`
 setup = MatmulSetup(n=128, a=8, b=8) if SMALL else MatmulSetup(n=1024, a=64, b=64)

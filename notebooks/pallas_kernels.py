@@ -24,7 +24,7 @@
 # (2) its product error $\|xW-y\|_F^2/(KMN)$ for iid $\mathcal N(0,1)$ data equals rdq's Monte Carlo
 # prediction `matmul_distortion` (with $x$ unquantized) and the exact per-entry MSE
 # $1-2\rho+P$ of the format ($\rho=\mathbb E[w\hat w]$, $P=\mathbb E[\hat w^2]$, by quadrature over the
-# law of the block maximum; `rdq.limits.scalar_prediction`).
+# law of the block maximum; `rdq.quantizers.scalar_prediction`).
 
 # %%
 import dataclasses
@@ -37,10 +37,10 @@ import numpy as np
 
 from kernels import Config, bytes_of, fp4_matmul, int_matmul, pack_fp4, pack_int
 from rdq import plot, quantizers
-from rdq.limits import scalar_prediction as sp
 from rdq.matmul_mc import MatmulSetup, matmul_distortion
 from rdq.quantized_matmul import dequant_matmul
 from rdq.quantizers import Rate
+from rdq.quantizers import scalar_prediction as sp
 
 SMALL = os.environ.get("RDQ_NOTEBOOK_FULL") is None  # small sizes when executed by `make test`
 m, k, n = 8, 256, 128                     # tokens, input features, output features

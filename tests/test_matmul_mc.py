@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from rdq import limits, quantizers
-from rdq.limits import scalar_prediction as sp
 from rdq.matmul_mc import MatmulSetup, matmul_distortion, matmul_error
+from rdq.quantizers import scalar_prediction as sp
 
 SETUP = MatmulSetup(128, 8, 8)
 DEFAULT_SWEEP = ["int8", "int8_row", "int4_row", "int4_block32", "int4_block32_e8m0", "int3_block64", "int2_block64",

@@ -287,3 +287,25 @@ def test_apps_benchmarks_and_notebooks_use_only_public_names():
         if _PRIVATE.search(line):
           offenders.append(f"{path.relative_to(_ROOT)}:{i}: {line.strip()}")
   assert not offenders, "private rdq/kernels names used outside the library:\n" + "\n".join(offenders)
+
+
+def test_imports_point_one_way():
+  # DESIGN.md: limits are closed forms of rate (and Σ); predictions of concrete quantizers live
+  # in rdq.quantizers (scalar_prediction), so no module of rdq.limits imports rdq.quantizers.
+  pattern = re.compile(r"^\s*(from rdq\.quantizers\b|import rdq\.quantizers\b|from rdq import quantizers\b)")
+  offenders = [
+      f"{path.relative_to(_ROOT)}:{i}"
+      for path in sorted((_ROOT / "rdq" / "limits").rglob("*.py"))
+      for i, line in enumerate(path.read_text().splitlines(), 1)
+      if pattern.search(line)
+  ]
+  assert not offenders, f"rdq.limits imports rdq.quantizers at {offenders}"
+  # and rdq never imports the apps or the kernels
+  pattern = re.compile(r"^\s*(from|import) (experiments|kernels)\b")
+  offenders = [
+      f"{path.relative_to(_ROOT)}:{i}"
+      for path in sorted((_ROOT / "rdq").rglob("*.py"))
+      for i, line in enumerate(path.read_text().splitlines(), 1)
+      if pattern.search(line)
+  ]
+  assert not offenders, f"rdq imports experiments/kernels at {offenders}"

@@ -20,6 +20,6 @@ def test_ecsq_constants():
 def test_single_definition_shared_by_the_limits():
   import importlib
 
-  for mod in ("rdq.limits.scalar_prediction", "rdq.limits.waterfill"):
+  for mod in ("rdq.quantizers.scalar_prediction", "rdq.limits.waterfill"):
     assert importlib.import_module(mod).ECSQ_GAP_BITS is ecsq.ECSQ_GAP_BITS
   assert L.ECSQ_GAP_BITS == ecsq.ECSQ_GAP_BITS

@@ -8,8 +8,8 @@ import pytest
 from scipy import integrate, stats
 
 from rdq import quantizers
-from rdq.limits import scalar_prediction as sp
 from rdq.montecarlo import estimate
+from rdq.quantizers import scalar_prediction as sp
 
 
 @pytest.mark.parametrize("name", ["e2m1", "e4m3", "e2m3"])

@@ -32,8 +32,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from rdq.limits._blockmax import Phi, ScalarModel, cells, max_grid, phi, scalar_model
 from rdq.limits.ecsq import ECSQ_GAP, ECSQ_GAP_BITS, ecsq_distortion  # re-exported
+from rdq.quantizers._blockmax import Phi, ScalarModel, cells, max_grid, phi, scalar_model
 
 __all__ = [
     "ECSQ_GAP",
