@@ -1,0 +1,432 @@
+"""Universal codebooks (``rdq.quantizers.universal``): the ``Codebook`` type, its Σ-aware
+nearest-codeword encoder and the constructions (iid Gaussian, sphere, lattice balls, Leech shells).
+
+The setting, the rate gap and the references are in ``rdq.quantizers.universal``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float, Integer, PRNGKeyArray
+
+from rdq.covariance import check_covariance, haar_orthogonal
+from rdq.quantizers.base import Rate
+from rdq.quantizers.lattice import DnLattice, E8Lattice, Lattice, ZnLattice
+
+__all__ = ["Codebook", "DEFAULT_MAX_BYTES", "LEECH_SHELL_SIZES", "gaussian_codebook", "lattice_codebook", "leech_codebook", "shannon_power", "sphere_codebook"]
+
+DEFAULT_MAX_BYTES: int = 1 << 30
+"""Memory budget (bytes) for a codebook's points and for one encoding chunk (1 GiB)."""
+
+_F32 = 4
+_HI = jax.lax.Precision.HIGHEST
+
+
+def shannon_power(rate_bits: float) -> float:
+  """``1 − 2^{−2R}``: per-coordinate power of the Shannon reconstruction of ``N(0,1)`` at rate R."""
+  return 1.0 - 2.0 ** (-2.0 * rate_bits)
+
+
+# ----------------------------------------------------------------------------- argument checks
+def _check_rate(rate_bits) -> float:
+  if isinstance(rate_bits, bool) or not isinstance(rate_bits, (int, float, np.floating, np.integer)):
+    raise TypeError(f"rate_bits must be a real number; got {type(rate_bits).__name__}")
+  if not math.isfinite(rate_bits) or rate_bits <= 0:
+    raise ValueError(f"rate_bits={rate_bits!r} must be > 0 (bits per entry)")
+  return float(rate_bits)
+
+
+def _check_n(n) -> int:
+  if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+    raise ValueError(f"n={n!r} must be a positive integer (input features per codeword)")
+  return int(n)
+
+
+def _num_points(n: int, rate_bits: float, max_bytes: int) -> int:
+  """``2^{nR}`` rounded, refused when the float32 points would exceed ``max_bytes``."""
+  log2_k = n * rate_bits
+  if log2_k < 1.0 - 1e-9:
+    raise ValueError(f"n·rate_bits = {n}·{rate_bits} = {log2_k:g} < 1: a codebook needs at least 2 points")
+  need = (2.0 ** log2_k) * n * _F32
+  if need > max_bytes:
+    raise ValueError(
+        f"a codebook of 2^(n·R) = 2^{log2_k:g} points × n={n} float32 needs {need / 2**30:.3g} GiB > "
+        f"max_bytes={max_bytes / 2**30:.3g} GiB. Use ProductCodebook(block, num_blocks) (blocks of "
+        f"d < n input features, 2^(d·R) points each), a smaller rate, or raise max_bytes; encoding "
+        f"is already chunked over the codebook (chunk=…), storage is what does not fit.")
+  k = int(round(2.0 ** log2_k))
+  if abs(math.log2(k) - log2_k) > 1e-6:
+    raise ValueError(f"2^(n·R) = 2^{log2_k:g} is not an integer number of points; choose R with n·R integral")
+  return k
+
+
+def _check_points(points) -> None:
+  if isinstance(points, (list, tuple)):
+    raise TypeError("points must be a (K, n) float array, not a Python sequence")
+  if isinstance(points, jax.core.Tracer) or not isinstance(points, (np.ndarray, jax.Array)):
+    return  # traced, or a placeholder leaf when JAX unflattens the pytree
+  p = np.asarray(points)
+  if p.ndim != 2 or p.shape[0] < 2 or p.shape[1] < 1:
+    raise ValueError(f"points must be (K, n) with K ≥ 2 codewords; got shape {p.shape}")
+  if not np.issubdtype(p.dtype, np.floating):
+    raise TypeError(f"points must be a float array; got dtype {p.dtype}")
+  if not np.all(np.isfinite(p)):
+    raise ValueError("points must be finite")
+
+
+def _check_w(w, n: int) -> Array:
+  w = jnp.asarray(w)
+  if w.ndim == 0 or w.shape[-1] != n:
+    raise ValueError(f"w must have a last axis of length n={n} (the codebook dimension); got shape {w.shape}")
+  if not jnp.issubdtype(w.dtype, jnp.floating):
+    raise TypeError(f"w must be a float array; got dtype {w.dtype}")
+  return w.astype(jnp.float32)
+
+
+def _check_sigma(sigma, n: int) -> Array:
+  """Σ of shape (n, n) or a batch (S, n, n); each checked symmetric PSD when concrete."""
+  if isinstance(sigma, jax.core.Tracer):
+    return sigma
+  s = np.asarray(sigma)
+  if s.ndim not in (2, 3) or s.shape[-2:] != (n, n):
+    raise ValueError(f"sigma must be ({n}, {n}) or a batch (S, {n}, {n}) matching the codebook dimension n={n}; "
+                     f"got shape {s.shape}")
+  for i, si in enumerate(s.reshape(-1, n, n)):
+    check_covariance(si, name="Σ" if s.ndim == 2 else f"Σ[{i}]")
+  return jnp.asarray(sigma, jnp.float32)
+
+
+def _check_chunk(chunk, batch: int, max_bytes: int) -> None:
+  if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+    raise ValueError(f"chunk={chunk!r} must be a positive integer (codewords scored at once)")
+  need = 3 * batch * chunk * _F32  # scores and two temporaries
+  if need > max_bytes:
+    raise ValueError(f"encoding {batch} vectors against chunks of {chunk} codewords needs ~{need / 2**30:.3g} GiB > "
+                     f"max_bytes={max_bytes / 2**30:.3g} GiB; use a smaller chunk or encode fewer vectors at once")
+
+
+# ----------------------------------------------------------------------------- Σ-aware nearest codeword
+_GROUP = 64  # codewords per group in the two-level argmin (see ``_nearest``)
+
+
+def _chunk_argmin(u: Array, p: Array, qq: Array) -> tuple[Array, Array]:
+  """``argmin_k (q_k − 2 uᵀp_k)`` over one chunk, and the minimum, for each row of u (B, n).
+
+  XLA's variadic ``argmin`` reduction is slow on CPU, a plain ``min`` is fast; so the chunk's
+  scores are reduced with ``min`` over groups of ``_GROUP`` codewords, the ``argmin`` runs over
+  the small (B, chunk/_GROUP) array of group minima, and the winning group (one per row) is
+  rescored for the ``argmin`` inside it. Ties go to the lowest index at both levels.
+  """
+  b = u.shape[0]
+  c, n = p.shape
+  scores = qq[None, :] - 2.0 * jnp.dot(u, p.T, precision=_HI)
+  if c % _GROUP or c == _GROUP:
+    j = jnp.argmin(scores, axis=-1)
+    return j, jnp.take_along_axis(scores, j[:, None], axis=-1)[:, 0]
+  g = c // _GROUP
+  j1 = jnp.argmin(jnp.min(scores.reshape(b, g, _GROUP), axis=-1), axis=-1)
+  ps = p.reshape(g, _GROUP, n)[j1]
+  qs = qq.reshape(g, _GROUP)[j1]
+  sub = qs - 2.0 * jnp.einsum("bn,bgn->bg", u, ps, precision=_HI)
+  j2 = jnp.argmin(sub, axis=-1)
+  return j1 * _GROUP + j2, jnp.take_along_axis(sub, j2[:, None], axis=-1)[:, 0]
+
+
+def _nearest(points: Array, sigma: Array, w: Array, chunk: int) -> Array:
+  """Index of ``argmin_c (w−c)ᵀΣ(w−c)`` for each row of ``w`` (B, n), codebook in chunks."""
+  k, n = points.shape
+  chunk = min(chunk, k)
+  if k > _GROUP:
+    chunk = -(-chunk // _GROUP) * _GROUP
+  num_chunks = -(-k // chunk)
+  pad = num_chunks * chunk - k
+  q = jnp.sum(jnp.dot(points, sigma, precision=_HI) * points, axis=-1)
+  pts = jnp.concatenate([points, jnp.zeros((pad, n), points.dtype)]).reshape(num_chunks, chunk, n)
+  q = jnp.concatenate([q, jnp.full((pad,), jnp.inf, q.dtype)]).reshape(num_chunks, chunk)
+  u = jnp.dot(w, sigma, precision=_HI)  # Σ symmetric: rows are (Σw)ᵀ
+  b = w.shape[0]
+
+  def body(carry, xs):
+    best, idx = carry
+    p, qq, c = xs
+    j, s = _chunk_argmin(u, p, qq)
+    better = s < best
+    return (jnp.where(better, s, best), jnp.where(better, c * chunk + j, idx)), None
+
+  init = (jnp.full((b,), jnp.inf, jnp.float32), jnp.zeros((b,), jnp.int32))
+  (_, idx), _ = jax.lax.scan(body, init, (pts, q, jnp.arange(num_chunks, dtype=jnp.int32)))
+  return idx
+
+
+def _weighted_sq(e: Array, sigma: Array) -> Array:
+  """``eᵀΣe / n`` per row of e (B, n)."""
+  return jnp.sum(jnp.dot(e, sigma, precision=_HI) * e, axis=-1) / e.shape[-1]
+
+
+@functools.partial(jax.jit, static_argnames=("chunk",))
+def _encode_batch(points, w, sigma, scale, chunk: int):
+  """w (B, n), sigma (S, n, n), scale (S,) → indices (S, B). Sequential over Σ (lax.map)."""
+  return jax.lax.map(lambda a: _nearest(points * a[1], a[0], w, chunk), (sigma, scale))
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Codebook:
+  """A finite codebook ``C ⊂ Rⁿ`` with Σ-aware nearest-codeword encoding.
+
+  A pytree (``points`` is the leaf; ``name`` and ``chunk`` are static), so it passes through
+  ``jit``/``grad`` as an argument.
+
+  Attributes:
+    points: ``(K, n)`` float32 codewords; the rate is ``log2(K)/n`` bits per entry.
+    name: construction label, e.g. ``"gaussian"``, ``"e8"``.
+    chunk: codewords scored at once when encoding (working memory ``batch × chunk``).
+  """
+
+  points: Float[Array, "k n"]
+  name: str = dataclasses.field(default="codebook", metadata=dict(static=True))
+  chunk: int = dataclasses.field(default=4096, metadata=dict(static=True))
+
+  def __post_init__(self):
+    _check_points(self.points)
+    if isinstance(self.chunk, bool) or not isinstance(self.chunk, int) or self.chunk < 1:
+      raise ValueError(f"chunk={self.chunk!r} must be a positive integer")
+
+  @property
+  def n(self) -> int:
+    """Dimension (input features per codeword)."""
+    return self.points.shape[1]
+
+  @property
+  def num_points(self) -> int:
+    """K = |C|."""
+    return self.points.shape[0]
+
+  @property
+  def rate_bits(self) -> float:
+    """``log2(K) / n`` bits per entry."""
+    return math.log2(self.num_points) / self.n
+
+  def rate(self, shape: tuple[int, ...] | None = None) -> Rate:
+    """Bits per entry: ``log2(K)/n`` nominal; no side information (the scale τ costs
+    ``log2(#scales)/(n·m)``, which vanishes with the number m of output features)."""
+    del shape
+    return Rate(nominal=self.rate_bits, side=0.0)
+
+  def scaled(self, tau: float) -> "Codebook":
+    """The codebook ``τ·C``."""
+    return dataclasses.replace(self, points=self.points * jnp.float32(tau))
+
+  def encode(
+      self, w: Float[ArrayLike, "*batch n"], sigma: Float[ArrayLike, "*s n n"], *, scale: ArrayLike = 1.0,
+      max_bytes: int = DEFAULT_MAX_BYTES,
+  ) -> Integer[Array, "*s *batch"]:
+    """Σ-aware nearest codeword of ``scale·C`` for each vector of the last axis of ``w``.
+
+    .. math::  \\hat k(w) = \\arg\\min_k (w - τ c_k)^\\top Σ (w - τ c_k)  \\quad(\\text{ties: lowest } k).
+
+    Args:
+      w: ``(*batch, n)`` vectors (one column of W per vector).
+      sigma: Σ ``(n, n)``, or a batch ``(S, n, n)`` (vmapped: the output gains a leading S axis).
+      scale: τ > 0, a scalar or one per Σ ``(S,)``.
+      max_bytes: memory budget checked before tracing.
+
+    Returns:
+      int32 indices into ``points``, shape ``(*batch)`` or ``(S, *batch)``.
+    """
+    w = _check_w(w, self.n)
+    sig = _check_sigma(sigma, self.n)
+    batch_shape = w.shape[:-1]
+    wf = w.reshape(-1, self.n)
+    _check_chunk(self.chunk, wf.shape[0], max_bytes)
+    sig3 = sig if sig.ndim == 3 else sig[None]
+    tau = jnp.broadcast_to(jnp.asarray(scale, jnp.float32), (sig3.shape[0],))
+    idx = _encode_batch(self.points, wf, sig3, tau, self.chunk)
+    idx = idx.reshape((sig3.shape[0],) + batch_shape)
+    return idx if sig.ndim == 3 else idx[0]
+
+  def decode(self, idx: Integer[ArrayLike, "*b"], *, scale: ArrayLike = 1.0) -> Float[Array, "*b n"]:
+    """Codewords ``τ·c_k`` for indices k (scale broadcast against the index batch shape + n)."""
+    return jnp.take(self.points, jnp.asarray(idx), axis=0) * jnp.asarray(scale, jnp.float32)
+
+  def quantize(self, w: Float[ArrayLike, "*batch n"], sigma: Float[ArrayLike, "n n"], *, scale: float = 1.0):
+    """``decode(encode(w, Σ))``: the Σ-nearest codeword of ``scale·C`` (one Σ)."""
+    return self.decode(self.encode(w, sigma, scale=scale), scale=scale)
+
+  def _reconstruct(self, sigma: Array, w: Array, tau: Array) -> Array:
+    """Traced: reconstructions (B, n) for one Σ and scale τ (no checks)."""
+    p = self.points * tau
+    return p[_nearest(p, sigma, w, self.chunk)]
+
+
+# ----------------------------------------------------------------------------- constructions
+def gaussian_codebook(
+    key: PRNGKeyArray, n: int, rate_bits: float, *, variance: float | None = None, chunk: int = 4096,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Codebook:
+  """iid Gaussian codebook: ``2^{nR}`` codewords ``c ~ N(0, variance·I_n)``.
+
+  Args:
+    key: PRNG key.
+    n: dimension (input features per codeword).
+    rate_bits: R > 0 bits per entry, with n·R integral.
+    variance: codeword variance per entry; default ``1 − 2^{−2R}`` (Shannon reconstruction power).
+    chunk: encoding chunk (codewords).
+    max_bytes: refuse codebooks whose float32 points exceed this.
+
+  References:
+    Harbuzova, Ordentlich & Polyanskiy (2026): the random code of the existence proof.
+  """
+  n = _check_n(n)
+  rate_bits = _check_rate(rate_bits)
+  k = _num_points(n, rate_bits, max_bytes)
+  var = shannon_power(rate_bits) if variance is None else float(variance)
+  if not var > 0:
+    raise ValueError(f"variance={variance!r} must be > 0")
+  pts = jax.random.normal(key, (k, n), jnp.float32) * jnp.float32(math.sqrt(var))
+  return Codebook(pts, name="gaussian", chunk=chunk)
+
+
+def sphere_codebook(
+    key: PRNGKeyArray, n: int, rate_bits: float, *, radius: float | None = None, chunk: int = 4096,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Codebook:
+  """Spherical codebook: ``2^{nR}`` codewords iid uniform on the sphere of radius ``radius``.
+
+  Default radius ``√(n(1 − 2^{−2R}))``, where the Shannon reconstruction concentrates.
+  """
+  n = _check_n(n)
+  rate_bits = _check_rate(rate_bits)
+  k = _num_points(n, rate_bits, max_bytes)
+  r = math.sqrt(n * shannon_power(rate_bits)) if radius is None else float(radius)
+  if not r > 0:
+    raise ValueError(f"radius={radius!r} must be > 0")
+  g = jax.random.normal(key, (k, n), jnp.float32)
+  pts = g / jnp.linalg.norm(g, axis=-1, keepdims=True) * jnp.float32(r)
+  return Codebook(pts, name="sphere", chunk=chunk)
+
+
+def _ball_points_zn(n: int, radius: float, offset: float) -> np.ndarray:
+  """All ``z + offset·1`` (z ∈ Zⁿ) with norm ≤ radius, by coordinate-wise pruned enumeration."""
+  r2 = radius * radius + 1e-9
+  lo, hi = math.floor(-radius - offset), math.ceil(radius - offset)
+  vals = np.arange(lo, hi + 1, dtype=np.float64) + offset
+  vals = vals[vals * vals <= r2]
+  part = np.zeros((1, 0))
+  norms = np.zeros(1)
+  for _ in range(n):
+    cand = norms[:, None] + vals[None, :] ** 2
+    i, j = np.nonzero(cand <= r2)
+    part = np.concatenate([part[i], vals[j, None]], axis=1)
+    norms = cand[i, j]
+  return part
+
+
+def _lattice_ball(lattice: Lattice, k: int) -> np.ndarray:
+  """At least the ``k`` lattice points nearest the origin (complete shells), float64."""
+  n = lattice.dim
+  unit_ball = math.pi ** (n / 2) / math.gamma(n / 2 + 1)
+  radius = (k * lattice.volume / unit_ball) ** (1.0 / n) * 1.05 + 0.5
+  while True:
+    if isinstance(lattice, ZnLattice):
+      pts = _ball_points_zn(n, radius, 0.0)
+    elif isinstance(lattice, DnLattice):
+      pts = _ball_points_zn(n, radius, 0.0)
+      pts = pts[np.mod(np.sum(pts, axis=1), 2) == 0]
+    elif isinstance(lattice, E8Lattice):
+      a = _ball_points_zn(8, radius, 0.0)
+      b = _ball_points_zn(8, radius, 0.5)
+      pts = np.concatenate([a[np.mod(np.sum(a, 1), 2) == 0], b[np.mod(np.sum(b - 0.5, 1), 2) == 0]])
+    else:
+      raise ValueError(f"lattice_codebook supports Zn, Dn and E8; got {lattice.name}")
+    if len(pts) >= k:
+      return pts
+    radius *= 1.15
+
+
+def lattice_codebook(
+    key: PRNGKeyArray, lattice: Lattice, rate_bits: float, *, rotate: bool = True, power: float | None = None,
+    chunk: int = 4096, max_bytes: int = DEFAULT_MAX_BYTES,
+) -> Codebook:
+  """The ``2^{nR}`` lattice points nearest the origin (innermost shells), scaled and rotated.
+
+  Complete shells ``{x ∈ Λ : ‖x‖² = r²}`` are taken in order of norm; the last shell is cut
+  at random (uniformly among its points). The points are scaled to a mean power of
+  ``power`` per coordinate (default ``1 − 2^{−2R}``) and, if ``rotate``, multiplied by a
+  Haar-random orthogonal matrix so that no coordinate axis is special.
+
+  Args:
+    key: PRNG key (shell cut and rotation).
+    lattice: ``ZnLattice(n)``, ``DnLattice(n)`` or ``E8Lattice()``.
+    rate_bits: R > 0 with n·R integral.
+    rotate: apply a Haar-random rotation.
+    power: mean ``‖c‖²/n`` after scaling.
+
+  References:
+    Conway & Sloane, *SPLAG*, Ch. 4 (shells, theta series).
+  """
+  if not isinstance(lattice, (ZnLattice, DnLattice, E8Lattice)):
+    raise TypeError(f"lattice must be a ZnLattice, DnLattice or E8Lattice; got {type(lattice).__name__}")
+  rate_bits = _check_rate(rate_bits)
+  n = lattice.dim
+  k = _num_points(n, rate_bits, max_bytes)
+  pts = _lattice_ball(lattice, k)
+  k_cut, k_rot = jax.random.split(key)
+  tie = np.asarray(jax.random.uniform(k_cut, (len(pts),)))
+  norms = np.round(np.sum(pts * pts, axis=1) * 4.0)  # squared norms are multiples of 1/4: exact shells
+  order = np.lexsort((tie, norms))
+  pts = pts[order[:k]]
+  p = shannon_power(rate_bits) if power is None else float(power)
+  if not p > 0:
+    raise ValueError(f"power={power!r} must be > 0")
+  pts = pts * math.sqrt(p / max(np.mean(np.sum(pts * pts, axis=1)) / n, 1e-30))
+  out = jnp.asarray(pts, jnp.float32)
+  if rotate:
+    out = out @ haar_orthogonal(k_rot, n).T
+  return Codebook(out, name=lattice.name, chunk=chunk)
+
+
+LEECH_SHELL_SIZES: tuple[int, ...] = (1, 196560, 16773120)
+"""Points of Λ24 of unimodular norm 0, 4 and 6 (SPLAG Ch. 4, Sec. 11, Table 4.13 / theta series)."""
+
+
+def leech_codebook(
+    key: PRNGKeyArray, *, rotate: bool = True, power: float | None = None, chunk: int = 4096,
+) -> Codebook:
+  """Leech-lattice shell codebook at n = 24: the origin and the 196 560 minimal vectors of Λ24.
+
+  ``K = 196 561`` codewords, ``R = log2(K)/24 ≈ 0.7305`` bit per entry; the 196 560 minimal
+  vectors are the kissing configuration of the densest known 24-dimensional packing (all on one
+  sphere, pairwise angles ≥ 60°). Scaled to a mean power ``power`` per coordinate (default
+  ``1 − 2^{−2R}``) and, if ``rotate``, multiplied by a Haar-random orthogonal matrix. The next
+  shell (unimodular norm 6, 16 773 120 vectors) would give ``R ≈ 1.0007``; its 1.6 GB of
+  float32 points and ``O(K)`` exact encoder are out of reach of a CPU sweep and are not built.
+
+  Args:
+    key: PRNG key of the rotation.
+    rotate: apply a Haar-random rotation.
+    power: mean ``‖c‖²/24`` after scaling.
+    chunk: encoding chunk (codewords).
+
+  References:
+    Conway & Sloane, *SPLAG*, Ch. 4, Sec. 11 (Λ24, its 196 560 minimal vectors) and Ch. 1,
+    Sec. 2 (kissing numbers); rdq.quantizers.leech.leech_minimal_vectors.
+  """
+  from rdq.quantizers.leech import leech_minimal_vectors
+
+  pts = np.concatenate([np.zeros((1, 24)), leech_minimal_vectors(unimodular=True)])
+  rate = math.log2(len(pts)) / 24
+  p = shannon_power(rate) if power is None else float(power)
+  if not p > 0:
+    raise ValueError(f"power={power!r} must be > 0")
+  pts = pts * math.sqrt(p / (np.mean(np.sum(pts * pts, axis=1)) / 24))
+  out = jnp.asarray(pts, jnp.float32)
+  if rotate:
+    out = out @ haar_orthogonal(key, 24).T
+  return Codebook(out, name="leech", chunk=chunk)
