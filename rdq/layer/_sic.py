@@ -235,7 +235,7 @@ def sic(
     w: Float[Array, "n m"],
     u: Float[Array, "n n"],
     grid,
-    feat: Float[Array, "n *d"] | None,
+    feat: Float[Array, " n *d"] | None,
     block_size: int,
     key=None,
 ):
