@@ -17,7 +17,7 @@ def figures(cfg, ctx: Context, records, spectra, out_dir: Path) -> None:
 
   from rdq import covariance
   from rdq.limits import waterfill
-  from rdq.plot import COLORS, LIMIT_STYLE, RATE_LABEL, save, style
+  from rdq.plot import COLORS, DISTORTION_LABEL_LAYER, LIMIT_STYLE, RATE_LABEL, save, style
 
   style()
   by = {(r["config"]["algorithm"], r["config"]["bits"]): r["result"] for r in records}
@@ -47,7 +47,7 @@ def figures(cfg, ctx: Context, records, spectra, out_dir: Path) -> None:
         ax.semilogy(*zip(*pts), "o-", ms=3, color=COLORS[a], label=ALGO_LABELS[a])
     ax.set_title(f"{name} (n={w.shape[0]}, m={w.shape[1]})")
     ax.set_xlabel("rate [bits/weight, side incl.]")
-  top[0].set_ylabel(r"$\mathrm{tr}((W-\hat W)^\top H(W-\hat W))/(nm)$")
+  top[0].set_ylabel(DISTORTION_LABEL_LAYER)
   top[1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=6)
   vmax = max(by[(a, gap_b)]["layers"][n]["gap_bits"] for a in heat_algos for n in ctx.layers)
   heat = []

@@ -140,6 +140,6 @@ ax1.semilogy(rr, waterfill(lam_c, rr, sigma2).distortion, label=r"waterfilling (
 for name, (_, rate, d, gap) in rows.items():
   ax1.plot(rate, d, "o", color=plot.COLORS[colors[name]], label=f"{name} (gap {gap:.2f} bit)")
 ax1.set_xlabel(plot.RATE_LABEL)
-ax1.set_ylabel(plot.DISTORTION_LABEL_WEIGHT.replace(r"\Sigma", "H"))
+ax1.set_ylabel(plot.DISTORTION_LABEL_LAYER)
 ax1.legend(fontsize=6)
 fig

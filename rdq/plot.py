@@ -25,6 +25,7 @@ import matplotlib.transforms
 __all__ = [
     "COLORS",
     "DISTORTION_LABEL_MATMUL",
+    "DISTORTION_LABEL_LAYER",
     "DISTORTION_LABEL_WEIGHT",
     "LABELS",
     "LIMIT_STYLE",
@@ -43,6 +44,8 @@ __all__ = [
 RATE_LABEL = "rate R [bits per entry, side information included]"
 DISTORTION_LABEL_MATMUL = r"distortion $\mathbb{E}\|A^\top B-\hat A^\top \hat B\|_F^2/(n\,a\,b)$"
 DISTORTION_LABEL_WEIGHT = r"distortion $\mathrm{tr}((W-\hat W)^\top\Sigma(W-\hat W))/(n\,m)$"
+# The same with a layer's calibration second moment H = E[x xᵀ] in place of Σ_X.
+DISTORTION_LABEL_LAYER = r"distortion $\mathrm{tr}((W-\hat W)^\top H\,(W-\hat W))/(n\,m)$"
 
 # One colour per family / algorithm / construction, stable across all figures.
 COLORS = {

@@ -163,6 +163,7 @@ PUBLIC = {
     ],
     "rdq.plot": [
         "COLORS",
+        "DISTORTION_LABEL_LAYER",
         "DISTORTION_LABEL_MATMUL",
         "DISTORTION_LABEL_WEIGHT",
         "LABELS",
