@@ -52,6 +52,7 @@ PUBLIC = {
         "LatticeSICConfig",
         "LayerAlgorithm",
         "LayerReport",
+        "LayerSpec",
         "MinMaxGrid",
         "RTNConfig",
         "StepGrid",

@@ -33,6 +33,7 @@ from rdq.layer.lattice_sic import lattice_for_budget as lattice_for_budget
 from rdq.layer.lattice_sic import lattice_sic as lattice_sic
 from rdq.layer.lattice_sic import lattice_sic_traced as lattice_sic_traced
 from rdq.layer.registry import LayerAlgorithm as LayerAlgorithm
+from rdq.layer.registry import LayerSpec as LayerSpec
 from rdq.layer.registry import get as get
 from rdq.layer.registry import names as names
 from rdq.layer.registry import register as register
@@ -52,6 +53,7 @@ __all__ = [
     "GPTVQ_STAGES",
     "LatticeSICConfig",
     "LayerAlgorithm",
+    "LayerSpec",
     "LayerReport",
     "MinMaxGrid",
     "RTNConfig",

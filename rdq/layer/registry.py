@@ -57,6 +57,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
+from rdq.checks import require
 from rdq.layer._sic import MinMaxGrid, UniformGrid
 from rdq.layer.gptq import GPTQConfig, gptq_traced
 from rdq.layer.gptq import _check as _gptq_check
@@ -68,13 +69,17 @@ from rdq.layer.rtn import _check as _rtn_check
 from rdq.layer.watersic import WaterSICConfig, watersic_traced
 from rdq.layer.watersic import _check as _watersic_check
 
-__all__ = ["ROTATIONS", "LayerAlgorithm", "get", "names", "register"]
+__all__ = ["ROTATIONS", "LayerAlgorithm", "LayerSpec", "get", "names", "register"]
 
 ROTATIONS = (None, "haar", "hadamard")
 
 
 @dataclasses.dataclass(frozen=True)
-class _Spec:
+class LayerSpec:
+  """What ``register`` needs to add a layer algorithm: its config type, a builder from options,
+  the traced core ``(w, h, config, key=None, *, rate_bits=None) -> (Ŵ, LayerReport)``, the eager
+  checks, and whether its rate is nominal or entropy-coded (and may be traced)."""
+
   config_type: type
   build: Callable[..., Any]  # options -> config
   core: Callable[..., tuple[Array, LayerReport]]  # (w, h, config, key=None, *, rate_bits=None)
@@ -84,10 +89,10 @@ class _Spec:
   normalize: Callable[[Any], bool] = lambda config: True  # config -> whether W is normalized (module docstring)
 
 
-_REGISTRY: dict[str, _Spec] = {}
+_REGISTRY: dict[str, LayerSpec] = {}
 
 
-def register(name: str, spec: _Spec) -> None:
+def register(name: str, spec: LayerSpec) -> None:
   """Add an algorithm (its config type, builder, core, checks); it then gets the contract suite."""
   if name in _REGISTRY:
     raise ValueError(f"layer algorithm {name!r} is already registered")
@@ -99,7 +104,7 @@ def names() -> tuple[str, ...]:
   return tuple(_REGISTRY)
 
 
-def _spec(name: str) -> _Spec:
+def _spec(name: str) -> LayerSpec:
   if name not in _REGISTRY:
     raise ValueError(f"unknown layer algorithm {name!r}; known: {names()}")
   return _REGISTRY[name]
@@ -172,6 +177,9 @@ class LayerAlgorithm:
       q, rep = spec.core(w, h, self.config, key=key, rate_bits=rate_bits)
     if rot is not None:
       q = rot.inverse(q)
+    # The inputs were checked finite: a non-finite Ŵ is the algorithm's failure, never a result.
+    require(jnp.all(jnp.isfinite(q)), f"layer algorithm {self.name!r} produced {{}} non-finite entries of Ŵ from "
+            "finite W and H (e.g. an H too ill-conditioned for its damping); raise percdamp or check H", jnp.sum(~jnp.isfinite(q)))
     return q, rep
 
 
@@ -257,16 +265,16 @@ def _register_builtin() -> None:
   from rdq.layer.lattice_sic import LatticeSICConfig, lattice_sic_traced
   from rdq.layer.lattice_sic import _check as _lattice_check
 
-  register("rtn", _Spec(RTNConfig, _build_rtn, rtn_traced, _rtn_check,
+  register("rtn", LayerSpec(RTNConfig, _build_rtn, rtn_traced, _rtn_check,
                         lambda c: "entropy" if _uniform(c) else "nominal", _uniform,
                         normalize=lambda c: not isinstance(c.quantizer, str)))
-  register("gptq", _Spec(GPTQConfig, _build_gptq, gptq_traced, _gptq_check,
+  register("gptq", LayerSpec(GPTQConfig, _build_gptq, gptq_traced, _gptq_check,
                          lambda c: "entropy" if _uniform(c) else "nominal", _uniform))
-  register("watersic", _Spec(WaterSICConfig, WaterSICConfig, watersic_traced, _watersic_check,
+  register("watersic", LayerSpec(WaterSICConfig, WaterSICConfig, watersic_traced, _watersic_check,
                              lambda c: "entropy", lambda c: True))
-  register("gptvq", _Spec(GPTVQConfig, GPTVQConfig, gptvq_traced, _gptvq_check,
+  register("gptvq", LayerSpec(GPTVQConfig, GPTVQConfig, gptvq_traced, _gptvq_check,
                           lambda c: "nominal", lambda c: False))
-  register("lattice_sic", _Spec(LatticeSICConfig, LatticeSICConfig, lattice_sic_traced, _lattice_check,
+  register("lattice_sic", LayerSpec(LatticeSICConfig, LatticeSICConfig, lattice_sic_traced, _lattice_check,
                                 lambda c: "nominal", lambda c: False, normalize=lambda c: False))
 
 
