@@ -22,7 +22,7 @@ def test_notebook_figure_is_inline_png(tmp_path):
   try:
     client.execute(env=env)
   except TypeError:  # older nbclient: env through the kernel manager
-    pytest.skip("nbclient-env: this nbclient cannot pass an environment")
+    pytest.skip(reason="nbclient-env: this nbclient cannot pass an environment")
   outputs = nb.cells[0].outputs
   text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
   assert "inline" in text.lower(), f"backend: {text!r}"

@@ -25,7 +25,7 @@ def test_wheel_installs_and_runs_an_app_outside_the_repo(tmp_path):
   build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(src)],
                          capture_output=True, text=True, timeout=600, env=env)
   if build.returncode != 0 and ("NewConnectionError" in build.stderr or "No matching distribution" in build.stderr):
-    pytest.skip("network: the isolated build cannot fetch setuptools>=77")
+    pytest.skip(reason="network: the isolated build cannot fetch setuptools>=77")
   assert build.returncode == 0, build.stderr[-3000:]
   wheel = next((tmp_path / "dist").glob("rdq-*.whl"))
   venv = tmp_path / "venv"
