@@ -45,20 +45,16 @@ import tempfile
 import time
 import warnings
 
-# This script is named kernels.py: drop its own folder from sys.path so that
-# `import kernels` finds the package, not this file.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-_ROOT = os.path.dirname(_HERE)
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:
   sys.path.insert(0, _ROOT)
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-import kernels  # noqa: E402
-from kernels import Config, resolve_blocks  # noqa: E402
-from kernels.e8_matmul import e8_config  # noqa: E402
+from rdq import kernels  # noqa: E402
+from rdq.kernels import Config, resolve_blocks  # noqa: E402
+from rdq.kernels.e8_matmul import e8_config  # noqa: E402
 from rdq.quantized_matmul import codebook_matmul_reference, dequant_matmul, w8a8_matmul_reference  # noqa: E402
 from rdq.quantizers import IntQuantizer, get  # noqa: E402
 from rdq.quantizers.nested import NestedLatticeQuantizer  # noqa: E402

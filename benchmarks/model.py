@@ -4,9 +4,9 @@ Measures, in one run:
   * calibration: ``rdq.models.second_moments`` over ``--n-calibration`` passages (H of all
     36 linear layers), cold (with compilation) and warm;
   * quantization of all 36 linear layers at ``--bits`` with every algorithm of
-    ``experiments/real_model.py`` (RTN, GPTQ, WaterSIC, GPTVQ, E8 RTN and E8 LDLQ), cold
+    ``rdq/experiments/real_model.py`` (RTN, GPTQ, WaterSIC, GPTVQ, E8 RTN and E8 LDLQ), cold
     (first call: compiles one program per layer shape) and warm, layers of one shape batched
-    with ``vmap`` exactly as ``experiments/real_model.py`` does.
+    with ``vmap`` exactly as ``rdq/experiments/real_model.py`` does.
 Ratios are against RTN (warm) measured in the same run.
 
   python benchmarks/model.py                 # defaults: 64 passages, 4 bits
@@ -38,8 +38,8 @@ def main() -> None:
   import jax
   import numpy as np
 
-  from experiments.real_model_algorithms import quantize_layers
-  from experiments.real_model_data import LAYER_TYPES
+  from rdq.experiments.real_model_algorithms import quantize_layers
+  from rdq.experiments.real_model_data import LAYER_TYPES
   from rdq.models import from_pretrained, linear_kernels, load_splits, second_moments
 
   model, t_load = _timed(from_pretrained)

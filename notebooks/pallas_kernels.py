@@ -11,12 +11,10 @@
 # %% [markdown]
 # # Pallas kernels: INT4 and MXFP4 weight-only matmul, checked against rdq
 #
-# (This notebook is not named `kernels.py`: next to it, that name would shadow the `kernels` package.)
-#
-# `kernels/` computes $y = x\cdot\mathrm{dequant}(W_q)$ with the dequantization fused into a
+# `rdq/kernels/` computes $y = x\cdot\mathrm{dequant}(W_q)$ with the dequantization fused into a
 # tiled matmul ($x$: $(M,K)$, $W$: $(K,N)$, fp32 accumulation). A weight is encoded by an rdq
 # quantizer as $W^\top$ (quantizers act on the last axis, so block scales run along $K$), then
-# packed (`kernels.pack`: two 4-bit codes per byte). On CPU the kernels run in the Pallas
+# packed (`rdq.kernels.pack`: two 4-bit codes per byte). On CPU the kernels run in the Pallas
 # interpreter (`interpret=True`); on a GPU/TPU the same call compiles.
 #
 # Two checks: (1) the kernel equals rdq's pure-JAX reference `rdq.quantized_matmul.dequant_matmul`
@@ -35,8 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from kernels import Config, bytes_of, fp4_matmul, int_matmul, pack_fp4, pack_int
 from rdq import plot, quantizers
+from rdq.kernels import Config, bytes_of, fp4_matmul, int_matmul, pack_fp4, pack_int
 from rdq.matmul_mc import MatmulSetup, matmul_distortion
 from rdq.quantized_matmul import dequant_matmul
 from rdq.quantizers import Rate
@@ -79,14 +77,14 @@ for name, (q, pack, kernel) in formats.items():
 # %% [markdown]
 # ## E8 nested-lattice codes decoded inside the kernel
 #
-# `kernels.e8_matmul` reads the Voronoi coordinates of `NestedLatticeQuantizer("e8", q, betas)`
+# `rdq.kernels.e8_matmul` reads the Voronoi coordinates of `NestedLatticeQuantizer("e8", q, betas)`
 # (stored as 8 planes, one per coordinate of a block) and runs the E8 closest-point reduction
 # $\hat w = \beta\,(cB - q\,Q_{E8}(cB/q))$ inside the kernel with fixed-shape integer ops. With
 # integer-valued $x$ and dyadic $\beta$ every sum is exact, so the kernel must equal rdq's decode
 # followed by `jnp.dot` bit for bit.
 
 # %%
-from kernels import e8_matmul, pack_e8
+from rdq.kernels import e8_matmul, pack_e8
 from rdq.quantizers.nested import NestedLatticeQuantizer
 
 e8q = NestedLatticeQuantizer("e8", 4, (0.25, 0.5))

@@ -44,8 +44,8 @@ def _git_commit() -> str:
 def run_family(family: str, full: bool) -> dict:
   out_dir = ROOT / "outputs" / (f"{family}_full" if full else family)
   args = [f"out_dir={out_dir}"] + ([f"+experiment={family}_full"] if full else [])
-  cmd = [sys.executable, "-m", f"experiments.{family}", *args]
-  shown = " ".join(["python", "-m", f"experiments.{family}", *args]).replace(str(ROOT) + "/", "")
+  cmd = [sys.executable, "-m", f"rdq.experiments.{family}", *args]
+  shown = " ".join(["python", "-m", f"rdq.experiments.{family}", *args]).replace(str(ROOT) + "/", "")
   print(f"[regenerate] {shown}", flush=True)
   t0 = time.perf_counter()
   proc = subprocess.run(cmd, cwd=ROOT, env=dict(os.environ, MPLBACKEND="Agg"))  # apps choose their backend
@@ -75,7 +75,7 @@ def write_index(rows: list[dict], commit: str, total_s: float, full: bool, only:
   old_lines = path.read_text().splitlines() if only and path.exists() else []
 
   def old_row(family: str) -> str | None:
-    pat = re.compile(rf"`python -m experiments\.{family}( |`)")
+    pat = re.compile(rf"`python -m rdq\.experiments\.{family}( |`)")
     return next((ln for ln in old_lines if ln.startswith("| ") and pat.search(ln)), None)
 
   done = {row["family"]: row for row in rows}
@@ -98,7 +98,7 @@ def write_index(rows: list[dict], commit: str, total_s: float, full: bool, only:
 
 
 def main(argv=None) -> None:
-  available = [f for f, _ in FAMILIES if importlib.util.find_spec(f"experiments.{f}") is not None]
+  available = [f for f, _ in FAMILIES if importlib.util.find_spec(f"rdq.experiments.{f}") is not None]
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], epilog="families: " + "; ".join(
       f"{f} ({d})" for f, d in FAMILIES if f in available))
   parser.add_argument("--full", action="store_true", help="paper-quality sizes (+experiment=<family>_full)")

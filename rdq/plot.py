@@ -6,7 +6,7 @@ figures; ``save(fig, stem)`` writes ``stem.png`` and ``stem.pdf`` atomically. Ax
 state units and the distortion convention (``DISTORTION_LABEL_*``).
 
 This module never chooses a matplotlib backend: a notebook keeps its inline backend, a
-script or Hydra app picks a non-interactive one itself (``experiments._sweep`` sets
+script or Hydra app picks a non-interactive one itself (``rdq.experiments._sweep`` sets
 ``MPLBACKEND=Agg`` before matplotlib is imported).
 """
 

@@ -1,9 +1,9 @@
 """Pure-JAX references for quantized matrix products ``y = x · Ŵ``: decode, then ``jnp.dot``.
 
-These are the specifications that the Pallas kernels in ``kernels/`` are tested against
+These are the specifications that the Pallas kernels in ``rdq/kernels/`` are tested against
 (``kernels`` imports ``rdq``, never the reverse). Names end in ``_reference`` where a kernel
-of the same name exists (``kernels.w8a8_matmul`` ↔ ``w8a8_matmul_reference``,
-``kernels.codebook_matmul`` ↔ ``codebook_matmul_reference``), so the two are never confused
+of the same name exists (``rdq.kernels.w8a8_matmul`` ↔ ``w8a8_matmul_reference``,
+``rdq.kernels.codebook_matmul`` ↔ ``codebook_matmul_reference``), so the two are never confused
 in one namespace. Shapes follow the kernels: ``x: (M, K)``
 activations (M tokens, K input features), ``W: (K, N)``. rdq quantizers act on the last
 axis, so a weight is encoded as ``Wᵀ: (N, K)`` — scales and VQ vectors run along the

@@ -389,7 +389,7 @@ case("Estimate.ci(level=1.5)", lambda: Estimate(jnp.float32(0), jnp.float32(1), 
 # ------------------------------------------------------------------ kernels' pack functions and the sweep store
 PACK = "host-side packing before a kernel call (owner: kernels work stream; its traced check uses jax.debug.callback)"
 try:
-  from kernels.pack import pack_codebook, pack_int, pack_int_zero_point
+  from rdq.kernels.pack import pack_codebook, pack_int, pack_int_zero_point
 except ImportError:  # pragma: no cover - kernels not importable on this install
   pack_codebook = None
 if pack_codebook is not None:
@@ -408,7 +408,7 @@ def _store_damaged_point():
   import os
   import tempfile
 
-  from experiments._store import PointStore
+  from rdq.experiments._store import PointStore
 
   d = tempfile.mkdtemp()
   store = PointStore(d)

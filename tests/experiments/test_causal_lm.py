@@ -1,10 +1,10 @@
-"""experiments/causal_lm.py: budgets, the Q4_1 reproduction, closed-form gap, config and table."""
+"""rdq/experiments/causal_lm.py: budgets, the Q4_1 reproduction, closed-form gap, config and table."""
 
 import numpy as np
 import pytest
 from hydra import compose, initialize
 
-from experiments import causal_lm as C
+from rdq.experiments import causal_lm as C
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ TINY = ["n=64", "a=4", "b=4", "num_samples=32", "batch=16", f"quantizer_names={N
 def _run(out_dir, *extra, wait=True):
   flags = [e for e in extra if e.startswith("-")]  # Hydra flags (e.g. -m) precede overrides
   overrides = [e for e in extra if not e.startswith("-")]
-  cmd = [sys.executable, "-m", "experiments.generic_matmul", *flags, f"out_dir={out_dir}", *TINY, *overrides]
+  cmd = [sys.executable, "-m", "rdq.experiments.generic_matmul", *flags, f"out_dir={out_dir}", *TINY, *overrides]
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONUNBUFFERED="1")
   if wait:
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -27,7 +27,7 @@ def _run(out_dir, *extra, wait=True):
 
 
 def _strip_timing(obj):
-  from experiments._store import TIMING_FIELDS
+  from rdq.experiments._store import TIMING_FIELDS
 
   if isinstance(obj, dict):
     return {k: _strip_timing(v) for k, v in obj.items() if k not in TIMING_FIELDS and k != "out_dir"}

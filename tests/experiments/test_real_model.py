@@ -1,10 +1,11 @@
-"""experiments/real_model*.py: limit below every algorithm on real layers, fits, metrics, config."""
+"""rdq/experiments/real_model*.py: limit below every algorithm on real layers, fits, metrics, config."""
 
 import numpy as np
 import pytest
 from hydra import compose, initialize
 
-from experiments.real_model_algorithms import (
+from rdq.covariance import PowerLaw
+from rdq.experiments.real_model_algorithms import (
   ALGORITHMS,
   DEFAULT_OPTIONS,
   e8_quantizer_name,
@@ -12,11 +13,10 @@ from experiments.real_model_algorithms import (
   quantize_layer,
   quantize_layers,
 )
-from experiments.real_model_data import LAYER_TYPES
-from experiments.real_model_e2e import e2e_metrics
-from experiments.real_model_limits import layer_limits
-from experiments.real_model_spectra import power_law_exponent
-from rdq.covariance import PowerLaw
+from rdq.experiments.real_model_data import LAYER_TYPES
+from rdq.experiments.real_model_e2e import e2e_metrics
+from rdq.experiments.real_model_limits import layer_limits
+from rdq.experiments.real_model_spectra import power_law_exponent
 from rdq.layer import gptvq_tiles
 from rdq.models import from_pretrained, linear_kernels, load_splits, second_moments
 from rdq.quantizers import get
@@ -41,7 +41,7 @@ def all_layers():
 
 
 def _budget_ok(algorithm: str, rate: float, bits: int, n: int, m: int) -> bool:
-  """Each algorithm's rate at ``bits`` (module docstring of experiments/real_model_algorithms.py)."""
+  """Each algorithm's rate at ``bits`` (module docstring of rdq/experiments/real_model_algorithms.py)."""
   if algorithm in ("rtn", "gptq"):
     return abs(rate - (bits + 16 / n)) < 1e-6
   if algorithm == "watersic":  # entropy-coded target, met by a root find

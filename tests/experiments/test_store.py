@@ -1,4 +1,4 @@
-"""experiments._store: damaged points, concurrent sweeps (one computation per point), atomic files."""
+"""rdq.experiments._store: damaged points, concurrent sweeps (one computation per point), atomic files."""
 
 import json
 import multiprocessing as mp
@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from experiments import _store
-from experiments._store import PointStore, config_key, run_points, write_json_atomic
+from rdq.experiments import _store
+from rdq.experiments._store import PointStore, config_key, run_points, write_json_atomic
 
 
 def _compute(config):
@@ -28,7 +28,7 @@ def test_damaged_point_is_named_moved_aside_and_recomputed(tmp_path, caplog):
   rec["config"] = {"x": 7}  # parses, but is not the point of its file name
   wrong.write_text(json.dumps(rec))
   calls = []
-  with caplog.at_level("WARNING", logger="experiments._store"):
+  with caplog.at_level("WARNING", logger="rdq.experiments._store"):
     records = run_points(store, configs, lambda c: calls.append(c) or _compute(c))
   assert calls == configs[1:]  # exactly the two damaged points are recomputed
   assert [r["result"]["value"] for r in records] == [0, 1, 4]
@@ -113,7 +113,7 @@ def test_atomic_figure_save_leaves_old_file_on_failure(tmp_path, monkeypatch):
 
 
 def test_pool_seeds_equals_one_sample_of_all_draws():
-  from experiments._sweep import pool_seeds
+  from rdq.experiments._sweep import pool_seeds
 
   rng = np.random.default_rng(0)
   draws = rng.normal(size=(2, 50, 3))

@@ -1,4 +1,4 @@
-"""experiments._sweep: multirun aggregate, the points of this sweep only, +experiment check, plugins."""
+"""rdq.experiments._sweep: multirun aggregate, the points of this sweep only, +experiment check, plugins."""
 
 import json
 import os
@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def _app(app, cwd, *args, pythonpath=()):
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([str(ROOT), *map(str, pythonpath)]))
   env.pop("MPLBACKEND", None)  # the app chooses its backend itself
-  return subprocess.run([sys.executable, "-m", f"experiments.{app}", *args], cwd=cwd, env=env, capture_output=True,
+  return subprocess.run([sys.executable, "-m", f"rdq.experiments.{app}", *args], cwd=cwd, env=env, capture_output=True,
                         text=True, timeout=300)
 
 
@@ -21,7 +21,7 @@ def test_two_seed_multirun_aggregates_both_seeds_once(tmp_path):
   out = tmp_path / "out"
   tiny = [f"out_dir={out}", "num_samples=2048", "batch=2048"]
   env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))
-  stale = subprocess.run([sys.executable, "-m", "experiments", "lattice_nsm", *tiny, "lattices=[d3]", "seed=7"],
+  stale = subprocess.run([sys.executable, "-m", "rdq.experiments", "lattice_nsm", *tiny, "lattices=[d3]", "seed=7"],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)  # = rdq-sweep lattice_nsm
   assert "lattice_nsm: 1 points in" in stale.stdout + stale.stderr  # another sweep's point in out_dir
   assert stale.returncode == 0, stale.stderr[-3000:]
@@ -44,7 +44,7 @@ def test_two_seed_multirun_aggregates_both_seeds_once(tmp_path):
     assert stat.S_IMODE(f.stat().st_mode) & 0o044 == 0o044, f  # readable by collaborators
   # the same aggregate by hand
   sweep_dir = next((out / "hydra").glob("multirun-*"))
-  again = subprocess.run([sys.executable, "-m", "experiments._sweep", str(sweep_dir)], cwd=ROOT, capture_output=True,
+  again = subprocess.run([sys.executable, "-m", "rdq.experiments._sweep", str(sweep_dir)], cwd=ROOT, capture_output=True,
                          text=True, timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
   assert again.returncode == 0, again.stderr[-3000:]
   res2 = json.loads((out / "results.json").read_text())
@@ -54,8 +54,8 @@ def test_two_seed_multirun_aggregates_both_seeds_once(tmp_path):
 def test_experiment_of_another_app_fails_clearly(tmp_path):
   proc = _app("generic_matmul", tmp_path, f"out_dir={tmp_path}", "+experiment=lattice_nsm_full")
   assert proc.returncode != 0
-  assert "+experiment=lattice_nsm_full is not an experiment of experiments.generic_matmul" in proc.stderr
-  assert "it belongs to experiments.lattice_nsm" in proc.stderr
+  assert "+experiment=lattice_nsm_full is not an experiment of rdq.experiments.generic_matmul" in proc.stderr
+  assert "it belongs to rdq.experiments.lattice_nsm" in proc.stderr
   assert "accepts: +experiment=generic_matmul_full" in proc.stderr
   assert not (tmp_path / "points").exists()  # failed before any work
 
@@ -93,34 +93,34 @@ def test_regenerate_only_keeps_the_other_rows_of_index(tmp_path):
   regen = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(regen)
   regen.HERE = tmp_path
-  row = lambda fam, t: dict(family=fam, command=f"python -m experiments.{fam} out_dir=outputs/{fam}", runtime_s=t,
+  row = lambda fam, t: dict(family=fam, command=f"python -m rdq.experiments.{fam} out_dir=outputs/{fam}", runtime_s=t,
                             files=[f"{fam}.png", f"{fam}.pdf"])
   regen.write_index([row("generic_matmul", 100.0), row("lattice_nsm", 20.0)], "aaa", 120.0, False)
   regen.write_index([row("lattice_nsm", 7.0)], "bbb", 7.0, False, only=True)
   text = (tmp_path / "INDEX.md").read_text()
-  assert "`python -m experiments.generic_matmul out_dir=outputs/generic_matmul` | 100 s |" in text  # kept
-  assert "`python -m experiments.lattice_nsm out_dir=outputs/lattice_nsm` | 7 s |" in text  # replaced
+  assert "`python -m rdq.experiments.generic_matmul out_dir=outputs/generic_matmul` | 100 s |" in text  # kept
+  assert "`python -m rdq.experiments.lattice_nsm out_dir=outputs/lattice_nsm` | 7 s |" in text  # replaced
   assert text.count("| [") == 2 and "at commit `aaa`" in text and "--only lattice_nsm` at commit `bbb`" in text
 
 
 def test_rdq_sweep_lists_every_family():
-  from experiments.__main__ import FAMILIES, usage
+  from rdq.experiments.__main__ import FAMILIES, usage
 
-  proc = subprocess.run([sys.executable, "-m", "experiments", "--help"], cwd=ROOT, capture_output=True, text=True,
+  proc = subprocess.run([sys.executable, "-m", "rdq.experiments", "--help"], cwd=ROOT, capture_output=True, text=True,
                         timeout=60)
   assert proc.returncode == 0
-  present = [f for f in FAMILIES if (ROOT / "experiments" / f"{f}.py").exists()]
+  present = [f for f in FAMILIES if (ROOT / "rdq" / "experiments" / f"{f}.py").exists()]
   assert {"generic_matmul", "lattice_nsm", "weight_only", "universal", "gptvq", "real_model"} <= set(present)
   for f in present:
     assert f"  {f} " in proc.stdout
   assert proc.stdout.strip() == usage().strip()
-  bad = subprocess.run([sys.executable, "-m", "experiments", "no_such_family"], cwd=ROOT, capture_output=True,
+  bad = subprocess.run([sys.executable, "-m", "rdq.experiments", "no_such_family"], cwd=ROOT, capture_output=True,
                        text=True, timeout=60)
   assert bad.returncode == 2 and "unknown family 'no_such_family'" in bad.stderr
 
 
 def test_rdq_figures_help_lists_every_family():
-  proc = subprocess.run([sys.executable, "-c", "from experiments.__main__ import figures; figures(['--help'])"],
+  proc = subprocess.run([sys.executable, "-c", "from rdq.experiments.__main__ import figures; figures(['--help'])"],
                         cwd=ROOT, capture_output=True, text=True, timeout=60)
   assert proc.returncode == 0, proc.stderr[-2000:]
   for f in ("generic_matmul", "lattice_nsm", "weight_only", "universal", "gptvq", "real_model"):

@@ -18,7 +18,7 @@ def test_wheel_installs_and_runs_an_app_outside_the_repo(tmp_path):
   env["JAX_PLATFORMS"] = "cpu"
   src = tmp_path / "src"  # a copy of the sources, so the build leaves nothing in the checkout
   skip = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "*.ipynb")
-  for name in ("rdq", "experiments", "kernels", "conf"):
+  for name in ("rdq",):
     shutil.copytree(ROOT / name, src / name, symlinks=True, ignore=skip)
   for name in ("pyproject.toml", "README.md", "LICENSE"):
     shutil.copy2(ROOT / name, src / name)
@@ -40,7 +40,7 @@ def test_wheel_installs_and_runs_an_app_outside_the_repo(tmp_path):
   (site / "_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
   work = tmp_path / "elsewhere"
   work.mkdir()
-  where = subprocess.run([str(py), "-c", "import experiments, rdq; print(experiments.__file__, rdq.__file__)"],
+  where = subprocess.run([str(py), "-c", "import rdq.experiments, rdq; print(rdq.experiments.__file__, rdq.__file__)"],
                          cwd=work, capture_output=True, text=True, env=env, timeout=120)
   assert where.returncode == 0, where.stderr[-3000:]
   assert str(ROOT) not in where.stdout and str(site) in where.stdout  # the installed copy, not the checkout

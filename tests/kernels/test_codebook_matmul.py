@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kernels import Config, codebook_matmul, pack_codebook
+from rdq.kernels import Config, codebook_matmul, pack_codebook
 from rdq.matmul_mc import MatmulSetup, matmul_distortion
 from rdq.quantized_matmul import codebook_decode
 from rdq.quantized_matmul import codebook_matmul_reference as reference

@@ -5,9 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kernels import Config
-from kernels.e8_matmul import decode_e8_planes, e8_matmul
-from kernels.pack import pack_e8
+from rdq.kernels import Config
+from rdq.kernels.e8_matmul import decode_e8_planes, e8_matmul
+from rdq.kernels.pack import pack_e8
 from rdq.matmul_mc import MatmulSetup, matmul_distortion
 from rdq.quantized_matmul import dequant_matmul
 from rdq.quantizers.lattice import E8Lattice
@@ -110,7 +110,7 @@ def test_planes_store_log2q_bits_per_coordinate(exact_case):
   _, _, code, packed = exact_case  # q = 4: 2 bits per coordinate, 4 per byte
   k, n = packed.shape
   assert packed.planes.shape == (2, k // 8, n)
-  from kernels import bytes_of
+  from rdq.kernels import bytes_of
   assert bytes_of(packed) == k * n * 2 // 8 + (k // 8) * n + 4 * n  # codes + β index + scale
-  from kernels.pack import coordinate_bits
+  from rdq.kernels.pack import coordinate_bits
   assert [coordinate_bits(q) for q in (2, 3, 4, 5, 16, 17, 256)] == [1, 2, 2, 4, 4, 8, 8]

@@ -8,8 +8,8 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from kernels import Config, fp4_matmul, pack_fp4
-from kernels.pack import decode_e2m1, decode_e4m3, decode_e8m0
+from rdq.kernels import Config, fp4_matmul, pack_fp4
+from rdq.kernels.pack import decode_e2m1, decode_e4m3, decode_e8m0
 from rdq.matmul_mc import MatmulSetup, matmul_distortion
 from rdq.quantized_matmul import dequant_matmul
 from rdq.quantizers import FPQuantizer, get

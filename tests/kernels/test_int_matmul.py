@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from kernels import Config, int_matmul, pack_int, pack_int_zero_point
+from rdq.kernels import Config, int_matmul, pack_int, pack_int_zero_point
 from rdq.matmul_mc import MatmulSetup, matmul_distortion
 from rdq.quantized_matmul import dequant_matmul, zero_point_decode, zero_point_matmul
 from rdq.quantizers import IntQuantizer

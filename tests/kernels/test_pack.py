@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from kernels import bytes_of, pack_fp4, pack_int, pack_int_zero_point
-from kernels.pack import (
+from rdq.kernels import bytes_of, pack_fp4, pack_int, pack_int_zero_point
+from rdq.kernels.pack import (
   decode_e2m1,
   decode_e4m3,
   decode_e8m0,
@@ -71,7 +71,7 @@ def test_bytes_of_counts_packed_storage(key):
 
 def test_magic_number_conversions_are_exact():
   # The in-kernel int→float by exponent bits, on every nibble pair and every int8 code.
-  from kernels.pack import int8_to_float, nibbles_to_float
+  from rdq.kernels.pack import int8_to_float, nibbles_to_float
   b = jnp.arange(256, dtype=jnp.int32).astype(jnp.uint8).reshape(16, 16)
   for signed in (True, False):
     np.testing.assert_array_equal(np.asarray(nibbles_to_float(b, signed=signed)),

@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import kernels
-from kernels import Config, int_matmul, pack_activations, pack_int, w8a8_matmul
-from kernels._common import DEFAULT_GPU_CORES, choose_blocks, resolve_blocks
-from kernels.e8_matmul import e8_matmul
-from kernels.pack import pack_e8
+from rdq import kernels
+from rdq.kernels import Config, int_matmul, pack_activations, pack_int, w8a8_matmul
+from rdq.kernels._common import DEFAULT_GPU_CORES, choose_blocks, resolve_blocks
+from rdq.kernels.e8_matmul import e8_matmul
+from rdq.kernels.pack import pack_e8
 from rdq.quantized_matmul import dequant_matmul, w8a8_matmul_reference
 from rdq.quantizers import IntQuantizer, get
 from rdq.quantizers.nested import NestedLatticeQuantizer

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kernels import Config, pack_activations, pack_int, w8a8_matmul
+from rdq.kernels import Config, pack_activations, pack_int, w8a8_matmul
 from rdq.matmul_mc import MatmulSetup, matmul_distortion
 from rdq.quantized_matmul import w8a8_matmul_reference as reference
 from rdq.quantizers import IntQuantizer

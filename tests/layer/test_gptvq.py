@@ -98,7 +98,7 @@ def test_bits_per_value_by_hand():
 
 
 def test_shared_codebook_layout_matches_rdq_codebook_decode():
-  """group_outputs = m: one codebook per input group, the layout of rdq.quantized_matmul (and kernels/)."""
+  """group_outputs = m: one codebook per input group, the layout of rdq.quantized_matmul (and rdq/kernels/)."""
   w, h = _problem(64, 16, seed=2)
   w_hat, rep = gptvq(w, h, GPTVQConfig(dim=4, bits=1, group_size=32, group_outputs=16, block_size=32), jax.random.key(1))
   cb = rep.extras["codebooks"][:, 0]  # (G, k, d)

@@ -1,1 +1,0 @@
-"""Hydra experiment apps, one per family: ``python -m experiments.<family>``."""

@@ -1,0 +1,1 @@
+"""Hydra experiment apps, one per family: ``python -m rdq.experiments.<family>``."""

