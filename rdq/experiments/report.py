@@ -253,7 +253,7 @@ def _family_descriptions() -> dict[str, str]:
 # ------------------------------------------------------------------------------ rendering helpers
 def _duration(s: Any) -> str:
   if not isinstance(s, (int, float)) or isinstance(s, bool):
-    return esc(s)
+    return str(s)  # escaped by the caller
   if s < 60:
     return f"{s:.1f} s"
   m, sec = divmod(int(round(s)), 60)

@@ -152,6 +152,20 @@ def test_report_content_notes_errors_and_escaping(tmp_path):
   assert 'src="../out/generic_matmul/generic_matmul.png"' in other
 
 
+def test_unexpected_results_layout_and_odd_file_names(tmp_path):
+  fam = tmp_path / "sweep"  # out_dir is one family folder
+  fam.mkdir()
+  (fam / "results.json").write_text(json.dumps({"env": "x", "points": {"a": 1}, "jobs": ["j", 3], "config": [1],
+                                                "wall_time_s": "a&b", "pooled_over_seeds": 7}))
+  _png(fam / "fig #1 & <b>.png", width_in=2.0)
+  (fam / "latin1.md").write_bytes(b"\xff | a |\n")
+  text = report.write_report(fam).read_text()
+  assert "a&amp;b" in text and "&amp;amp;" not in text  # escaped once
+  assert 'src="fig%20%231%20%26%20%3Cb%3E.png" width="250"' in text  # a URL, not a fragment or a tag
+  assert "cannot read latin1.md: &#x27;utf-8&#x27; codec" in text
+  assert re.findall(r'<section class="family" id="fam-([^"]+)"', text) == ["sweep"]
+
+
 def test_missing_out_dir_names_the_argument(tmp_path, capsys):
   with pytest.raises(SystemExit) as e:
     report.main([str(tmp_path / "nope")])
