@@ -50,13 +50,26 @@ cache), the layer computes ``ŴᵀX̂`` with ``X̂ = X + Z``; model the activati
             + ε^2\\,\\mathrm{tr}\\big(W^\\top H H_ε^{-1} W\\big),
 
 with ``H_ε = H + ε²I`` and ``W_ε = H_ε^{-1} H W = W − ε² H_ε^{-1} W`` (complete the square),
-so LDLQ on the pair ``(W_ε, H_ε)`` minimizes ``D_ε`` — the substitution NestQuant makes
-(X ← X(I − ε²(H+ε²I)^{-1}), H ← H + ε²I in its ``(out, in)`` layout; the shrinkage is the
-Wiener/LMMSE correction for noisy inputs). The substitution commutes with the rotation (ε²I
-is rotation invariant) and is done before it. ``LayerReport.d_per_entry`` stays the clean
-``tr((W−Ŵ)ᵀH(W−Ŵ))/(nm)``; ``noisy_input_distortion`` gives ``D_ε/(nm)``. NestQuant sets
-``ε² = E‖x‖²/(n·155)`` for its 4-bit activations (``act_noise = 1/155``; 155 ≈ the
-activation quantizer's SNR ``‖x‖²/‖Q(x)−x‖²``).
+so LDLQ on the pair ``(W_ε, H_ε)`` minimizes ``D_ε`` (the shrinkage is the Wiener/LMMSE
+correction for noisy inputs). The substitution commutes with the rotation (ε²I is rotation
+invariant) and is done before it. ``LayerReport.d_per_entry`` stays the clean
+``tr((W−Ŵ)ᵀH(W−Ŵ))/(nm)``; ``noisy_input_distortion`` gives ``D_ε/(nm)``.
+
+*Source and check.* The paper's QA-LDLQ section could not be read here (the reachable copies of
+arXiv 2502.09720 hold only its abstract), so this follows the authors' reference code,
+github.com/eitanporat/nestquant at commit 6b269f8: ``parallel/quant_utils.py::quantsim``
+(argument ``eps``) replaces the weights ``X`` (``(out, in)``) by ``X(I − ε²(H + ε²I)^{-1})``
+and ``H`` by ``H + ε²I`` before the row normalization, the Hadamard rotation and block LDLQ —
+the transpose of ``W_ε`` above, in the same order as here; ``parallel/w_quant.py`` sets
+``ε² = x_var/eps_cons`` with ``eps_cons = 155`` ("estimates ‖x‖²/‖q(x)−x‖²", the 4-bit
+activation quantizer's SNR) and ``parallel/err.py`` measures ``x_var`` as the mean squared
+activation entry, i.e. ``mean(diag H)`` for ``H = E[x xᵀ]``: rdq's ``act_noise = 1/155``
+(``tests/layer/test_lattice_sic.py::test_qa_ldlq_matches_the_reference_code_form``).
+Differences, none a change of QA-LDLQ itself: (i) the reference damps the rotated ``H_ε`` with
+a fixed ``100·I`` (absolute, in its activation units), rdq with ``percdamp·mean(diag H_ε)``;
+(ii) a later reference script (``parallel/sequential_quantize.py``, commit 2fa1218) uses a
+measured, non-white noise covariance ``J`` (``X ← XH(H+J)^{-1}``, ``H ← H + J``, with ``J`` the
+quantized-model Hessian minus the clean one); rdq has the white ``J = ε²I`` only.
 
 **Rate** (bits per weight, side information counted, fixed length): the quantizer's
 ``rate((m, n))`` — ``log2 q`` for the Voronoi coordinates, ``log2(k)/d`` for the β indices
@@ -64,8 +77,10 @@ activation quantizer's SNR ``‖x‖²/‖Q(x)−x‖²``).
 
 References:
   K. Savkin, E. Porat, O. Ordentlich, Y. Polyanskiy, "NestQuant: nested lattice quantization
-  for matrix products and LLMs", ICML 2025, arXiv 2502.09720 (E8 Voronoi codes with k scales,
-  per-row norm, LDLQ with 8×8 block LDL for the weights).
+  for matrix products and LLMs", ICML 2025 (PMLR 267:53042–53062), arXiv 2502.09720 (E8
+  Voronoi codes with k scales, per-row norm, LDLQ with 8×8 block LDL for the weights,
+  QA-LDLQ); reference code github.com/eitanporat/nestquant (``parallel/quant_utils.py``,
+  ``parallel/w_quant.py``, ``parallel/err.py``).
   A. Tseng, J. Chee, Q. Sun, V. Kuleshov, C. De Sa, "QuIP#", ICML 2024, arXiv 2402.04396
   (block LDLQ with E8 codebooks). E. Frantar et al., "GPTQ", ICLR 2023, Algorithm 1.
 """

@@ -169,6 +169,26 @@ def test_qa_ldlq_is_ldlq_on_the_shrunk_target():
   assert np.mean(np.isclose(np.asarray(got), np.asarray(plain), rtol=1e-4, atol=1e-5)) < 0.5
 
 
+def test_qa_ldlq_matches_the_reference_code_form():
+  """NestQuant's reference code (eitanporat/nestquant, parallel/quant_utils.py::quantsim with
+  eps, w_quant.py, err.py): X ← X(I − ε²(H+ε²I)⁻¹), H ← H + ε²I on the (out, in) weights,
+  ε² = x_var/155 with x_var the mean squared activation entry and H = FᵀF/N. rdq's
+  act_noise = 1/155 on (W = Xᵀ, H) is LDLQ on exactly that pair."""
+  n, m, tokens = 32, 24, 512
+  f = np.asarray(jax.random.normal(jax.random.key(20), (tokens, n)), np.float64) * np.linspace(0.3, 2.0, n)
+  h = f.T @ f / tokens
+  x_ref = np.asarray(jax.random.normal(jax.random.key(21), (m, n)), np.float64)  # (out, in)
+  eps2 = float(np.mean(f**2)) / 155.0
+  x_shift = x_ref @ (np.eye(n) - eps2 * np.linalg.inv(h + eps2 * np.eye(n)))
+  h_shift = h + eps2 * np.eye(n)
+  w = jnp.asarray(x_ref.T, jnp.float32)
+  got, _ = lattice_sic(w, jnp.asarray(h, jnp.float32), LatticeSICConfig("e8_nested_q8_norm", act_noise=1 / 155))
+  ref, _ = lattice_sic(jnp.asarray(x_shift.T, jnp.float32), jnp.asarray(h_shift, jnp.float32), LatticeSICConfig("e8_nested_q8_norm"))
+  assert np.mean(np.isclose(np.asarray(got), np.asarray(ref), rtol=1e-4, atol=1e-5)) > 0.98
+  plain, _ = lattice_sic(w, jnp.asarray(h, jnp.float32), LatticeSICConfig("e8_nested_q8_norm"))
+  assert np.mean(np.isclose(np.asarray(got), np.asarray(plain), rtol=1e-4, atol=1e-5)) < 0.5
+
+
 def test_noisy_input_distortion_completes_the_square():
   """D_ε(Ŵ) = tr((W_ε−Ŵ)ᵀH_ε(W_ε−Ŵ)) + ε² tr(WᵀH H_ε^{-1} W) for any Ŵ (per entry)."""
   w, h = _layer(jax.random.key(10), n=32, m=8)
