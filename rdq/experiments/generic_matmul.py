@@ -119,7 +119,7 @@ def plot(records: list[dict], stem: Path) -> list[Path]:
     y = [r["mean"] for r in pts]
     err = [[r["mean"] - r["ci95"][0] for r in pts], [r["ci95"][1] - r["mean"] for r in pts]]
     ax.errorbar(x, y, yerr=err, fmt="-" + rplot.marker(f"nested_{lat}"), ms=3.5, lw=0.8,
-                color=rplot.color(f"nested_{lat}"), label=f"{lat.upper()} Voronoi code (NestQuant)")
+                color=rplot.color(f"nested_{lat}"), label=rplot.LABELS.get(f"nested_{lat}", f"{lat} Voronoi code (NestQuant)"))
   ax.set_xlabel(r"effective rate $R$ [bits/entry per factor, scales included]")
   ax.set_ylabel(r"$\mathbb{E}\|A^\top B-\hat A^\top\hat B\|_F^2/(nab)$")
   c0 = records[0]["config"]
