@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from rdq.layer._sic import (
     MinMaxGrid,
@@ -43,8 +44,10 @@ from rdq.layer._sic import (
     sic,
 )
 from rdq.layer.report import LayerReport, check_layer_inputs, concrete_rate, make_report
+from rdq.limits.waterfill import ECSQ_GAP_BITS
+from rdq.rate import empirical_entropy_bits
 
-__all__ = ["GPTQConfig", "gptq", "gptq_traced"]
+__all__ = ["GPTQConfig", "aim_rate", "coded_entropy_bits", "gptq", "gptq_traced"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,18 +60,24 @@ class GPTQConfig:
       and ``group_size`` must divide the other.
     percdamp: damping relative to ``mean(diag H)`` (0.01 in the paper).
     act_order: process input features by decreasing ``diag H``.
+    rate_iters: ``UniformGrid`` only: secant refinements of the step so that the measured
+      entropy of the codes plus side information meets the rate (``aim_rate``; each is one
+      more GPTQ pass). 0: the high-rate rule ``high_rate_step(W, rate − side)`` alone.
   """
 
   grid: MinMaxGrid | UniformGrid = MinMaxGrid(bits=4)
   block_size: int = 128
   percdamp: float = 0.01
   act_order: bool = False
+  rate_iters: int = 0
 
   def __post_init__(self):
     if not isinstance(self.grid, (MinMaxGrid, UniformGrid)):
       raise TypeError(f"grid must be a MinMaxGrid or UniformGrid; got {type(self.grid).__name__}")
     if not isinstance(self.block_size, int) or self.block_size < 1:
       raise ValueError(f"block_size={self.block_size!r} must be a positive integer")
+    if not isinstance(self.rate_iters, int) or isinstance(self.rate_iters, bool) or self.rate_iters < 0:
+      raise ValueError(f"rate_iters={self.rate_iters!r} must be an integer ≥ 0")
     g = self.grid.group_size
     if g is not None and self.block_size % g and g % self.block_size:
       raise ValueError(f"block_size={self.block_size} and group_size={g}: one must divide the other")
@@ -131,6 +140,52 @@ def gptq_traced(w, h, config: GPTQConfig, key=None, *, rate_bits=None):
   return _gptq(w, h, jnp.asarray(rate, jnp.float32), config)
 
 
+def coded_entropy_bits(z: Int[Array, "n m"], side) -> Float[Array, ""]:
+  """The entropy-coded rate of ``make_report``: mean over input features of the plug-in
+  entropy of their ``m`` codes, plus ``side`` bits per weight."""
+  return jnp.mean(empirical_entropy_bits(z, axis=1)) + side
+
+
+def aim_rate(run: Callable[[Array], tuple[Any, Array]], rate_bits, side: float, iters: int):
+  """Outputs of ``run(r)`` whose measured rate is closest to ``rate_bits`` (jit-able).
+
+  ``run(r) -> (outputs, rate)`` quantizes with the high-rate step for nominal rate ``r``
+  (``high_rate_step``) and measures the entropy-coded rate incl. side information.
+  ``iters = 0``: one pass at ``r₀ = rate_bits − side`` (the high-rate rule as is).
+  Otherwise the first guess subtracts the ECSQ gap ``½ log2(2πe/12) = 0.2546`` bit of
+  a uniform quantizer on Gaussian-like weights, a second pass takes a unit-slope step
+  to the measured error and ``iters − 1`` secant steps follow (slope clipped to
+  [0.25, 4]); of all passes the one closest to the target is returned as computed, as
+  WaterSIC's rate search does (Lifar et al., arXiv 2603.04956; ``rdq.layer.watersic``).
+  """
+  r0 = rate_bits - side
+  if iters == 0:
+    return run(r0)[0]
+  r0 = r0 - ECSQ_GAP_BITS
+
+  def pick(better, a, b):
+    return jax.tree_util.tree_map(lambda x, y: jnp.where(better, x, y), a, b)
+
+  out0, h0 = run(r0)
+  f0 = h0 - rate_bits
+  r1 = r0 - f0
+  out1, h1 = run(r1)
+  f1 = h1 - rate_bits
+
+  def secant(_, carry):
+    ra, fa, rb, fb, best_f, best = carry
+    slope = jnp.where(jnp.abs(fb - fa) > 1e-6, (fb - fa) / jnp.where(rb != ra, rb - ra, 1.0), 1.0)
+    rc = rb - fb / jnp.clip(slope, 0.25, 4.0)
+    out_c, hc = run(rc)
+    fc = hc - rate_bits
+    better = jnp.abs(fc) < jnp.abs(best_f)
+    return rb, fb, rc, fc, jnp.where(better, fc, best_f), pick(better, out_c, best)
+
+  first = jnp.abs(f1) < jnp.abs(f0)
+  init = (r0, f0, r1, f1, jnp.where(first, f1, f0), pick(first, out1, out0))
+  return jax.lax.fori_loop(0, iters - 1, secant, init)[5]
+
+
 @functools.partial(jax.jit, static_argnums=3)
 def _gptq(w, h, rate_bits, config: GPTQConfig):
   n, m = w.shape
@@ -144,9 +199,13 @@ def _gptq(w, h, rate_bits, config: GPTQConfig):
   u = inverse_cholesky_upper(damp_hessian(hp, config.percdamp))
   side = grid.side_bits(n, m)
   if isinstance(grid, UniformGrid):
-    step = high_rate_step(w, rate_bits - side)
-    steps = jnp.full((n,), step, jnp.float32)
-    q, z, _ = sic(wp, u, StepGrid(lmmse=False), steps, config.block_size)
+
+    def run(r):
+      steps = jnp.full((n,), high_rate_step(w, r), jnp.float32)
+      q, z, _ = sic(wp, u, StepGrid(lmmse=False), steps, config.block_size)
+      return (q, z, steps), coded_entropy_bits(z, side)
+
+    q, z, steps = aim_rate(run, rate_bits, side, config.rate_iters)
     nominal, scale, kind = None, steps, "entropy"
   else:
     q, z, _ = sic(wp, u, grid, None, config.block_size)

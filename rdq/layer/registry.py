@@ -19,7 +19,8 @@ config's own rate. Fixed-length codes take the largest code within the budget
 (``MinMaxGrid.for_budget``), GPTVQ the index bits and codebook tiles
 (``gptvq_for_budget``), lattice SIC the largest Voronoi modulus q. Entropy-coded ones aim at it
 (WaterSIC by secant steps on the measured plug-in entropy; the ``"uniform"`` grid by the
-high-rate rule only). Codes whose size depends on the rate need a concrete ``rate_bits``.
+high-rate rule, plus ``rate_iters`` secant steps on the measured entropy if asked). Codes
+whose size depends on the rate need a concrete ``rate_bits``.
 
 **Scale invariance.** Side information is stored in fp16 (scales, steps, codebooks), whose
 range would make the result depend on the units of W (at ``W·10⁻⁸`` the scales flush to zero,
@@ -43,7 +44,7 @@ the algorithm's.
 Names (``names()``): ``rtn``, ``gptq``, ``watersic``, ``gptvq``, ``lattice_sic``; options are
 the fields of their config dataclasses (``RTNConfig``, ``GPTQConfig``, ``WaterSICConfig``,
 ``GPTVQConfig``, ``LatticeSICConfig``), with the grid of RTN/GPTQ given flat: ``grid="minmax"``
-(``bits``, ``sym``, ``group_size``), ``grid="uniform"`` (``rate_bits``) or, for RTN, a
+(``bits``, ``sym``, ``group_size``), ``grid="uniform"`` (``rate_bits``; ``rate_iters``) or, for RTN, a
 quantizer registry name (``grid="nvfp4"``). A Hydra node ``{name: gptq, percdamp: 0.01}`` is
 ``get(**node)``.
 """
@@ -246,8 +247,11 @@ def _bad_grid(grid):
   raise ValueError(f"grid={grid!r} must be 'minmax', 'uniform', a MinMaxGrid/UniformGrid (or, for rtn, a quantizer name)")
 
 
-def _build_rtn(grid="minmax", bits: int = 4, sym: bool = True, group_size: int | None = None, rate_bits: float = 4.0):
-  return RTNConfig(_grid(grid, bits, sym, group_size, rate_bits, registry_names=True))
+def _build_rtn(
+    grid="minmax", bits: int = 4, sym: bool = True, group_size: int | None = None, rate_bits: float = 4.0,
+    rate_iters: int = 0,
+):
+  return RTNConfig(_grid(grid, bits, sym, group_size, rate_bits, registry_names=True), rate_iters)
 
 
 def _build_gptq(

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from rdq.layer._sic import MinMaxGrid, StepGrid, UniformGrid, high_rate_step
+from rdq.layer.gptq import aim_rate, coded_entropy_bits
 from rdq.layer.report import LayerReport, check_layer_inputs, concrete_rate, make_report
 from rdq.quantizers import get as get_quantizer
 
@@ -33,9 +34,13 @@ class RTNConfig:
     quantizer: a registered quantizer name (``rdq.quantizers.names()``, e.g. ``"int4_row"``,
       ``"nvfp4"``), or GPTQ's ``MinMaxGrid`` / ``UniformGrid`` (so RTN and GPTQ can be
       compared on the same grid).
+    rate_iters: ``UniformGrid`` only: secant refinements of the step so that the measured
+      entropy plus side information meets the rate (``rdq.layer.gptq.aim_rate``). 0: the
+      high-rate rule alone.
   """
 
   quantizer: str | MinMaxGrid | UniformGrid = "int4_row"
+  rate_iters: int = 0
 
   def __post_init__(self):
     q = self.quantizer
@@ -43,6 +48,8 @@ class RTNConfig:
       get_quantizer(q)  # raises ValueError for unknown names
     elif not isinstance(q, (MinMaxGrid, UniformGrid)):
       raise TypeError(f"quantizer must be a registry name, MinMaxGrid or UniformGrid; got {type(q).__name__}")
+    if not isinstance(self.rate_iters, int) or isinstance(self.rate_iters, bool) or self.rate_iters < 0:
+      raise ValueError(f"rate_iters={self.rate_iters!r} must be an integer ≥ 0")
 
   @property
   def group_size(self) -> int | None:
@@ -90,9 +97,9 @@ def rtn_traced(w, h, config: RTNConfig, key=None, *, rate_bits=None):
   rate = 0.0
   if isinstance(grid, UniformGrid):
     rate = grid.rate_bits if rate_bits is None else rate_bits
-    config = RTNConfig(UniformGrid(1.0))
+    config = RTNConfig(UniformGrid(1.0), config.rate_iters)
   elif isinstance(grid, MinMaxGrid) and rate_bits is not None:
-    config = RTNConfig(grid.for_budget(concrete_rate(rate_bits, "rtn on a min–max grid"), n, m))
+    config = RTNConfig(grid.for_budget(concrete_rate(rate_bits, "rtn on a min–max grid"), n, m), config.rate_iters)
   elif isinstance(grid, str) and rate_bits is not None:
     budget = concrete_rate(rate_bits, f"rtn with quantizer {grid!r}")
     have = get_quantizer(grid).rate((m, n)).effective
@@ -114,8 +121,13 @@ def _rtn(w, h, rate_bits, config: RTNConfig, key):
     return q.reshape(n, m), make_report(w, q.reshape(n, m), h, z.reshape(n, m), grid.side_bits(n, m), grid.bits)
   if isinstance(grid, UniformGrid):
     side = grid.side_bits(n, m)
-    step = high_rate_step(w, rate_bits - side)
-    q, z, _ = jax.vmap(lambda r: StepGrid().quantize(r, (), step))(w)
+
+    def run(r):
+      step = high_rate_step(w, r)
+      q, z, _ = jax.vmap(lambda row: StepGrid().quantize(row, (), step))(w)
+      return (q, z, step), coded_entropy_bits(z, side)
+
+    q, z, step = aim_rate(run, rate_bits, side, config.rate_iters)
     return q, make_report(w, q, h, z, side, None, jnp.full((n,), step), rate="entropy")
   quant = get_quantizer(grid)
   wt_hat = quant.quantize(w.T, key=key)

@@ -45,3 +45,17 @@ def test_bad_names_and_shapes():
     rtn(jnp.ones((48, 4)), jnp.eye(48), RTNConfig(MinMaxGrid(4, group_size=5)))
   with pytest.raises(TypeError, match="registry name"):
     RTNConfig(4)
+
+
+def test_uniform_grid_rate_iters_meets_the_rate_and_is_rtn():
+  """Entropy-coded uniform grid with a searched step: the rate meets the target at 1 bit and the
+  reconstruction is still round-to-nearest on one step, ŵ = Δ·round(w/Δ)."""
+  from rdq.layer import UniformGrid
+
+  w = jax.random.normal(jax.random.key(3), (48, 256))
+  h = jnp.eye(48)
+  w_hat, rep = rtn(w, h, RTNConfig(UniformGrid(1.0), rate_iters=2))
+  assert float(rep.rate_bits) == pytest.approx(1.0, abs=0.01)
+  step = float(rep.feature_scale[0])
+  np.testing.assert_allclose(w_hat, step * jnp.round(w / step), rtol=1e-6, atol=1e-7)
+  assert float(rtn(w, h, RTNConfig(UniformGrid(1.0)))[1].rate_bits) > 1.2  # the high-rate rule alone
