@@ -15,7 +15,8 @@ so each layer also gets a held-out ``H`` on which its distortion ``tr(ΔWᵀ H �
 measured out of sample.
 
 Each block run is one jitted function of ``(block parameters, hidden states)``; all blocks
-share one structure, so it compiles once per batch shape, not once per layer.
+share one structure, so it compiles once per batch shape and stage, not once per layer. A
+stage's run returns only its moments, so XLA computes the block only up to that stage's input.
 """
 
 from __future__ import annotations
@@ -57,16 +58,24 @@ class LayerBatch:
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
-def _block_run(graphdef, state, h, keep: tuple[str, ...]):
+def _block_moments(graphdef, state, h, keep: tuple[str, ...]):
+  """``Σ x xᵀ`` of the inputs ``keep`` of one block. The block's output is not returned, so XLA
+  drops what no kept input depends on (a ``q`` stage computes one RMSNorm, an ``o`` stage the
+  attention, a ``down`` stage all but the last matmul)."""
   block = nnx.merge(graphdef, state)
   taps: dict = {}
-  out = block(h, taps)
+  block(h, taps)
   moments = {}
   for name in keep:
     x = taps[name]
     x2 = x.reshape(-1, x.shape[-1])
     moments[name] = jnp.einsum("ti,tj->ij", x2, x2, precision=jax.lax.Precision.HIGHEST)
-  return out, moments
+  return moments
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _block_out(graphdef, state, h):
+  return nnx.merge(graphdef, state)(h, None)
 
 
 class _Stream:
@@ -80,17 +89,19 @@ class _Stream:
     emb = model.embed[...]
     self.h = [emb[jnp.asarray(ids[s : s + chunk])] for s in range(0, ids.shape[0], chunk)]
 
-  def moments_and_next(self, block, keep: tuple[str, ...]) -> tuple[dict[str, np.ndarray], list]:
-    """``H`` of the inputs ``keep`` of ``block`` (averaged over tokens) and the block's outputs."""
+  def moments(self, block, keep: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """``H`` of the inputs ``keep`` of ``block``, averaged over tokens (float64, symmetrized)."""
     graphdef, state = nnx.split(block)
     sums: dict[str, np.ndarray] = {}
-    outs = []
     for h in self.h:
-      out, mom = _block_run(graphdef, state, h, keep)
-      outs.append(out)
-      for k, v in mom.items():
+      for k, v in _block_moments(graphdef, state, h, keep).items():
         sums[k] = sums.get(k, 0.0) + np.asarray(v, np.float64)
-    return {k: 0.5 * (v + v.T) / self.tokens for k, v in sums.items()}, outs
+    return {k: 0.5 * (v + v.T) / self.tokens for k, v in sums.items()}
+
+  def advance(self, block) -> None:
+    """Move the hidden states through ``block``."""
+    graphdef, state = nnx.split(block)
+    self.h = [_block_out(graphdef, state, h) for h in self.h]
 
 
 def _h_by_name(block_idx: int, moments: Mapping[str, np.ndarray], shared: Mapping[str, str], lins) -> dict:
@@ -133,8 +144,7 @@ def quantize_model(
     block = ref_block
     for lins in stages:
       keep = tuple(sorted({shared.get(lin, lin) for lin in lins}))
-      mc, _ = cal.moments_and_next(block, keep)
-      mh, _ = held.moments_and_next(block, keep)
+      mc, mh = cal.moments(block, keep), held.moments(block, keep)
       names = tuple(f"layer{i}.{lin}" for lin in lins)
       batch = LayerBatch(
           names=names, w={n: ref[n] for n in names}, h=_h_by_name(i, mc, shared, lins),
@@ -147,8 +157,8 @@ def quantize_model(
       if sequential:
         block = _with_kernels(block, {n.split(".")[1]: got[n] for n in names})
     # the next block's input: from the quantized block (sequential) or the reference (parallel)
-    _, cal.h = cal.moments_and_next(block, ())
-    _, held.h = held.moments_and_next(block, ())
+    cal.advance(block)
+    held.advance(block)
   return replace_linears(model, new)
 
 
