@@ -17,8 +17,16 @@ pass carries held-out windows, giving a held-out ``H`` per layer.
   features: budget ``b + 16/g`` (fixed length: the most integer bits within it, so a
   fractional ``b`` rounds down). GPTQ with act-order (Frantar et al. 2023, Sec. 4).
 * ``gptq_rot``: ``gptq`` in a Haar-random rotated input basis (``rotation="haar"``; QuIP,
-  Chee et al. 2023, Sec. 4) — the claim of "High-Rate Quantized MatMul II" (arXiv 2605.13768)
-  that it lands within 0.1 bit of WaterSIC is tested per layer type.
+  Chee et al. 2023, Sec. 4).
+* ``rtn_ec``, ``gptq_ec``, ``gptq_rot_ec``: the same three on an entropy-coded uniform grid
+  (``grid="uniform"``: one fp16 step per layer, unbounded integer codes, rate = mean plug-in
+  entropy of each input feature's codes + side information, WaterSIC's rate measure; the
+  "Huffman-GPTQ/RTN" of Lifar et al.), the step searched (``uniform.rate_iters`` secant
+  steps) so that the rate meets the budget ``b + 16/g``: every ``b`` from 1 bit is
+  reachable. ``gptq_rot_ec`` vs ``watersic`` is the apples-to-apples test of the claim of
+  "High-Rate Quantized MatMul II" (Ordentlich & Polyanskiy, arXiv 2605.13768) that GPTQ after
+  a random rotation is within 0.1 bit of WaterSIC, per layer type (both entropy-coded, gap
+  to waterfilling on the same ``H``).
 * ``watersic``: the same budget ``b + 16/g`` as an entropy-coded rate (Lifar et al.,
   "WaterSIC", arXiv 2603.04956); fractional ``b`` are reached exactly.
 * ``gptvq``: 2-D codebooks, ``b`` index bits plus fp16 codebooks ≤ ``overhead_bits`` (van
@@ -31,9 +39,15 @@ pass carries held-out windows, giving a held-out ``H`` per layer.
   perplexity. (The registry's asymmetric ``MinMaxGrid`` is GPTQ's, with the range stretched
   to include 0 and an integer zero point, so it is not this grid.)
 
-Rows below their smallest code are not run: the registry's INT grids have 2–8 bits
-(``rtn``, ``gptq``, ``gptq_rot`` need ``b ≥ 2``) and the E8 code's smallest modulus needs
-``b ≥ 1.5`` (``MIN_BITS``).
+Rows below their smallest code are not run: the registry's fixed-length INT grids have 2–8
+bits (``rtn``, ``gptq``, ``gptq_rot`` need ``b ≥ 2``; their entropy-coded ``_ec`` rows cover
+1 and 1.5 bits) and the E8 code's smallest modulus needs ``b ≥ 1.5`` (``MIN_BITS``).
+
+**Time.** The gap needs the eigenvalues of every calibration ``H`` (1536² for the down
+layers): NumPy's threaded OpenBLAS took 7–19 s for one on 2 busy cores, 0.55 s on one
+thread, so the app runs BLAS single-threaded (``_single_thread_blas``; XLA keeps its own
+threads). Entropy-coded rows take the rate as a traced argument, so one compiled program per
+layer shape serves every rate.
 
 **Reported** per (algorithm, bits): perplexity on held-out plays and on stdlib docstrings
 (± one standard error over windows), the model's rate (bits per weight over all 210 layers,
@@ -63,19 +77,53 @@ from rdq.experiments._sweep import Sweep
 
 log = logging.getLogger(__name__)
 
-ALGORITHMS = ("rtn", "gptq", "gptq_rot", "watersic", "gptvq", "e8_ldlq", "q41")
+ALGORITHMS = ("rtn", "rtn_ec", "gptq", "gptq_ec", "gptq_rot", "gptq_rot_ec", "watersic", "gptvq", "e8_ldlq", "q41")
 ALGO_LABELS = {
     "rtn": "RTN",
+    "rtn_ec": "RTN, entropy-coded uniform",
     "gptq": "GPTQ (act-order, groups)",
+    "gptq_ec": "GPTQ, entropy-coded uniform",
     "gptq_rot": "GPTQ after Haar rotation",
+    "gptq_rot_ec": "GPTQ after Haar rotation, entropy-coded",
     "watersic": "WaterSIC",
     "gptvq": "GPTVQ (d=2)",
     "e8_ldlq": "E8-nested LDLQ (rot.)",
     "q41": "RTN asym. min–max g32, 4 bits (= Q4_1)",
 }
 LAYER_TYPES = ("q", "k", "v", "o", "gate", "up", "down")
+MARKERS = ("o", "s", "^", "v", "D", "<", ">", "p", "h")  # open markers: rows at one rate stay distinguishable
 # Smallest b at which a row has a code within its budget (module docstring).
-MIN_BITS = {"rtn": 2.0, "gptq": 2.0, "gptq_rot": 2.0, "watersic": 1.0, "gptvq": 1.0, "e8_ldlq": 1.5, "q41": 4.0}
+MIN_BITS = {"rtn": 2.0, "rtn_ec": 1.0, "gptq": 2.0, "gptq_ec": 1.0, "gptq_rot": 2.0, "gptq_rot_ec": 1.0,
+            "watersic": 1.0, "gptvq": 1.0, "e8_ldlq": 1.5, "q41": 4.0}
+
+
+def _single_thread_blas() -> list[str]:
+  """Set every loaded OpenBLAS to one thread (module docstring, "Time"); returns the libraries set.
+
+  The environment variable ``OPENBLAS_NUM_THREADS`` only acts before NumPy is imported, which
+  ``rdq`` does first; this calls the library's own ``*openblas_set_num_threads*`` instead.
+  """
+  import ctypes
+
+  done = []
+  try:
+    with open("/proc/self/maps") as f:
+      libs = sorted({p for p in (line.split()[-1] for line in f) if "openblas" in p.lower() and ".so" in p})
+  except OSError:
+    return done
+  for path in libs:
+    try:
+      lib = ctypes.CDLL(path)
+    except OSError:
+      continue
+    for sym in ("openblas_set_num_threads", "openblas_set_num_threads64_", "scipy_openblas_set_num_threads64_",
+                "scipy_openblas_set_num_threads"):
+      fn = getattr(lib, sym, None)
+      if fn is not None:
+        fn(ctypes.c_int(1))
+        done.append(f"{path}:{sym}")
+        break
+  return done
 
 
 def q41_round_trip(w: np.ndarray) -> np.ndarray:
@@ -120,6 +168,15 @@ def algorithm(name: str, bits: float, cfg: Mapping[str, Any]):
     return None, 4.0 + 32.0 / 32  # q41_round_trip, not a registry algorithm (module docstring)
   if name == "rtn":
     return rdq.layer.get("rtn", grid="minmax", sym=True, group_size=g), budget
+  if name == "rtn_ec":
+    return rdq.layer.get("rtn", grid="uniform", rate_iters=int(cfg["uniform"]["rate_iters"])), budget
+  if name in ("gptq_ec", "gptq_rot_ec"):
+    algo = rdq.layer.get(
+        "gptq", grid="uniform", act_order=bool(gq["act_order"]), percdamp=float(gq["percdamp"]),
+        block_size=int(gq["block_size"]), rate_iters=int(cfg["uniform"]["rate_iters"]),
+        rotation="haar" if name == "gptq_rot_ec" else None,
+    )
+    return algo, budget
   if name in ("gptq", "gptq_rot"):
     algo = rdq.layer.get(
         "gptq", grid="minmax", sym=True, group_size=g, act_order=bool(gq["act_order"]),
@@ -143,11 +200,16 @@ def algorithm(name: str, bits: float, cfg: Mapping[str, Any]):
 
 
 @functools.lru_cache(maxsize=None)
-def _jitted(algo, budget: float):
-  """``vmap``-ed, jitted ``algo`` at a fixed budget (cached: compiles once per shape and count)."""
+def _jitted(algo, budget: float | None):
+  """``vmap``-ed, jitted ``algo(ws, hs, keys, rate)`` (cached: compiles once per shape and count).
+
+  ``budget=None`` (algorithms with ``traced_rate``): the rate is a traced argument, so one
+  program serves every rate; otherwise it is baked in (fixed-length codes size on it)."""
   import jax
 
-  return jax.jit(jax.vmap(lambda w, h, k: algo(w, h, key=k, rate_bits=budget)))
+  if budget is None:
+    return jax.jit(jax.vmap(lambda w, h, k, r: algo(w, h, key=k, rate_bits=r), in_axes=(0, 0, 0, None)))
+  return jax.jit(jax.vmap(lambda w, h, k, r: algo(w, h, key=k, rate_bits=budget), in_axes=(0, 0, 0, None)))
 
 
 def layer_key(seed: int, name: str):
@@ -155,6 +217,24 @@ def layer_key(seed: int, name: str):
   import jax
 
   return jax.random.fold_in(jax.random.key(int(seed)), zlib.crc32(name.encode()) & 0x7FFFFFFF)
+
+
+@functools.lru_cache(maxsize=1)
+def _distortion_fn():
+  import jax
+  import jax.numpy as jnp
+
+  def one(w, w_hat, h):
+    e = w - w_hat
+    return jnp.sum(e * jnp.matmul(h, e, precision=jax.lax.Precision.HIGHEST)) / e.size
+
+  return jax.jit(jax.vmap(lambda w, q, h, hh: (one(w, q, h), one(w, q, hh))))
+
+
+def _distortions(ws, w_hats, hs, hhs):
+  """``distortion`` of a stack of layers on the calibration and the held-out ``H`` (float32, jitted;
+  tested against the float64 ``distortion`` on an ill-conditioned H)."""
+  return _distortion_fn()(ws, w_hats, hs, hhs)
 
 
 def distortion(w: np.ndarray, w_hat: np.ndarray, h: np.ndarray) -> float:
@@ -186,6 +266,7 @@ class Context:
     from rdq.models.llama import load_tokenizer
 
     t0 = time.perf_counter()
+    log.info("BLAS single-threaded: %s", _single_thread_blas() or "no OpenBLAS found")
     d = cfg.data
     self.model = from_gguf()
     self.tokenizer = load_tokenizer()
@@ -243,6 +324,7 @@ def _point(cfg: DictConfig, algorithm_name: str, bits: float) -> dict:
       "data": OmegaConf.to_container(cfg.data, resolve=True),
       "gptq": OmegaConf.to_container(cfg.gptq), "watersic": OmegaConf.to_container(cfg.watersic),
       "gptvq": OmegaConf.to_container(cfg.gptvq), "e8": OmegaConf.to_container(cfg.e8),
+      "uniform": OmegaConf.to_container(cfg.uniform),
   }
 
 
@@ -255,10 +337,10 @@ def _compute(point: Mapping[str, Any], ctx: Context) -> dict:
   t0 = time.perf_counter()
   algo, budget = algorithm(point["algorithm"], point["bits"], point)
   if algo is None:  # the Q4_1 check
-    fn = lambda ws, hs, keys: (np.stack([q41_round_trip(w) for w in np.asarray(ws)]),  # noqa: E731
-                               dataclasses.make_dataclass("R", ["rate_bits"])(np.full(len(ws), budget)))
+    fn = lambda ws, hs, keys, r: (np.stack([q41_round_trip(w) for w in np.asarray(ws)]),  # noqa: E731
+                                  dataclasses.make_dataclass("R", ["rate_bits"])(np.full(len(ws), budget)))
   else:
-    fn = _jitted(algo, budget)
+    fn = _jitted(algo, None if algo.traced_rate else budget)
   layers: dict[str, dict] = {}
   eig_cache: dict[int, np.ndarray] = {}
 
@@ -271,7 +353,9 @@ def _compute(point: Mapping[str, Any], ctx: Context) -> dict:
       ws = jnp.stack([jnp.asarray(batch.w[n], jnp.float32) for n in names])
       hs = jnp.stack([jnp.asarray(batch.h[n], jnp.float32) for n in names])
       keys = jnp.stack([layer_key(point["seed"], n) for n in names])
-      w_hat, rep = fn(ws, hs, keys)
+      w_hat, rep = fn(ws, hs, keys, jnp.float32(budget))
+      hhs = jnp.stack([jnp.asarray(batch.h_heldout[n], jnp.float32) for n in names])
+      d_cals, d_helds = (np.asarray(x, np.float64) for x in _distortions(ws, jnp.asarray(w_hat, jnp.float32), hs, hhs))
       w_hat = np.asarray(w_hat)
       rates = np.asarray(rep.rate_bits)
       for i, n in enumerate(names):
@@ -281,11 +365,10 @@ def _compute(point: Mapping[str, Any], ctx: Context) -> dict:
               f"(H from {batch.num_tokens} calibration tokens, n = {w_hat.shape[1]}; a rank-deficient H needs "
               "more calibration windows or more damping)")
         h = batch.h[n]
-        d_cal = distortion(batch.w[n], w_hat[i], h)
+        d_cal, d_held = float(d_cals[i]), float(d_helds[i])
         if id(h) not in eig_cache and d_cal > 0:
           eig_cache.clear()
-          eig_cache[id(h)] = np.linalg.eigvalsh(h)
-        d_held = distortion(batch.w[n], w_hat[i], batch.h_heldout[n])
+          eig_cache[id(h)] = np.linalg.eigvalsh(h.astype(np.float32)).astype(np.float64)
         layers[n] = {
             "n": int(ws.shape[1]), "m": int(ws.shape[2]), "rate_bits": float(rates[i]),
             "d_cal": d_cal, "d_heldout": d_held,
@@ -361,18 +444,7 @@ def table(records: list[dict], info: Mapping[str, Any], cfg) -> str:
         f"| {ALGO_LABELS[c['algorithm']]} | {c['bits']:g} | {res['model_rate_bits']:.3f} | {p['ppl']:.3f} ± "
         f"{p['ppl_stderr']:.3f} | {d['ppl']:.3f} ± {d['ppl_stderr']:.3f} | {gap} | {ratio} |"
     )
-  by = {(r["config"]["algorithm"], r["config"]["bits"]): r["result"] for r in records}
-  common = sorted(b for (a, b) in by if a == "gptq_rot" and ("watersic", b) in by)
-  if common:
-    lines += ["", "Mean layer gap to waterfilling by layer type (bits per weight): GPTQ after rotation vs WaterSIC.", "",
-              "| bits | algorithm | " + " | ".join(LAYER_TYPES) + " |", "|---|---|" + "---|" * len(LAYER_TYPES)]
-    for b in common:
-      for a in ("gptq_rot", "watersic"):
-        lines.append(f"| {b:g} | {ALGO_LABELS[a]} | " + " | ".join(f"{by[(a, b)]['by_type'][t]['gap_bits']:.3f}"
-                                                                  for t in LAYER_TYPES) + " |")
-      diff = [by[("gptq_rot", b)]["by_type"][t]["gap_bits"] - by[("watersic", b)]["by_type"][t]["gap_bits"]
-              for t in LAYER_TYPES]
-      lines.append(f"| {b:g} | difference | " + " | ".join(f"{x:+.3f}" for x in diff) + " |")
+  lines += rotation_table(records)
   lines += [
       "",
       f"SmolLM2-135M-Instruct, all 210 linear layers quantized ({'sequentially' if cfg.sequential else 'in parallel'}: "
@@ -390,20 +462,67 @@ def table(records: list[dict], info: Mapping[str, Any], cfg) -> str:
   return "\n".join(lines) + "\n"
 
 
+def rotation_table(records: list[dict]) -> list[str]:
+  """Per-layer-type mean gap to waterfilling of GPTQ after rotation vs WaterSIC (module docstring).
+
+  At every ``bits`` where WaterSIC and a rotated GPTQ row ran: the rows ``gptq_ec`` (no
+  rotation, for scale), ``gptq_rot_ec`` (the claim's setting: both entropy-coded) and the
+  fixed-length ``gptq_rot``, each with its difference to WaterSIC; "all" is the mean over all
+  210 layers.
+  """
+  by = {(r["config"]["algorithm"], r["config"]["bits"]): r["result"] for r in records}
+  rows = ("gptq_ec", "gptq_rot_ec", "gptq_rot")
+  common = sorted({b for (a, b) in by if a in rows and ("watersic", b) in by})
+  if not common:
+    return []
+  cols = (*LAYER_TYPES, "all")
+
+  def gaps(res):
+    return [res["by_type"][t]["gap_bits"] for t in LAYER_TYPES] + [res["mean_gap_bits"]]
+
+  lines = ["", "Mean layer gap to reverse waterfilling by layer type (bits per weight; same calibration H, rate "
+           "incl. side information). The claim under test (arXiv 2605.13768): GPTQ after a random rotation is within "
+           "0.1 bit of WaterSIC per layer type; \"− WaterSIC\" rows give the difference.", "",
+           "| bits | algorithm | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
+  for b in common:
+    ws = gaps(by[("watersic", b)])
+    lines.append(f"| {b:g} | {ALGO_LABELS['watersic']} | " + " | ".join(f"{x:.3f}" for x in ws) + " |")
+    for a in rows:
+      if (a, b) in by:
+        g = gaps(by[(a, b)])
+        lines.append(f"| {b:g} | {ALGO_LABELS[a]} | " + " | ".join(f"{x:.3f}" for x in g) + " |")
+        lines.append(f"| {b:g} | {ALGO_LABELS[a]} − WaterSIC | " + " | ".join(f"{x - y:+.3f}" for x, y in zip(g, ws))
+                     + " |")
+  return lines
+
+
 def figure(records: list[dict], info: Mapping[str, Any], out_dir: Path) -> None:
+  """Perplexity vs bits per weight, two panels (held-out plays, docstrings), legend below them.
+
+  The reference is a dashed line. The model is stored as Q4_1 (5.0 bits per weight), so any
+  row at ≥ 4 bits on that grid reproduces the reference by construction: that region is
+  shaded and the Q4_1 check is a separate marker (a star), not part of any curve.
+  """
   import matplotlib.pyplot as plt
 
   from rdq.plot import save, style
 
   style()
   cmap = plt.get_cmap("tab10")
-  fig, axes = plt.subplots(1, 2, figsize=(7.0, 2.9), gridspec_kw=dict(wspace=0.3))
+  fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.6), gridspec_kw=dict(wspace=0.28))
+  handles: dict[str, Any] = {}
   for ax, key, ref_key, title in (
       (axes[0], "ppl_plays", "reference_ppl_plays", "held-out plays"),
       (axes[1], "ppl_docstrings", "reference_ppl_docstrings", "stdlib docstrings (out of domain)"),
   ):
     ref = info[ref_key]
-    ax.axhline(ref["ppl"], color="0.2", ls="--", lw=1.0, label=f"reference (Q4_1 → fp32) {ref['ppl']:.2f}")
+    ax.axvspan(4.0, 5.4, color="0.92", lw=0, zorder=0)
+    ax.text(4.7, 0.97, "reference grid\n(Q4_1): ≥ 4 bits\nreproduce it", transform=ax.get_xaxis_transform(),
+            ha="center", va="top", fontsize=5.5, color="0.35")
+    handles["ref"] = ax.axhline(
+        ref["ppl"], color="0.2", ls=":", lw=1.2, zorder=1,
+        label=f"reference (Q4_1 → fp32): {info['reference_ppl_plays']['ppl']:.1f} plays, "
+        f"{info['reference_ppl_docstrings']['ppl']:.1f} docstrings")
     for j, a in enumerate(ALGORITHMS):
       pts = sorted((r["result"]["model_rate_bits"], r["result"][key]) for r in records if r["config"]["algorithm"] == a)
       if not pts:
@@ -411,16 +530,27 @@ def figure(records: list[dict], info: Mapping[str, Any], out_dir: Path) -> None:
       x = [p[0] for p in pts]
       y = [p[1]["ppl"] for p in pts]
       e = [p[1]["ppl_stderr"] for p in pts]
-      fmt = "*" if a == "q41" else "o-"
-      ax.errorbar(x, y, yerr=e, fmt=fmt, ms=6 if a == "q41" else 3, color=cmap(j), label=ALGO_LABELS[a], capsize=2)
+      if a == "q41":
+        h = ax.errorbar(x, y, yerr=e, fmt="*", ms=8, color="k", mfc="none", capsize=2, zorder=3,
+                        label="check: Q4_1 grid re-applied (= reference by construction)")
+      else:
+        ls = "--" if a.endswith("_ec") else "-"
+        h = ax.errorbar(x, y, yerr=e, fmt=MARKERS[j % len(MARKERS)], ls=ls, ms=4, mfc="none", color=cmap(j),
+                        label=ALGO_LABELS[a], capsize=2, zorder=2)
+      handles[a] = h
     ax.set_yscale("log")
-    ax.set_xlabel("bits per weight (all linear layers, side info incl.)", fontsize=7)
+    ax.set_xlim(0.9, 5.4)
+    ax.set_xlabel("bits per weight (all 210 linear layers, side info incl.)", fontsize=7)
     ax.set_title(title, fontsize=8)
   axes[0].set_ylabel("perplexity")
-  axes[1].legend(loc="upper right", fontsize=5.5)
+  order = ["ref", *[a for a in ALGORITHMS if a in handles and a != "q41"], *(["q41"] if "q41" in handles else [])]
+  fig.legend([handles[k] for k in order], [handles[k].get_label() for k in order], loc="lower center", ncol=3,
+             fontsize=6, frameon=False, bbox_to_anchor=(0.5, 0.0))
+  n_leg_rows = -(-len(order) // 3)
+  fig.subplots_adjust(bottom=0.13 + 0.042 * n_leg_rows, top=0.86)
   fig.suptitle(
-      f"SmolLM2-135M, all 210 linear layers quantized ({info['window']}-token windows); the reference is itself "
-      "Q4_1 at 5.0 bits", fontsize=8)
+      f"SmolLM2-135M, all 210 linear layers quantized ({info['window']}-token windows, ± 1 s.e. over windows); "
+      "dashed: entropy-coded rates", fontsize=7.5)
   save(fig, out_dir / "causal_lm_ppl")
 
 

@@ -83,4 +83,22 @@ def test_table_lists_reference_rows_and_rotation_comparison(cfg):
   t = C.table(recs, info, cfg)
   assert "| reference (Q4_1 dequantized, fp32) | — | 5.000 | 20.000 ± 1.000 |" in t
   assert t.index("| RTN |") < t.index("| GPTQ after Haar rotation |") < t.index("| WaterSIC | 2 |")
-  assert "| 2 | difference | +0.150 |" in t
+  assert "| 2 | GPTQ after Haar rotation − WaterSIC | +0.150 |" in t
+  assert C.algorithm("gptq_rot_ec", 1, cfg)[0].rotation == "haar"
+  assert C.algorithm("gptq_rot_ec", 1, cfg)[0].rate_kind == "entropy" and C.MIN_BITS["gptq_rot_ec"] == 1.0
+
+
+def test_float32_distortions_match_float64():
+  """The app's jitted float32 distortions agree with the float64 ones on a GPTQ-like error
+  (concentrated on small-eigenvalue directions of an H with condition number 1e6)."""
+  rng = np.random.default_rng(1)
+  n, m = 96, 40
+  q, _ = np.linalg.qr(rng.normal(size=(n, n)))
+  lam = np.logspace(0, -6, n)
+  h = (q * lam) @ q.T
+  h = 0.5 * (h + h.T)
+  w = rng.normal(size=(n, m))
+  w_hat = w + 1e-2 * (q[:, -20:] @ rng.normal(size=(20, m))) + 1e-5 * rng.normal(size=(n, m))
+  d_cal, d_held = (np.asarray(x)[0] for x in C._distortions(*(np.asarray(a, np.float32)[None] for a in (w, w_hat, h, 2 * h))))
+  assert d_cal == pytest.approx(C.distortion(w, w_hat, h), rel=2e-4)
+  assert d_held == pytest.approx(2 * C.distortion(w, w_hat, h), rel=2e-4)
