@@ -10,15 +10,19 @@ forms ``‖AᵀB − ÂᵀB̂‖²``. Measured in the same run, on the same shap
   products + subtraction and one product of the concatenations ``[A, Â]ᵀ[B, −B̂]``),
   nothing else: a fused jnp computation of the two products and the quantizers;
 * ``fused, with draws``: the same plus drawing the normals with the engine's generator
-  (``rdq.matmul_mc.standard_normal``: Threefry-2x32, one key per chunk) — the limit of the
-  work a sample really is;
-* ``draws only``: drawing the normals (engine's generator, and ``jax.random.normal``).
+  (``rdq.matmul_mc.standard_normal``: Threefry-2x32-20 bits, Box–Muller, one key per chunk) —
+  the limit of the work a sample really is;
+* ``draws only``: drawing the normals (engine's generator, and ``jax.random.normal``, whose
+  Threefry runs as a rolled loop on XLA:CPU and whose erf⁻¹ costs twice Box–Muller).
 
 Ratios are ``engine / limit`` in samples/s; GFLOP/s counts the two products
 (``4·n·a·b`` flops per sample). Timings are the best of ``--repeats`` interleaved rounds
-(the machine is shared; the minimum is the least disturbed). The device table runs the
-engine in fresh processes with ``--xla_force_host_platform_device_count``: simulated CPU
-devices share the same cores, so it checks that sharding costs nothing, not that it scales.
+(the machine is shared; the minimum is the least disturbed); ``cpu s/s`` divides by the
+process CPU time instead, which other processes on the machine disturb less. The device
+table runs the engine in fresh processes with ``--xla_force_host_platform_device_count``:
+simulated CPU devices are threads on the same cores, so the wall-clock rate can rise with
+the device count only up to the number of idle cores, and the CPU time per sample shows the
+cost of sharding itself.
 
 Run: ``python benchmarks/montecarlo.py [--n 4096] [--shape 256 16 16] [--batch 128] [--devices 1 2]``.
 """
@@ -32,17 +36,19 @@ import sys
 import time
 
 
-def _best(fns: dict, repeats: int) -> dict:
-  """Best wall time of each zero-argument function over ``repeats`` interleaved rounds."""
+def _best(fns: dict, repeats: int) -> tuple[dict, dict]:
+  """Best wall and process-CPU time of each zero-argument function over ``repeats`` interleaved rounds."""
   for f in fns.values():
     f()  # compile / warm up
   best = {k: float("inf") for k in fns}
+  cpu = dict(best)
   for _ in range(repeats):
     for k, f in fns.items():
-      t0 = time.perf_counter()
+      t0, c0 = time.perf_counter(), time.process_time()
       f()
       best[k] = min(best[k], time.perf_counter() - t0)
-  return best
+      cpu[k] = min(cpu[k], time.process_time() - c0)
+  return best, cpu
 
 
 def compare(name: str, n: int, shape: tuple[int, int, int], batch: int, repeats: int) -> dict:
@@ -93,11 +99,14 @@ def compare(name: str, n: int, shape: tuple[int, int, int], batch: int, repeats:
       "draws only (rdq)": lambda: jax.block_until_ready(draws()),
       "draws only (jax.random.normal)": lambda: jax.block_until_ready(draws_jax()),
   }
-  t = _best(fns, repeats)
+  t, c = _best(fns, repeats)
   samples = chunks * batch  # the fused programs do whole chunks; the engine masks the tail
   rate = {k: (n if k == "engine" else samples) / v for k, v in t.items()}
+  cpu_rate = {k: (n if k == "engine" else samples) / max(v, 1e-9) for k, v in c.items()}
   limit = max(rate["fused, no draws (2 products)"], rate["fused, no draws (1 product)"])
-  return dict(name=name, rate=rate, limit_no_draws=limit, flops_per_sample=4 * nn * a * b)
+  cpu_limit = max(cpu_rate["fused, no draws (2 products)"], cpu_rate["fused, no draws (1 product)"])
+  return dict(name=name, rate=rate, cpu_rate=cpu_rate, limit_no_draws=limit, cpu_limit_no_draws=cpu_limit,
+              flops_per_sample=4 * nn * a * b)
 
 
 def devices(n: int, shape, batch: int, counts: list[int]) -> list[tuple]:
@@ -112,15 +121,16 @@ from rdq import quantizers
 from rdq.matmul_mc import MatmulSetup, matmul_distortion
 q = quantizers.get("int4_block32"); s = MatmulSetup(*{tuple(shape)})
 f = lambda: jax.block_until_ready(matmul_distortion(q, q, s, jax.random.key(0), {n}, {batch}).mean)
-f(); best = 1e9
+f(); best = cpu = 1e9
 for _ in range(5):
-  t0 = time.perf_counter(); f(); best = min(best, time.perf_counter() - t0)
-print(best, len(jax.devices()), jax.devices()[0].device_kind)
+  t0, c0 = time.perf_counter(), time.process_time(); f()
+  best, cpu = min(best, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
+print(best, cpu, len(jax.devices()), jax.devices()[0].device_kind)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=dict(os.environ, JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu")))
-    t, ndev, kind = out.stdout.split()[:3]
-    rows.append((int(ndev), kind, n / float(t)))
+    t, c, ndev, kind = out.stdout.split()[:4]
+    rows.append((int(ndev), kind, n / float(t), n / float(c)))
   return rows
 
 
@@ -140,18 +150,20 @@ def main(argv=None):
   for name in args.quantizers:
     r = compare(name, args.n, tuple(args.shape), args.batch, args.repeats)
     rate, lim, fl = r["rate"], r["limit_no_draws"], r["flops_per_sample"]
-    print(f"\n{name}: {'samples/s':>10s} {'GFLOP/s':>8s} {'engine/this':>12s}")
+    cpu, cpu_lim = r["cpu_rate"], r["cpu_limit_no_draws"]
+    print(f"\n{name}: {'samples/s':>10s} {'GFLOP/s':>8s} {'engine/this':>12s} {'cpu s/s':>9s} {'engine/this':>12s}")
     for k, v in rate.items():
-      print(f"  {k:32s} {v:10.0f} {v * fl / 1e9:8.2f} {rate['engine'] / v:11.2f}x")
+      print(f"  {k:32s} {v:10.0f} {v * fl / 1e9:8.2f} {rate['engine'] / v:11.2f}x {cpu[k]:9.0f} "
+            f"{cpu['engine'] / cpu[k]:11.2f}x")
     print(f"  -> engine at {100 * rate['engine'] / lim:.0f}% of the fused no-draw limit "
-          f"(baseline: fused jnp quantizers + products), {100 * rate['engine'] / rate['fused, with draws']:.0f}% "
-          f"of the fused limit with draws; drawing the normals alone runs at "
-          f"{rate['draws only (rdq)'] / lim:.2f}x the no-draw limit's samples/s")
+          f"(baseline: fused jnp quantizers + products; {100 * cpu['engine'] / cpu_lim:.0f}% in CPU time), "
+          f"{100 * rate['engine'] / rate['fused, with draws']:.0f}% of the fused limit with draws; drawing the "
+          f"normals alone runs at {rate['draws only (rdq)'] / lim:.2f}x the no-draw limit's samples/s")
   if args.devices:
     print("\nengine vs simulated CPU device count (int4_block32; the devices share the same cores):")
-    print(f"{'devices':>8s} {'kind':>6s} {'samples/s':>10s}")
-    for ndev, kind, sps in devices(args.n, args.shape, args.batch, args.devices):
-      print(f"{ndev:8d} {kind:>6s} {sps:10.0f}")
+    print(f"{'devices':>8s} {'kind':>6s} {'samples/s':>10s} {'cpu s/s':>9s}")
+    for ndev, kind, sps, cps in devices(args.n, args.shape, args.batch, args.devices):
+      print(f"{ndev:8d} {kind:>6s} {sps:10.0f} {cps:9.0f}")
 
 
 if __name__ == "__main__":

@@ -112,6 +112,7 @@ PUBLIC = {
     ],
     "rdq.matmul_mc": [
         "MatmulSetup",
+        "NORMAL_GENERATOR",
         "matmul_distortion",
         "matmul_error",
         "matmul_sample",
