@@ -101,11 +101,14 @@ def _estimate(sample_fn, key, n: int, batch: int, mesh):
   steps = -(-num_chunks // num_dev)
 
   # Each device evaluates one chunk of `batch` samples per step: the per-device program is
-  # the same whatever the device count, so chunk statistics are bitwise identical.
-  per_device = jax.shard_map(
-      jax.vmap(lambda c: _chunk_stats(sample_fn, key, n, batch, c)),
-      mesh=mesh, in_specs=P(_AXIS), out_specs=P(_AXIS), check_vma=False,
-  )
+  # the same whatever the device count, so chunk statistics are bitwise identical. (Its one
+  # chunk index is unpacked, not vmapped over: a vmap of size 1 wraps every op of the sample
+  # in a second batch dimension, which made mxfp4 samples 1.5× slower on XLA:CPU.)
+  def one_chunk(c):
+    stats = _chunk_stats(sample_fn, key, n, batch, c[0])
+    return jax.tree_util.tree_map(lambda a: a[None], stats)
+
+  per_device = jax.shard_map(one_chunk, mesh=mesh, in_specs=P(_AXIS), out_specs=P(_AXIS), check_vma=False)
 
   def one_step(acc, step):
     stats = per_device(step * num_dev + jnp.arange(num_dev))
