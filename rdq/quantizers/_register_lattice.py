@@ -2,11 +2,15 @@
 
 Name grammar (``rdq.quantizers.get``)::
 
-  <lattice>_nested_q<q>[_k<k>][_norm[_fp32|_bf16|_fp16]][_first][_dither]
+  <lattice>_nested_q<q>[_k<k>][_mmse][_norm[_fp32|_bf16|_fp16]][_first][_dither]
 
 * ``<lattice>``: ``z`` (scalar), ``z<n>``, ``d<n>``, ``d<n>star``, ``e8``, ``bw16`` or ``leech``;
 * ``q``: nesting ratio, ``log2 q`` bits per entry; ``k``: number of scales β per block
   (default: ``DEFAULT_K[lattice]``, the k with the least gap to Γ(R) in the search below);
+* ``_mmse``: the decoder reconstructs with its own scale γ_j per β index (the centroid
+  condition, ``NestedLatticeQuantizer.gains``) and the ``"mse"`` selection scores with γ; no
+  rate cost. β and γ are searched jointly (``MMSE_BETAS``); only the tabulated (lattice, q, k)
+  exist, and not with ``_dither``;
 * ``_norm``: per-vector RMS scale stored in bf16 (or the named format), 16/n bits per entry;
 * ``_first``: NestQuant's ``first_beta`` selection instead of least error;
 * ``_dither``: subtractive dither (needs a PRNG key).
@@ -34,7 +38,7 @@ from rdq.quantizers.lattice import lattice_from_name
 from rdq.quantizers.nested import NestedLatticeQuantizer
 from rdq.quantizers.registry import register
 
-__all__ = ["BETAS", "DEFAULT_K", "default_betas"]
+__all__ = ["BETAS", "DEFAULT_K", "MMSE_BETAS", "default_betas"]
 
 # (lattice, q, k) -> β set; MSE per entry on N(0, 1) in the comments (search_betas, 2^16 blocks).
 BETAS: dict[tuple[str, int, int], tuple[float, ...]] = {
@@ -106,6 +110,20 @@ BETAS: dict[tuple[str, int, int], tuple[float, ...]] = {
     ("leech", 16, 8): (0.0741, 0.0818, 0.0874, 0.0933, 0.0964, 0.103, 0.1137, 0.1387),  # 0.00408 (2^13 blocks)
 }
 
+# (lattice, q, k) -> (β set, decoder scales γ) of the ``_mmse`` codes, from
+# ``rdq.quantizers.nested.search_betas_mmse(lattice, q, k, jax.random.key(0), num_blocks=1 << 13)``
+# (40-point grid [0.5, 2.5]·√d/(q ρ_cov), 3 Lloyd rounds); training MSE per entry in the comments.
+MMSE_BETAS: dict[tuple[str, int, int], tuple[tuple[float, ...], tuple[float, ...]]] = {
+    ("leech", 4, 8): ((0.2843, 0.3218, 0.3495, 0.3795, 0.4122, 0.4476, 0.5066, 0.5976),
+                      (0.2669, 0.2994, 0.3271, 0.3549, 0.3834, 0.4168, 0.4644, 0.5443)),  # 0.07138
+    ("leech", 5, 8): ((0.2274, 0.2574, 0.2796, 0.3036, 0.3297, 0.3581, 0.3889, 0.4587),
+                      (0.2194, 0.2466, 0.2685, 0.2901, 0.3136, 0.3392, 0.3719, 0.4290)),  # 0.04412
+    ("leech", 8, 8): ((0.1422, 0.1544, 0.1677, 0.1821, 0.1978, 0.2148, 0.2333, 0.2867),
+                      (0.1401, 0.1527, 0.1657, 0.1795, 0.1945, 0.2104, 0.2294, 0.2787)),  # 0.01655
+    ("leech", 16, 8): ((0.0682, 0.0772, 0.0838, 0.0874, 0.0949, 0.1030, 0.1119, 0.1376),
+                       (0.0680, 0.0770, 0.0835, 0.0873, 0.0946, 0.1026, 0.1116, 0.1366)),  # 0.00407
+}
+
 # k used when a name has no ``_k``: least gap to Γ(R) in the generic-matmul search.
 DEFAULT_K: dict[str, int] = {"z": 1, "d4": 4, "e8": 4, "bw16": 8, "leech": 8}
 
@@ -143,22 +161,31 @@ def _nested(m) -> NestedLatticeQuantizer:
   norm = None
   if m["norm"] is not None:
     norm = m["normfmt"] or "bf16"
+  betas, gains = default_betas(lattice, q, k), None
+  if m["mmse"]:
+    if m["dither"]:
+      raise ValueError(f"{m.string!r}: _mmse decoder scales are fitted for the undithered code; drop _dither")
+    if (lattice, q, k) not in MMSE_BETAS:
+      raise ValueError(f"{m.string!r}: no _mmse scales for (lattice, q, k) = {(lattice, q, k)}; "
+                       f"tabulated: {sorted(MMSE_BETAS)} (search them with nested.search_betas_mmse)")
+    betas, gains = MMSE_BETAS[(lattice, q, k)]
   return NestedLatticeQuantizer(
       lattice=lattice_from_name(lattice),
       q=q,
-      betas=default_betas(lattice, q, k),
+      betas=betas,
       beta_select="first" if m["first"] else "mse",
       norm=norm,
       dither=bool(m["dither"]),
+      gains=gains,
   )
 
 
 register(
-    r"(?P<lat>z\d*|d\d+(?:star)?|e8|bw16|leech)_nested_q(?P<q>\d+)(?:_k(?P<k>\d+))?"
+    r"(?P<lat>z\d*|d\d+(?:star)?|e8|bw16|leech)_nested_q(?P<q>\d+)(?:_k(?P<k>\d+))?(?P<mmse>_mmse)?"
     r"(?P<norm>_norm(?:_(?P<normfmt>fp32|bf16|fp16))?)?(?P<first>_first)?(?P<dither>_dither)?",
     _nested,
     # Examples (each runs through the registry contract suite; kept few, compiles are costly).
     ("z_nested_q16", "d4_nested_q8", "e8_nested_q4", "e8_nested_q16", "e8_nested_q16_norm", "e8_nested_q14_k4_first"),
-    "<z|d<n>|d<n>star|e8|bw16|leech>_nested_q<q>[_k<k>][_norm[_fp32|_bf16|_fp16]][_first][_dither]: Voronoi code Λ/qΛ, "
-    "log2 q bits/entry + log2(k)/d for the per-block β index (+16/n with _norm)",
+    "<z|d<n>|d<n>star|e8|bw16|leech>_nested_q<q>[_k<k>][_mmse][_norm[_fp32|_bf16|_fp16]][_first][_dither]: Voronoi code Λ/qΛ, "
+    "log2 q bits/entry + log2(k)/d for the per-block β index (+16/n with _norm); _mmse: decoder scales γ (centroids)",
 )

@@ -20,7 +20,12 @@ lattice's granular error unless ``Q_Λ(y/β)`` falls outside the Voronoi cell of
 * ``"mse"`` (NestQuant's ``try_all``): the β with the least squared error (first on ties);
 * ``"first"`` (NestQuant's ``first_beta``): the smallest β without overload (else ``β_k``).
 
-The index costs ``log2 k`` bits per block. Optionally each vector (the whole last axis, e.g.
+The index costs ``log2 k`` bits per block. Optionally the decoder reconstructs with its own
+scales ``γ_1 … γ_k`` (``gains``; ``β_j v`` becomes ``γ_j v``, and ``"mse"`` selection scores
+``‖y − γ_j v_j‖²``): the centroid condition of Lloyd's decoder per β index,
+``γ_j = E[⟨y, v⟩ | j] / E[‖v‖² | j]``, fitted on N(0, 1) blocks (``search_betas_mmse``). It
+costs no rate (k constants of the format) and makes the error orthogonal to the reproduction,
+which is what the matmul limit Γ(R) assumes (``E‖x̂‖² = (1 − ε)E‖x‖²``). Optionally each vector (the whole last axis, e.g.
 one row of ``Aᵀ`` in a matmul) is first divided by its RMS ``s = ‖x‖/√n``, stored in
 ``norm`` format (fp32/bf16/fp16) — NestQuant's per-vector norm scaling, so β is in units of
 the vector's RMS. Optionally a subtractive dither ``z`` uniform on the fine Voronoi cell,
@@ -64,7 +69,10 @@ from rdq.quantizers._scales import SCALE_BITS, SCALE_DTYPES, round_scale
 from rdq.quantizers.base import Rate, check_finite, check_input, check_last_axis_divisible, check_rate_shape
 from rdq.quantizers.lattice import Lattice, lattice_from_name
 
-__all__ = ["NestedCode", "NestedLatticeQuantizer", "VoronoiCode", "nested_dot", "search_beta_sets", "search_betas"]
+__all__ = [
+    "NestedCode", "NestedLatticeQuantizer", "VoronoiCode", "nested_dot", "search_beta_sets", "search_betas",
+    "search_betas_mmse", "grid_stats", "search_from_stats",
+]
 
 _NORM_FORMATS = ("fp32", "bf16", "fp16")
 
@@ -149,6 +157,9 @@ class NestedLatticeQuantizer:
       ``"fp32"``, ``"bf16"`` or ``"fp16"``.
     dither: subtractive dither uniform on the fine cell; needs a ``key`` in ``quantize``,
       ``encode`` and ``decode`` (the same key for both).
+    gains: ``None`` (reconstruct with β) or the decoder's scale γ_j per β index (k positive
+      floats, same order as ``betas``): reproduction ``γ_j v``, and ``"mse"`` selection scores
+      ``‖y − γ_j v_j‖²`` (module docstring; ``search_betas_mmse``). No rate cost.
   """
 
   lattice: Lattice
@@ -157,6 +168,7 @@ class NestedLatticeQuantizer:
   beta_select: Literal["mse", "first"] = "mse"
   norm: str | None = None
   dither: bool = False
+  gains: tuple[float, ...] | None = None
 
   def __post_init__(self):
     if isinstance(self.lattice, str):
@@ -183,6 +195,15 @@ class NestedLatticeQuantizer:
       raise ValueError(f"norm={self.norm!r} must be None or one of {_NORM_FORMATS}")
     if not isinstance(self.dither, bool):
       raise TypeError(f"dither={self.dither!r} must be a bool")
+    if self.gains is not None:
+      if isinstance(self.gains, (int, float)):
+        raise TypeError(f"gains={self.gains!r} must be None or a sequence of k floats")
+      gains = tuple(float(g) for g in self.gains)
+      if len(gains) != len(betas):
+        raise ValueError(f"gains={gains} must hold one decoder scale per β (k={len(betas)})")
+      if not all(math.isfinite(g) and g > 0 for g in gains):
+        raise ValueError(f"gains={gains} must be positive and finite")
+      object.__setattr__(self, "gains", gains)
 
   # ----------------------------------------------------------------------------- helpers
   @property
@@ -194,6 +215,11 @@ class NestedLatticeQuantizer:
   def k(self) -> int:
     """Number of scales."""
     return len(self.betas)
+
+  @property
+  def recon_scales(self) -> tuple[float, ...]:
+    """The decoder's scale per β index: ``gains`` if set, else ``betas``."""
+    return self.betas if self.gains is None else self.gains
 
   @property
   def voronoi(self) -> VoronoiCode:
@@ -235,7 +261,8 @@ class NestedLatticeQuantizer:
     v = vc.decode(codes) - z
     v = vc.reduce(v) if self.dither else v
     if self.beta_select == "mse":
-      errs = jnp.sum((yb[..., None, :] - betas * v) ** 2, axis=-1)
+      gains = jnp.asarray(self.recon_scales, jnp.float32)[:, None]
+      errs = jnp.sum((yb[..., None, :] - gains * v) ** 2, axis=-1)
       idx = jnp.argmin(errs, axis=-1)  # first on ties
     else:
       ok = jnp.all(v == t - z, axis=-1)
@@ -258,14 +285,14 @@ class NestedLatticeQuantizer:
     return self._encode(x, key)
 
   def decode(self, code: NestedCode, key: PRNGKeyArray | None = None, dtype=jnp.float32) -> Float[Array, "*batch n"]:
-    """``s · β_j · ((cB − z) mod qΛ)`` per block (``s = 1`` without ``norm``, ``z = 0``
-    without dither)."""
+    """``s · γ_j · ((cB − z) mod qΛ)`` per block (``γ = β`` without ``gains``, ``s = 1``
+    without ``norm``, ``z = 0`` without dither)."""
     cb = self._blocks(code.codes)
     z = self._dither(key, cb.shape)
     vc = self.voronoi
     v = vc.decode(cb) - z
     v = vc.reduce(v) if self.dither else v
-    beta = jnp.asarray(self.betas, jnp.float32)[code.beta_index.astype(jnp.int32)]
+    beta = jnp.asarray(self.recon_scales, jnp.float32)[code.beta_index.astype(jnp.int32)]
     xb = beta[..., None] * v
     out = xb.reshape(code.codes.shape)
     if code.scale is not None:
@@ -301,7 +328,8 @@ class NestedLatticeQuantizer:
     sel = "" if self.beta_select == "mse" else "_first"
     norm = "" if self.norm is None else f"_norm_{self.norm}"
     dith = "_dither" if self.dither else ""
-    return f"{self.lattice.name}_nested_q{self.q}_k{self.k}{norm}{sel}{dith}"
+    mmse = "" if self.gains is None else "_mmse"
+    return f"{self.lattice.name}_nested_q{self.q}_k{self.k}{mmse}{norm}{sel}{dith}"
 
 
 def nested_dot(
@@ -313,10 +341,10 @@ def nested_dot(
   """Inner products of nested-lattice-coded vectors computed from their codes.
 
   For rows ``i`` of A and ``j`` of B (each ``n`` entries, ``n/d`` blocks) the reconstruction is
-  ``x̂ = s β_{j(b)} v_b`` per block b, with ``v_b = cB mod qΛ`` a lattice point, so
+  ``x̂ = s γ_{j(b)} v_b`` per block b (``γ`` the decoder scales, ``β`` without ``gains``), with ``v_b = cB mod qΛ`` a lattice point, so
 
   .. math::
-     \\langle \\hat a_i, \\hat b_j \\rangle = s_i s_j \\sum_b \\beta^A_{i,b} \\beta^B_{j,b}\\,
+     \\langle \\hat a_i, \\hat b_j \\rangle = s_i s_j \\sum_b \\gamma^A_{i,b} \\gamma^B_{j,b}\\,
        \\frac{\\langle m v^A_{i,b},\\, m v^B_{j,b} \\rangle}{m^2},
 
   with ``m`` the lattice denominators (``mΛ ⊂ Zⁿ``): the block inner products are exact int32
@@ -348,8 +376,8 @@ def nested_dot(
   va, ma = int_points(quant_a, code_a)
   vb, mb = int_points(quant_b, code_b)
   ip = jnp.einsum("aid,bid->abi", va, vb, preferred_element_type=jnp.int32)  # exact
-  ba = jnp.asarray(quant_a.betas, jnp.float32)[code_a.beta_index.astype(jnp.int32)] / ma
-  bb = jnp.asarray(quant_b.betas, jnp.float32)[code_b.beta_index.astype(jnp.int32)] / mb
+  ba = jnp.asarray(quant_a.recon_scales, jnp.float32)[code_a.beta_index.astype(jnp.int32)] / ma
+  bb = jnp.asarray(quant_b.recon_scales, jnp.float32)[code_b.beta_index.astype(jnp.int32)] / mb
   out = jnp.einsum("abi,ai,bi->ab", ip.astype(jnp.float32), ba, bb)
   if code_a.scale is not None:
     out = out * code_a.scale.astype(jnp.float32)
@@ -448,6 +476,133 @@ def _best_set(errs: np.ndarray, betas_grid: np.ndarray, k: int, restarts: int, d
   if best_set is None:
     raise RuntimeError("beta search found no set of distinct scales; widen the grid")
   return tuple(float(betas_grid[s]) for s in best_set), float(best_val / d)
+
+
+def search_betas_mmse(
+    lattice: Lattice,
+    q: int,
+    k: int,
+    key: PRNGKeyArray,
+    *,
+    num_blocks: int = 1 << 12,
+    grid: tuple[float, float, int] | None = None,
+    restarts: int = 4,
+    rounds: int = 3,
+) -> tuple[tuple[float, ...], tuple[float, ...], float]:
+  """k encoder scales β and decoder scales γ (``gains``) minimizing the MSE on N(0, 1) blocks.
+
+  Lloyd-style alternation on ``num_blocks`` iid N(0, I_d) blocks and a geometric β grid: (i)
+  with the ratios ``γ_j/β_j`` fixed, coordinate descent over the grid for each β_j (least
+  ``mean_blocks min_j ‖y − γ_j v_j(y)‖²``, ``v_j`` the Voronoi-code point at scale β_j); (ii)
+  Lloyd iterations of least-error selection and the centroid condition
+  ``γ_j = Σ⟨y, v_j⟩ / Σ‖v_j‖²`` over the blocks that pick j, until the selection is stable
+  (then both hold on the training blocks); ``rounds`` times, from ``restarts`` starts spread below and above the best single β. Everything is
+  computed from the three statistics ``‖y‖², ⟨y, v⟩, ‖v‖²`` per block and grid point
+  (``grid_stats``).
+
+  Args:
+    lattice: fine lattice. q: nesting ratio. k: number of scales ≥ 1. key: PRNG key.
+    num_blocks: Monte Carlo blocks. grid: ``(β_min, β_max, points)``; default
+      ``[0.5, 2.5] · β_ref`` on 40 points, ``β_ref = √d / (q ρ_cov)``.
+    restarts: starting sets. rounds: (i)–(ii) alternations.
+
+  Returns:
+    ``(betas, gains, mse_per_entry)`` (β increasing, γ in the same order).
+  """
+  q = _check_q(q)
+  if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    raise ValueError(f"k={k!r} must be a positive integer")
+  if grid is None:
+    rho = lattice.covering_radius or math.sqrt(lattice.dim) / 2.0
+    ref = math.sqrt(lattice.dim) / (q * rho)
+    grid = (0.5 * ref, 2.5 * ref, 40)
+  bg = np.geomspace(grid[0], grid[1], int(grid[2]))
+  if k > len(bg):
+    raise ValueError(f"k={k} exceeds the {len(bg)} grid points")
+  y = jax.random.normal(key, (num_blocks, lattice.dim), jnp.float32)
+  stats = grid_stats(lattice, q, bg, y)
+  betas, gains, val = search_from_stats(bg, *stats, k, restarts=restarts, rounds=rounds)
+  return betas, gains, val / lattice.dim
+
+
+def grid_stats(lattice: Lattice, q: int, betas_grid, y: Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """``(‖y‖², ⟨y, v⟩, ‖v‖²)`` of blocks ``y (blocks, d)`` against the single-β Voronoi-code
+  point ``v`` (lattice units) at every grid scale: shapes ``(blocks,)``, ``(blocks, G)``, ``(blocks, G)``."""
+  st = [_single_beta_stats(lattice, q, jnp.float32(b), y) for b in betas_grid]
+  yy = np.asarray(jnp.sum(y * y, axis=-1), np.float64)
+  return yy, np.stack([np.asarray(a, np.float64) for a, _ in st], 1), np.stack([np.asarray(c, np.float64) for _, c in st], 1)
+
+
+def search_from_stats(
+    betas_grid, yy, yv, vv, k: int, *, group: int = 1, mmse: bool = True, restarts: int = 4, rounds: int = 3,
+    g0: int | None = None,
+) -> tuple[tuple[float, ...], tuple[float, ...], float]:
+  """The search of ``search_betas_mmse`` on precomputed ``grid_stats``; returns
+  ``(betas, gains, mean squared error per block)``. ``group`` consecutive blocks share one β
+  index (their errors add); ``mmse=False`` keeps ``γ = β`` (no centroid step)."""
+  bg = np.asarray(betas_grid, np.float64)
+  nb = len(yy) // group * group
+  yy, yv, vv = yy[:nb], yv[:nb], vv[:nb]
+
+  def grouped(e):  # (blocks, c) -> (groups, c)
+    return e.reshape(nb // group, group, -1).sum(axis=1)
+
+  def errs(sel, ratio):
+    g = np.asarray(ratio) * bg[sel]
+    return grouped(yy[:, None] - 2 * g * yv[:, sel] + g**2 * vv[:, sel])
+
+  if g0 is None:
+    g0 = int(np.argmin((yy[:, None] - 2 * bg * yv + bg**2 * vv).mean(axis=0)))
+  best = None
+  for r in range(restarts):
+    sel = list(np.unique(np.round(np.linspace(max(0, g0 - 3 * (r + 2)), min(len(bg) - 1, g0 + 2 * (r + 1)), k)).astype(int)))
+    for i in range(len(bg)):
+      if len(sel) == k:
+        break
+      if i not in sel:
+        sel.append(i)
+    sel, ratio = sorted(int(x) for x in sel), [1.0] * k
+    for _ in range(rounds if mmse else 1):
+      for _sweep in range(20):  # (i) coordinate descent with the ratios fixed
+        changed = False
+        for i in range(k):
+          e = errs(sel, ratio)
+          others = np.delete(e, i, axis=1).min(axis=1) if k > 1 else np.full(e.shape[0], np.inf)
+          gi = ratio[i] * bg
+          cand = grouped(yy[:, None] - 2 * gi * yv + gi**2 * vv)  # (groups, G)
+          vals = np.minimum(others[:, None], cand).mean(axis=0)
+          vals[[s for j, s in enumerate(sel) if j != i]] = np.inf
+          g = int(np.argmin(vals))
+          if g != sel[i] and vals[g] < vals[sel[i]] - 1e-12:
+            sel[i], changed = g, True
+        if not changed:
+          break
+      order = np.argsort(sel)
+      sel, ratio = [sel[o] for o in order], [ratio[o] for o in order]
+      if mmse:  # (ii) selection and centroid condition until the selection is stable (Lloyd)
+        prev = None
+        for _lloyd in range(50):
+          idx = np.repeat(np.argmin(errs(sel, ratio), axis=1), group)
+          if prev is not None and np.array_equal(idx, prev):
+            break
+          prev = idx
+          for j in range(k):
+            m = idx == j
+            if m.any():
+              ratio[j] = float(yv[m, sel[j]].sum() / vv[m, sel[j]].sum() / bg[sel[j]])
+    val = float(errs(sel, ratio).min(axis=1).mean()) / group
+    if best is None or val < best[0]:
+      best = (val, sel, ratio)
+  val, sel, ratio = best
+  return tuple(float(bg[s]) for s in sel), tuple(float(r * bg[s]) for r, s in zip(ratio, sel)), val
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _single_beta_stats(lattice: Lattice, q: int, beta: Array, y: Array) -> tuple[Array, Array]:
+  """``(⟨y, v⟩, ‖v‖²)`` per block, ``v`` the Voronoi-code point of ``y`` at scale β (lattice units)."""
+  vc = VoronoiCode(lattice, q)
+  v = vc.decode(vc.encode(lattice.closest_point(y / beta)))
+  return jnp.sum(y * v, axis=-1), jnp.sum(v * v, axis=-1)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
