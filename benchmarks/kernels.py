@@ -54,6 +54,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from rdq import kernels  # noqa: E402
 from rdq.kernels import Config, resolve_blocks  # noqa: E402
+from rdq.kernels._common import resolve_plane_blocks  # noqa: E402
 from rdq.kernels.e8_matmul import e8_config  # noqa: E402
 from rdq.quantized_matmul import codebook_matmul_reference, dequant_matmul, w8a8_matmul_reference  # noqa: E402
 from rdq.quantizers import IntQuantizer, get  # noqa: E402
@@ -110,6 +111,13 @@ def _problem(fmt: str, m: int, k: int, n: int, dtype, *, abstract: bool) -> Prob
                  _abstract_bytes(packed), io, group, max_bk)
 
 
+def _codes_per_word(packed) -> int:
+  """Codes per stored row along K of a ``"words"`` layout (1 for every other layout)."""
+  if getattr(packed, "layout", None) != "words":
+    return 1
+  return 32 // packed.bits if isinstance(packed, kernels.PackedInt) else 8
+
+
 def _abstract_bytes(tree) -> int:
   total = 0
   for leaf in jax.tree_util.tree_leaves(tree):
@@ -128,7 +136,7 @@ def _build(fmt, x, w, key, meta_only=False):
       group = q.block_size if fp or q.granularity == "block" else None
       return (kernels.fp4_matmul if fp else kernels.int_matmul), base, group, None
     code = q.encode(w.T)
-    packed = (kernels.pack_fp4 if fp else kernels.pack_int)(code, q)
+    packed = kernels.pack_fp4(code, q) if fp else kernels.pack_int(code, q, layout="words")
     return (x, packed), (x, code)
   if fmt == "w8a8":
     qx, qw = IntQuantizer(8, "row"), IntQuantizer(8, "row")
@@ -259,6 +267,8 @@ def run_sass(formats, ms, kns, dtype) -> None:
     print(f"# warning: triton {triton.__version__} installed; counts were calibrated with {TRITON_VERSION}")
   print(f"# SASS measure: Pallas (jax {jax.__version__}) -> TTIR -> triton {triton.__version__} "
         f"ptxas sm_90 -> nvdisasm; indicative (XLA pins its own Triton). x dtype {jnp.dtype(dtype).name}.")
+  print("# INT and FP4 weights in the pre-permuted 'words' layout (pack_int(layout='words'), pack_fp4 default); "
+        "W8A8 in int8; bk is each kernel's own choice.")
   print("# instr/w = main-loop SASS per weight per thread; est % = roofline time / max(roofline, "
         "issue-bound time) on H100 | H200 (HBM 3.35 | 4.8 TB/s, 132 SMs, 1.98 GHz).")
   hdr = (f"{'format':<14}{'M':>3}{'K':>6}{'N':>7} {'bm,bn,bk,S,gemv':<18}{'grid':>6}{'instr/it':>9}"
@@ -271,7 +281,11 @@ def run_sass(formats, ms, kns, dtype) -> None:
       for m in ms:
         p = _problem(fmt, m, k, n, dtype, abstract=True)
         cfg = e8_config(Config(), "gpu", k, n) if fmt == "e8_q4" else Config()
-        b = resolve_blocks(cfg, "gpu", m, k, n, group=p.group, max_bk=p.max_bk)
+        per = _codes_per_word(p.args[-1])
+        if per > 1:  # the words layouts: the kernels' own block choice (tl.dot per plane)
+          _, b = resolve_plane_blocks(cfg, "gpu", m, k, n, group=p.group, per=per)
+        else:
+          b = resolve_blocks(cfg, "gpu", m, k, n, group=p.group, max_bk=p.max_bk)
         ttirs = _capture_ttir(p.kernel, p.args)
         s = _compile_sass(ttirs[0], 4, 3)
         programs = b.split * (b.m_padded // b.bm) * (n // b.bn)

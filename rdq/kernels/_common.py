@@ -23,7 +23,9 @@ programs for 132 SMs; ``S = 4`` gives 256.
 padded 16×, and the weight tile would take the round trip to the MMA operand layout. For
 ``M = 1`` the driver instead passes ``xᵀ`` as a ``(K, 1)`` column and accumulates the
 elementwise product ``xᵀ ⊙ Ŵ`` of each ``(bk, bn)`` tile in a ``(bk, bn)`` fp32 register
-accumulator (one FMA per weight, no shuffles), reduced over K once at the end.
+accumulator (one FMA per weight, no shuffles), reduced over K once at the end (a kernel may
+reduce over the codes of a packed word first: ``gemv_rows``). A float ``x`` is converted to
+fp32 once, outside the kernel (exact), instead of at every use.
 
 **Config table** (``choose_blocks``; every ``None`` field of ``Config`` takes it):
 
@@ -408,6 +410,8 @@ def tiled_matmul(
   x_p = pad_rows(x, m)
   if gemv:
     x_p = x_p.T  # (K, 1)
+    if jnp.issubdtype(x_p.dtype, jnp.floating) and jnp.dtype(acc_dtype) == jnp.float32:
+      x_p = x_p.astype(jnp.float32)  # exact; converted once here instead of per use
     x_spec = pl.BlockSpec((k, 1), lambda s, i, j: (0, 0))
   elif tpu:
     x_spec = pl.BlockSpec((b.bm, b.bk), lambda s, i, j, kk: (i, s * nk_split + kk))
@@ -535,3 +539,27 @@ def apply_group_scale(w: jax.Array, s: jax.Array, group: int) -> jax.Array:
   if group >= rows:
     return w * s[0:1, :]
   return (w.reshape(rows // group, group, bn) * s[:, None, :]).reshape(rows, bn)
+
+
+def apply_group(w: jax.Array, s: jax.Array, group: int, op) -> jax.Array:
+  """``op(w[r, :], s[r // group, :])`` for a ``(rows, bn)`` tile and its group rows."""
+  rows, bn = w.shape
+  if group >= rows:
+    return op(w, s[0:1, :])
+  return op(w.reshape(rows // group, group, bn), s[:, None, :]).reshape(rows, bn)
+
+
+def resolve_plane_blocks(config: Config, backend: Backend, m: int, k: int, n: int, *,
+                         group: int | None, per: int):
+  """``resolve_blocks`` for kernels whose tile is ``per`` planes of ``bk/per`` rows (words).
+
+  On GPU with ``M > 1`` each plane is one ``tl.dot``, which needs ≥ 16 rows: when the
+  table's ``bk`` is below ``16·per`` (and ``block_k`` is not given), ``bk = 16·per`` if it
+  divides K. Returns ``(config, blocks)``.
+  """
+  blocks = resolve_blocks(config, backend, m, k, n, group=group)
+  if (per > 1 and backend == "gpu" and not blocks.gemv and blocks.bk < 16 * per
+      and config.block_k is None and k % (16 * per) == 0):
+    config = dataclasses.replace(config, block_k=16 * per)
+    blocks = resolve_blocks(config, backend, m, k, n, group=group)
+  return config, blocks

@@ -18,8 +18,17 @@ Three lookups, same result:
 * ``lookup="select"`` (TPU default): a loop over the ``C`` centroids with
   ``where(idx == c, C[c, t], ·)`` on scalar codebook reads (SMEM) — lowers for Mosaic and
   Triton; costs ``C`` vector selects per weight, so it pays off only for small ``C``.
+* ``lookup="lane"`` (TPU default when compiled): a **lane gather** — each component
+  table, transposed to a row of ``C`` lanes (padded to a multiple of 128) and broadcast
+  over the sublanes, is indexed with ``take_along_axis`` along the lanes (Mosaic's dynamic
+  gather within a vreg), one 128-lane chunk of the table at a time (``⌈C/128⌉`` gathers
+  and selects per weight and component instead of ``C`` selects). Lowers for Mosaic
+  (``jax.jit(...).lower`` for TPU); not for Triton.
 * ``lookup="gather"``: ``jnp.take`` of each component table — the fastest in the
   interpreter; no Triton or Mosaic lowering, so it is for ``interpret=True``.
+
+A one-hot matmul on the MXU is not offered: building the one-hot ``(rows·bn, C)`` operand
+already costs ``C`` compares per weight on the VPU, as many as ``select``.
 
 The ``d`` decoded component tiles ``(bk/d, bn)`` are interleaved back to rows
 ``i·d + t`` with ``stack(axis=1)`` + reshape (``interleave="stack"``, TPU), or instead
@@ -41,6 +50,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jax.experimental import pallas as pl
 from jaxtyping import Array, Float
 
 from rdq.kernels import _common as C
@@ -48,7 +58,7 @@ from rdq.kernels.pack import PackedCodebook
 
 __all__ = ["codebook_matmul"]
 
-_LOOKUPS = ("gather", "index", "select")
+_LOOKUPS = ("gather", "index", "lane", "select")
 _INTERLEAVES = ("stack", "strided")
 
 
@@ -64,7 +74,12 @@ def _codebook(x, w: PackedCodebook, *, blocks, backend, config, interpret, out_d
   bk = blocks.bk
   per_group = w.group_size // bk  # K steps per codebook (group_size % bk == 0)
   operands = [C.Operand("kn", k_div=d), C.Operand("full", smem=lookup == "select")]
-  arrays = [w.indices, w.codebooks]
+  # Round the centroids to x.dtype once (the reference casts Ŵ to x.dtype): the kernel then
+  # needs no per-weight conversion, and the values are unchanged by its casts.
+  arrays = [w.indices, w.codebooks.astype(x.dtype).astype(jnp.float32)]
+  if lookup == "lane":  # (G, d, C_pad): each component table as a row of lanes
+    c_pad = -(-num_c // 128) * 128
+    arrays[1] = jnp.pad(jnp.swapaxes(arrays[1], 1, 2), ((0, 0), (0, 0), (0, c_pad - num_c)))
 
   def components(kk, idx, cb_ref):
     gidx = jax.lax.div(kk, per_group) if per_group > 1 else kk
@@ -73,6 +88,23 @@ def _codebook(x, w: PackedCodebook, *, blocks, backend, config, interpret, out_d
       return [jnp.take(table[:, t], idx, axis=0) for t in range(d)]
     if lookup == "index":  # one load per weight from the (cached) codebook
       return [cb_ref[gidx, idx, t] for t in range(d)]
+    if lookup == "lane":
+      rows, cols = idx.shape
+      chunk, local = jax.lax.shift_right_logical(idx, 7), idx & 127
+      out = []
+      for t in range(d):
+        tab = cb_ref[gidx, pl.ds(t, 1), :]  # (1, C_pad)
+        blocks = []
+        for b0 in range(0, cols, 128):
+          loc, ch = local[:, b0:b0 + 128], chunk[:, b0:b0 + 128]
+          comp = None
+          for c0 in range(0, tab.shape[1], 128):
+            g = jnp.take_along_axis(jnp.broadcast_to(tab[:, c0:c0 + 128], loc.shape), loc, axis=1,
+                                    mode="promise_in_bounds")
+            comp = g if comp is None else jnp.where(ch == c0 // 128, g, comp)
+          blocks.append(comp)
+        out.append(blocks[0] if len(blocks) == 1 else jnp.concatenate(blocks, axis=1))
+      return out
 
     def body(c, comps):
       hit = idx == c
@@ -90,8 +122,8 @@ def _codebook(x, w: PackedCodebook, *, blocks, backend, config, interpret, out_d
       wt = jnp.stack(comps, axis=1).reshape(rows * d, cols) if d > 1 else comps[0]
       return prod.dot(prod.x(0, bk), wt.astype(x.dtype))
     acc = None
-    for t in range(d):
-      p = prod.dot(prod.x(t, bk // d, stride=d), comps[t].astype(x.dtype))
+    for t in range(d):  # GEMV: fp32 product of values already rounded to x.dtype (no cast)
+      p = prod.dot(prod.x(t, bk // d, stride=d), comps[t] if prod.gemv else comps[t].astype(x.dtype))
       acc = p if acc is None else acc + p
     return acc
 
@@ -123,8 +155,8 @@ def codebook_matmul(
       the table picks one that does).
     backend, interpret: as in ``rdq.kernels.int_matmul.int_matmul``.
     out_dtype: output dtype (default ``x.dtype``); accumulation is fp32.
-    lookup: ``"index"``, ``"select"``, ``"gather"`` or ``"auto"`` (GPU: index; TPU: gather
-      when interpreting, else select).
+    lookup: ``"index"``, ``"lane"``, ``"select"``, ``"gather"`` or ``"auto"`` (GPU: index;
+      TPU: gather when interpreting, else lane).
     interleave: ``"stack"``, ``"strided"`` or ``"auto"`` (stack on TPU, strided on GPU).
 
   Returns:
@@ -134,7 +166,7 @@ def codebook_matmul(
     raise TypeError(f"w must be a rdq.kernels.pack.PackedCodebook, got {type(w).__name__}")
   backend = C.resolve_backend(backend, interpret)
   if lookup == "auto":
-    lookup = "index" if backend == "gpu" else ("gather" if interpret else "select")
+    lookup = "index" if backend == "gpu" else ("gather" if interpret else "lane")
   if interleave == "auto":
     interleave = "stack" if backend == "tpu" else "strided"
   if lookup not in _LOOKUPS:
@@ -148,6 +180,8 @@ def codebook_matmul(
     )
   if lookup == "index" and backend == "tpu" and not interpret:
     raise ValueError("lookup='index' (a data-dependent ref load) does not lower for Mosaic (TPU); use 'select'")
+  if lookup == "lane" and backend == "gpu" and not interpret:
+    raise ValueError("lookup='lane' (a Mosaic lane gather) does not lower for Triton; use 'index'")
   if interleave == "stack" and backend == "gpu" and not interpret:
     raise ValueError("interleave='stack' does not lower for Triton (joins only along the minor axis); use 'strided'")
   k, n = w.shape

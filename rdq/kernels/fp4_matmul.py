@@ -6,12 +6,15 @@
 
 with block size ``B`` (32 for MX, 16 for NV), block scale ``s`` (a power of two ``2^(E-127)``
 for e8m0, an E4M3 value for NV) and tensor scale ``t`` (NVFP4; 1 for MX). The kernel reads
-two E2M1 nibbles per byte and the raw scale bytes and decodes both with integer ops and a
-bitcast (no fp4/fp8 dtypes cross the kernel boundary, so the same kernel lowers for Triton
-and Mosaic); on GPU the E2M1 nibble instead indexes a 16-entry table held in L1 (one load per
-weight, fewer instructions than the bit decode). Hopper has no FP4 MMA: the tile is dequantized to ``x.dtype`` and multiplied
-on the bf16/fp32 path. ``Ŵ`` is formed as ``(e2m1 · s) · t`` in fp32, the same rounding as
-``rdq``'s ``FPQuantizer.decode``.
+the E2M1 nibbles (by default pre-permuted, 8 consecutive input features per ``uint32`` word,
+``pack_fp4(layout="words")``; or two per byte along N) and the raw scale bytes, and decodes
+both with integer ops and a bitcast (no fp4/fp8 dtypes cross the kernel boundary, so the same
+kernel lowers for Triton and Mosaic); on GPU the E2M1 nibble instead indexes a 16-entry table
+held in L1 (one load per weight, fewer instructions than the bit decode). Hopper has no FP4
+MMA: on the MMA and TPU paths the tile is dequantized to ``x.dtype`` as ``(e2m1 · s) · t`` in
+fp32 (the rounding of ``rdq``'s ``FPQuantizer.decode``) and multiplied on the bf16/fp32 path;
+in the GPU GEMV form (``M = 1``, words) the exact partial ``Σ_j x_j e2m1_j`` over a word is
+scaled once per word, ``(· s) · t`` (a different rounding; bound in the tests).
 
 Reference: ``rdq.quantized_matmul.dequant_matmul(x, quantizer, code)``.
 
@@ -47,14 +50,23 @@ def _decode_nibbles_e2m1(packed: Array, lut_ref=None) -> Array:
   return jnp.stack([lo, hi], axis=-1).reshape(rows, 2 * cols)
 
 
+def _word_nibbles(words: Array) -> list[Array]:
+  """The 8 E2M1 nibble planes (int32) of a ``uint32`` word tile: plane ``j`` = rows ``8i + j``."""
+  w = jax.lax.bitcast_convert_type(words, jnp.int32)
+  return [jax.lax.shift_right_logical(w, jnp.int32(4 * j)) & 15 if j else w & 15 for j in range(8)]
+
+
 @functools.partial(jax.jit, static_argnames=("blocks", "backend", "config", "interpret", "out_dtype"))
 def _fp4(x, w: PackedFP4, *, blocks, backend, config, interpret, out_dtype):
   k, n = w.shape
   bs = w.block_size
+  bk = blocks.bk
+  words = w.layout == "words"
   decode_scale = decode_e8m0 if w.scale_format == "e8m0" else decode_e4m3
   use_t = w.scale_format == "e4m3"
   use_lut = backend == "gpu"  # Mosaic lowers no data-dependent loads: bit decode on TPU
-  operands = [C.Operand("kn", n_div=2), C.Operand("gn", group=bs)]
+  operands = [C.Operand("kn", k_div=8, n_div=1) if words else C.Operand("kn", n_div=2),
+              C.Operand("gn", group=bs)]
   arrays = [w.codes, w.scales]
   if use_lut:
     operands.append(C.Operand("full"))
@@ -65,16 +77,43 @@ def _fp4(x, w: PackedFP4, *, blocks, backend, config, interpret, out_dtype):
 
   def tile(kk, tiles, prod):
     qt, st = tiles[:2]
-    v = _decode_nibbles_e2m1(qt, tiles[2] if use_lut else None)
-    wt = C.apply_group_scale(v, decode_scale(st), bs)
-    if use_t:
-      wt = wt * tiles[-1][...]
-    return prod.dot(prod.x(0, blocks.bk), wt.astype(x.dtype))
+    s = decode_scale(st)
+    t = tiles[-1][...] if use_t else None
+    dec = decode_e2m1 if not use_lut else (lambda nib: tiles[2][nib])
+    if not words:
+      v = _decode_nibbles_e2m1(qt, tiles[2] if use_lut else None)
+      wt = C.apply_group_scale(v, s, bs)
+      if use_t:
+        wt = wt * t
+      return prod.dot(prod.x(0, bk), wt.astype(x.dtype))
+    planes = [dec(nib) for nib in _word_nibbles(qt)]
+    if prod.gemv:  # exact products x·e2m1, summed over the word, scaled once per word
+      part = None
+      for j, p in enumerate(planes):
+        tj = prod.dot(prod.x(j, bk // 8, stride=8), p)
+        part = tj if part is None else part + tj
+      part = C.apply_group_scale(part, s, bs // 8)
+      return part * t if use_t else part
+    if backend == "tpu":  # interleave the planes back to rows, then as the nibble layout
+      v = jnp.stack(planes, axis=1).reshape(bk, -1)
+      wt = C.apply_group_scale(v, s, bs)
+      if use_t:
+        wt = wt * t
+      return prod.dot(prod.x(0, bk), wt.astype(x.dtype))
+    part = None  # GPU, M > 1: one dot per plane with the strided columns x[:, j::8]
+    for j, p in enumerate(planes):
+      wt = C.apply_group_scale(p, s, bs // 8)
+      if use_t:
+        wt = wt * t
+      tj = prod.dot(prod.x(j, bk // 8, stride=8), wt.astype(x.dtype))
+      part = tj if part is None else part + tj
+    return part
 
   return C.tiled_matmul(
       tile, lambda acc, _: acc, x, operands, arrays,
       k=k, n=n, out_dtype=out_dtype, acc_dtype=jnp.float32,
       blocks=blocks, backend=backend, config=config, interpret=interpret, name="fp4_matmul",
+      gemv_rows=bk // 8 if words else None,
   )
 
 
@@ -111,13 +150,27 @@ def fp4_matmul(
   bs = w.block_size
   if not isinstance(bs, int) or bs < 1 or k % bs:
     raise ValueError(f"block_size={bs!r} must divide the number of input features K={k}")
-  C.check_array(w.codes, "w.codes", (k, n // 2), (jnp.uint8,))
+  words = w.layout == "words"
+  if w.layout not in ("words", "nibbles"):
+    raise ValueError(f"w.layout={w.layout!r} must be 'words' or 'nibbles'")
+  if words:
+    C.check_array(w.codes, "w.codes", (k // 8, n), (jnp.uint32,))
+    if bs % 8:
+      raise ValueError(f"layout='words' needs block_size={bs} to be a multiple of 8")
+  else:
+    C.check_array(w.codes, "w.codes", (k, n // 2), (jnp.uint8,))
   C.check_array(w.scales, "w.scales", (k // bs, n), (jnp.uint8,))
   C.check_array(w.tensor_scale, "w.tensor_scale", (1, 1), (jnp.float32,))
-  blocks = C.resolve_blocks(config, backend, x.shape[0], k, n, group=bs)
+  config, blocks = C.resolve_plane_blocks(config, backend, x.shape[0], k, n, group=bs,
+                                         per=8 if words else 1)
   C.check_group_blocks(bs, blocks.bk, "block_size")
-  if blocks.bn % 2:
+  if not words and blocks.bn % 2:
     raise ValueError(f"block_n={blocks.bn} must be even for nibble-packed codes")
+  if words and blocks.bk % 8:
+    raise ValueError(f"block_k={blocks.bk} must be a multiple of the 8 codes per word")
+  if words and backend == "gpu" and not blocks.gemv and blocks.bk < 128 and not interpret:
+    raise ValueError(f"layout='words' on GPU with M > 1 multiplies each word plane with tl.dot, "
+                     f"which needs block_k ≥ 128; got block_k={blocks.bk}")
   out_dtype = jnp.dtype(x.dtype if out_dtype is None else out_dtype)
   return _fp4(x, w, blocks=blocks, backend=backend, config=config, interpret=interpret,
               out_dtype=out_dtype)

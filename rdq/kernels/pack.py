@@ -11,6 +11,13 @@ read W as ``(K, N)`` (rows = input features), so ``pack_*`` transposes, and pack
   shifts and an interleave along the minor axis (``jnp.stack(..., -1)`` + reshape, which
   Triton lowers to ``tl.join``). INT4 nibbles are two's complement (signed) or plain
   unsigned (with zero points); E2M1 nibbles are the OCP bit pattern ``s ee m``.
+* **words** (INT4/INT8, pre-permuted, the default for 4-bit codes): ``uint32 (K/P, N)``
+  with ``P = 32/b`` codes per word along **K**: bits ``b·j … b·j+b−1`` of word ``[i, n]``
+  hold the code of input feature ``P·i + j``, output feature ``n``, in offset binary
+  (``q + 2^(b−1)`` for signed codes, ``q`` for unsigned ones). A thread that loads a word
+  holds ``P`` consecutive input features of one output feature, so unpacking needs no
+  cross-lane shuffle or interleave, the partial dot over those ``P`` features is formed in
+  registers and the group scale is applied once per word (``words_to_planes``).
 * **int4** (TPU variant): ``jnp.int4 (K, N)``, which XLA:TPU stores packed two per byte.
 * **scales**: ``(K/g, N)``; INT scales in their float storage dtype (``e8m0`` widened to
   fp32), FP4 scales as raw ``uint8`` bytes of their e8m0 / e4m3 encoding, decoded in the
@@ -35,6 +42,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, Integer, UInt8
 
+from rdq.checks import require
 from rdq.quantizers.fp import FPCode, FPQuantizer
 from rdq.quantizers.integer import IntCode, IntQuantizer
 
@@ -55,10 +63,14 @@ __all__ = [
     "int8_to_float",
     "nibbles_to_float",
     "pack_nibbles",
+    "pack_words",
     "unpack_nibbles",
+    "unpack_words",
+    "word_constants",
+    "words_to_planes",
 ]
 
-_INT_LAYOUTS = ("int8", "nibbles", "int4")
+_INT_LAYOUTS = ("int8", "nibbles", "int4", "words")
 
 
 # ----------------------------------------------------------------------------- containers
@@ -70,12 +82,13 @@ class PackedInt:
   """INT weight in kernel layout (see module docstring).
 
   Attributes:
-    codes: ``int8 (K, N)``, ``uint8 (K, N/2)`` nibbles, or ``int4 (K, N)``.
+    codes: ``int8 (K, N)``, ``uint8 (K, N/2)`` nibbles, ``int4 (K, N)`` or ``uint32 (K/P, N)``
+      words (``P = 32 / bits``).
     scales: ``(K/g, N)`` float (fp32/bf16/fp16).
     zeros: ``int8 (K/g, N)`` zero points (dequantized ``(q - z)·s``) or ``None``.
     bits: bits per code (4 or 8).
     group_size: input features per scale (``K`` for per-output-feature scales).
-    layout: ``"int8"``, ``"nibbles"`` or ``"int4"``.
+    layout: ``"int8"``, ``"nibbles"``, ``"int4"`` or ``"words"``.
     signed: codes are two's complement (symmetric) rather than unsigned.
   """
 
@@ -91,6 +104,8 @@ class PackedInt:
   def shape(self) -> tuple[int, int]:
     """``(K, N)`` of the dequantized weight."""
     rows, cols = self.codes.shape
+    if self.layout == "words":
+      return (rows * (32 // self.bits), cols)
     return (rows, cols * 2) if self.layout == "nibbles" else (rows, cols)
 
 
@@ -100,21 +115,26 @@ class PackedFP4:
   """E2M1 weight with block scales in kernel layout.
 
   Attributes:
-    codes: ``uint8 (K, N/2)`` E2M1 nibbles.
+    codes: ``uint8 (K, N/2)`` E2M1 nibbles (``layout="nibbles"``), or ``uint32 (K/8, N)``
+      words of 8 E2M1 nibbles along K (``layout="words"``, see the module docstring).
     scales: ``uint8 (K/block, N)`` raw e8m0 (MXFP4) or e4m3 (NVFP4) bytes.
     tensor_scale: ``float32 (1, 1)`` (NVFP4's second-level scale; 1 for MXFP4).
     block_size: input features per block scale (32 for MX, 16 for NV).
     scale_format: ``"e8m0"`` or ``"e4m3"``.
+    layout: ``"nibbles"`` or ``"words"``.
   """
 
-  codes: UInt8[Array, "k n2"]
+  codes: Array
   scales: UInt8[Array, "kb n"]
   tensor_scale: Float[Array, "1 1"]
   block_size: int = dataclasses.field(metadata=dict(static=True))
   scale_format: str = dataclasses.field(metadata=dict(static=True))
+  layout: str = dataclasses.field(metadata=dict(static=True), default="nibbles")
 
   @property
   def shape(self) -> tuple[int, int]:
+    if self.layout == "words":
+      return (self.codes.shape[0] * 8, self.codes.shape[1])
     return (self.codes.shape[0], self.codes.shape[1] * 2)
 
 
@@ -215,6 +235,73 @@ def int8_to_float(codes: Array) -> Array:
   return _magic_to_float(u, 128)
 
 
+def pack_words(values: Integer[Array, "k n"], *, bits: int, signed: bool) -> Array:
+  """Pack ``b``-bit codes (``b`` ∈ {4, 8}) ``P = 32/b`` per ``uint32`` word along K (rows).
+
+  ``out[i, n] = Σ_j u[P·i + j, n] << (b·j)`` with ``u = q + 2^(b−1)`` (signed) or ``q``.
+  """
+  if bits not in (4, 8):
+    raise ValueError(f"bits={bits!r} must be 4 or 8 for the words layout")
+  per = 32 // bits
+  if values.ndim != 2 or values.shape[0] % per:
+    raise ValueError(f"layout='words' packs {per} input features per word; K={values.shape[0]} "
+                     f"must be a multiple of {per}")
+  k, n = values.shape
+  u = (values.astype(jnp.int32) + (2 ** (bits - 1) if signed else 0)).astype(jnp.uint32)
+  u = (u & jnp.uint32(2**bits - 1)).reshape(k // per, per, n)
+  out = jnp.zeros((k // per, n), jnp.uint32)
+  for j in range(per):
+    out = out | jnp.left_shift(u[:, j, :], jnp.uint32(bits * j))
+  return out
+
+
+def unpack_words(words: Array, *, bits: int, signed: bool) -> Integer[Array, "k n"]:
+  """Inverse of ``pack_words`` as int32 ``(K, N)``."""
+  per = 32 // bits
+  w = words.astype(jnp.uint32)
+  planes = [(jnp.right_shift(w, jnp.uint32(bits * j)) & jnp.uint32(2**bits - 1)).astype(jnp.int32)
+            for j in range(per)]
+  v = jnp.stack(planes, axis=1).reshape(w.shape[0] * per, w.shape[1])
+  return v - (2 ** (bits - 1) if signed else 0)
+
+
+def word_constants(bits: int) -> Array:
+  """``int32 (2, P/2)``: the masks and exponent patterns of ``words_to_planes`` (row 0, row 1)."""
+  half = 16 // bits
+  return jnp.asarray([[(2**bits - 1) << (bits * j) for j in range(half)],
+                      [(150 - bits * j) << 23 for j in range(half)]], jnp.int32)
+
+
+def words_to_planes(words: Array, *, bits: int, signed: bool, consts=None) -> list[Array]:
+  """The ``P`` code planes of a word tile as exact float32: plane ``j`` is rows ``P·i + j``.
+
+  One logic op and one float add per code, no shift for the low half-word and no
+  conversion instruction: the code at bits ``s … s+b−1`` (``s = b·j ≤ 16 − b``) is placed
+  in the mantissa of a float whose exponent makes that bit field's unit 1:
+  ``bitcast(((150 − s) << 23) | (w & mask)) = 2^(23−s) + u`` exactly, and
+  ``q = that − (2^(23−s) + offset)``. The high half-word is shifted down once per word.
+
+  ``consts``: optionally ``word_constants(bits)`` as a ref read in the kernel: the masks and
+  exponent patterns then live in registers (loaded once), so the logic op takes them as
+  register operands instead of rematerialising one immediate per use.
+  """
+  per = 32 // bits
+  w = jax.lax.bitcast_convert_type(words, jnp.int32) if words.dtype == jnp.uint32 else words
+  halves = (w, jax.lax.shift_right_logical(w, jnp.int32(16)))
+  off = 2 ** (bits - 1) if signed else 0
+  planes = []
+  for j in range(per):
+    s = bits * (j % (per // 2))
+    h = halves[j // (per // 2)]
+    if consts is None:
+      mask, magic = (2**bits - 1) << s, (150 - s) << 23
+    else:
+      mask, magic = consts[0, j % (per // 2)], consts[1, j % (per // 2)]
+    f = jax.lax.bitcast_convert_type(magic | (h & mask), jnp.float32)
+    planes.append(f - jnp.float32(float(2 ** (23 - s) + off)))
+  return planes
+
+
 # ----------------------------------------------------------------------------- float decoders
 
 
@@ -270,29 +357,20 @@ def decode_e4m3(byte: Integer[Array, "*s"]) -> Float[Array, "*s"]:
 
 
 def _check_range(a, name: str, lo: int, hi: int, expected: str) -> None:
-  """Raise ``ValueError`` naming ``name`` unless every entry of ``a`` lies in ``[lo, hi]``.
+  """Require every entry of ``a`` to lie in ``[lo, hi]`` (``rdq.checks.require``).
 
-  Concrete arrays are checked eagerly. Under ``jit`` (traced ``a``) the same check runs on
-  the device through ``jax.debug.callback``: the call then fails when its result is
-  computed, with the same message (as a runtime error wrapping this ``ValueError``).
+  Eagerly a violation raises ``ValueError`` naming ``name``, the offending value and the
+  range; under ``checked(jax.jit(...))`` the same message is raised by checkify.
   """
   a = jnp.asarray(a)
   if a.size == 0:
     return
-
-  def fail(amin, amax):
-    amin, amax = int(amin), int(amax)
-    if amin < lo or amax > hi:
-      bad = amin if amin < lo else amax
-      raise ValueError(f"{name} holds {bad} (values span [{amin}, {amax}]); expected {expected} in [{lo}, {hi}]")
-
-  amin, amax = jnp.min(a.astype(jnp.int32)), jnp.max(a.astype(jnp.int32))
-  try:
-    concrete = (int(amin), int(amax))
-  except jax.errors.ConcretizationTypeError:  # traced under jit: check on the device
-    jax.debug.callback(fail, amin, amax)
-    return
-  fail(*concrete)
+  ai = a.astype(jnp.int32)
+  amin, amax = jnp.min(ai), jnp.max(ai)
+  bad = jnp.where(amin < lo, amin, amax)
+  require((amin >= lo) & (amax <= hi),
+          f"{name} holds {{}} (values span [{{}}, {{}}]); expected {expected} in [{lo}, {hi}]",
+          bad, amin, amax)
 
 
 def _check_2d_code(codes, what: str):
@@ -312,8 +390,9 @@ def pack_int(
     code: ``IntCode`` from ``IntQuantizer.encode`` of ``Wᵀ`` ``(N, K)``.
     quantizer: the quantizer that produced it (bits ∈ {4, 8} after widening: 2–4-bit
       codes use the 4-bit layouts, 5–8-bit codes int8).
-    layout: ``"int8"``, ``"nibbles"`` (uint8, portable), ``"int4"`` (``jnp.int4``, TPU), or
-      ``"auto"``: int8 for > 4 bits, else nibbles.
+    layout: ``"int8"``, ``"nibbles"`` (uint8, portable), ``"int4"`` (``jnp.int4``, TPU),
+      ``"words"`` (uint32, pre-permuted along K; 4- or 8-bit), or ``"auto"``: int8 for > 4
+      bits, else words (nibbles if K is not a multiple of 8).
 
   Returns:
     ``PackedInt`` with codes ``(K, N)`` (or ``(K, N/2)`` nibbles) and scales ``(K/g, N)``.
@@ -324,11 +403,13 @@ def pack_int(
   n, k = code.codes.shape
   bits = 4 if quantizer.bits <= 4 else 8
   if layout == "auto":
-    layout = "nibbles" if bits == 4 else "int8"
+    layout = ("words" if k % 8 == 0 else "nibbles") if bits == 4 else "int8"
   if layout not in _INT_LAYOUTS:
     raise ValueError(f"layout={layout!r} must be one of {_INT_LAYOUTS} or 'auto'")
-  if bits == 8 and layout != "int8":
-    raise ValueError(f"{quantizer.bits}-bit codes need layout='int8', got {layout!r}")
+  if bits == 8 and layout not in ("int8", "words"):
+    raise ValueError(f"{quantizer.bits}-bit codes need layout='int8' or 'words', got {layout!r}")
+  if layout == "words" and k % (32 // bits):
+    raise ValueError(f"layout='words' packs {32 // bits} input features per word; K={k} must be a multiple of {32 // bits}")
   if layout == "nibbles" and n % 2:
     raise ValueError(f"layout='nibbles' packs output features in pairs; N={n} must be even")
   qmax = 2 ** (quantizer.bits - 1)
@@ -354,6 +435,8 @@ def pack_int(
   wq = code.codes.T.astype(jnp.int32)
   if layout == "nibbles":
     codes = pack_nibbles(wq)
+  elif layout == "words":
+    codes = pack_words(wq, bits=bits, signed=True)
   elif layout == "int4":
     codes = wq.astype(jnp.int4)
   else:
@@ -382,7 +465,8 @@ def pack_int_zero_point(
     zeros: ``(N, K/g)`` integer zero points in ``[0, 2^b)``.
     bits: 4 or 8.
     group_size: ``g``, input features per (scale, zero) pair.
-    layout: ``"nibbles"``/``"int8"`` or ``"auto"``.
+    layout: ``"nibbles"``/``"int8"``, ``"words"`` (uint32 along K, unsigned codes) or
+      ``"auto"`` (nibbles for 4 bits, int8 for 8).
   """
   if bits not in (4, 8):
     raise ValueError(f"bits={bits!r} must be 4 or 8")
@@ -398,10 +482,17 @@ def pack_int_zero_point(
     raise TypeError(f"codes and zeros must be integer arrays; got {codes.dtype} and {zeros.dtype}")
   if layout == "auto":
     layout = "nibbles" if bits == 4 else "int8"
-  if layout not in ("nibbles", "int8") or (bits == 8 and layout != "int8"):
+  if layout not in ("nibbles", "int8", "words") or (bits == 8 and layout == "nibbles"):
     raise ValueError(f"layout={layout!r} is not available for unsigned {bits}-bit codes")
+  if layout == "words" and k % (32 // bits):
+    raise ValueError(f"layout='words' packs {32 // bits} input features per word; K={k} must be a multiple of {32 // bits}")
   _check_range(codes, "codes", 0, 2**bits - 1, f"unsigned {bits}-bit codes")
   _check_range(zeros, "zeros", 0, 2**bits - 1, f"{bits}-bit zero points")
+  if layout == "words":  # 8-bit: decoded as q − 128 with z − 128 stored, as for int8
+    off = 128 if bits == 8 else 0
+    return PackedInt(codes=pack_words(codes.T.astype(jnp.int32) - off, bits=bits, signed=bits == 8),
+                     scales=scales.T, zeros=(zeros.T.astype(jnp.int32) - off).astype(jnp.int8),
+                     bits=bits, group_size=group_size, layout="words", signed=bits == 8)
   if bits == 8:
     # uint8 codes and zero points: store q - 128 and z - 128 in int8 ((q-z) unchanged).
     q = (codes.T.astype(jnp.int32) - 128).astype(jnp.int8)
@@ -414,17 +505,23 @@ def pack_int_zero_point(
                    group_size=group_size, layout=layout, signed=layout == "int8")
 
 
-def pack_fp4(code: FPCode, quantizer: FPQuantizer) -> PackedFP4:
+def pack_fp4(code: FPCode, quantizer: FPQuantizer, *, layout: str = "auto") -> PackedFP4:
   """Kernel layout of an MXFP4 / NVFP4 ``encode(w.T)`` (E2M1 elements, block scales).
 
   Args:
     code: ``FPCode`` of ``Wᵀ`` ``(N, K)`` from ``FPQuantizer("e2m1", block, "e8m0"|"e4m3")``.
     quantizer: that quantizer.
+    layout: ``"words"`` (``uint32 (K/8, N)``, 8 E2M1 nibbles along K per word, raw
+      ``s ee m`` patterns), ``"nibbles"`` (``uint8 (K, N/2)``), or ``"auto"`` (words).
 
   Returns:
-    ``PackedFP4`` with nibbles ``uint8 (K, N/2)``, raw scale bytes ``(K/block, N)`` and
-    the tensor scale ``(1, 1)`` (1.0 when the quantizer has none).
+    ``PackedFP4`` with the codes, raw scale bytes ``(K/block, N)`` and the tensor scale
+    ``(1, 1)`` (1.0 when the quantizer has none).
   """
+  if layout == "auto":
+    layout = "words"
+  if layout not in ("words", "nibbles"):
+    raise ValueError(f"layout={layout!r} must be 'words', 'nibbles' or 'auto'")
   if not isinstance(quantizer, FPQuantizer):
     raise TypeError(f"quantizer must be an FPQuantizer, got {type(quantizer).__name__}")
   if quantizer.element != "e2m1" or quantizer.scale_format not in ("e8m0", "e4m3"):
@@ -433,18 +530,21 @@ def pack_fp4(code: FPCode, quantizer: FPQuantizer) -> PackedFP4:
         f"element={quantizer.element!r}, scale_format={quantizer.scale_format!r}"
     )
   _check_2d_code(code.codes, "code")
-  n, _ = code.codes.shape
-  if n % 2:
+  n, k = code.codes.shape
+  if layout == "nibbles" and n % 2:
     raise ValueError(f"E2M1 nibbles pack output features in pairs; N={n} must be even")
+  if layout == "words" and k % 8:
+    raise ValueError(f"layout='words' packs 8 input features per word; K={k} must be a multiple of 8")
   nib = jax.lax.bitcast_convert_type(code.codes, jnp.uint4).astype(jnp.int32).T
   scales = jax.lax.bitcast_convert_type(code.scales, jnp.uint8).T
   t = jnp.float32(1.0) if code.tensor_scale is None else code.tensor_scale
   return PackedFP4(
-      codes=pack_nibbles(nib),
+      codes=pack_words(nib, bits=4, signed=False) if layout == "words" else pack_nibbles(nib),
       scales=scales,
       tensor_scale=jnp.asarray(t, jnp.float32).reshape(1, 1),
       block_size=quantizer.block_size,
       scale_format=quantizer.scale_format,
+      layout=layout,
   )
 
 

@@ -32,18 +32,34 @@ def mode(backend: str) -> dict:
   return dict(backend=backend, interpret=False)
 
 
-def tolerance(out_dtype, k: int, x, w_hat_kn) -> np.ndarray:
+def tolerance(out_dtype, k: int, x, w_hat_kn, *, scale_after: bool = False) -> np.ndarray:
   """Elementwise bound on |kernel − reference| when both use the same dequantized Ŵ.
 
   They differ only by fp32 summation order: ≤ c·eps32·√K·(|x|·|Ŵ|) (a random-walk bound
   with margin c = 8), plus one rounding of the output when it is stored below fp32
   (bf16: eps_bf16 · |y|).
+
+  ``scale_after``: the kernel applies the group scale after the partial dot,
+  ``y = Σ_g s_g · fl(Σ_{k∈g} x_k q_k)``, from the exact integer/E2M1 codes, while the
+  reference multiplies by ``ŵ_k = rd_x(fl32(q_k s_k))`` (decoded in fp32, then rounded to
+  ``x.dtype``). Per term ``|ŵ_k − q_k s_k| ≤ (u_x + u32 + u_x u32)|q_k s_k|`` (unit
+  roundoffs u = eps/2 of ``x.dtype`` and fp32; with two scales, e.g. NVFP4's block and
+  tensor scale or E8's β and RMS scale, the decode rounds twice: ``u_x + 2·u32 + …``), and
+  the kernel's ≤ 2 scale multiplications add ≤ 2·u32·Σ|x||q s|; so the bound gains
+  ``(u_x + 4·u32)(1 + u_x)·(|x|·|Ŵ|)`` (first order; |Ŵ| before the cast), on top of each
+  side's own fp32 summation error and output rounding above. Derived, not fitted: no
+  margin is added to this term.
   """
   xa = np.abs(np.asarray(x, np.float64))
   wa = np.abs(np.asarray(jnp.asarray(w_hat_kn, jnp.float32).astype(x.dtype), np.float64))
   acc = 8.0 * float(jnp.finfo(jnp.float32).eps) * np.sqrt(k) * (xa @ wa)
   if jnp.dtype(out_dtype) != jnp.dtype(jnp.float32):
     acc = acc + float(jnp.finfo(out_dtype).eps) * (xa @ wa)
+  if scale_after:
+    u_x = float(jnp.finfo(x.dtype).eps) / 2
+    u32 = float(jnp.finfo(jnp.float32).eps) / 2
+    w32 = np.abs(np.asarray(w_hat_kn, np.float64))
+    acc = acc + (u_x + 4 * u32) * (1 + u_x) * (xa @ w32)
   return acc + 1e-30
 
 

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rdq.checks import checked
 from rdq.kernels import Config, codebook_matmul, pack_codebook
 from rdq.matmul_mc import MatmulSetup, matmul_distortion
 from rdq.quantized_matmul import codebook_decode
@@ -38,6 +39,8 @@ def _codes(key, k, n, d, c, groups):
     ("gpu", "gather", "strided", 8, 384, 128, 2, 64, 3, jnp.bfloat16),  # 3 codebooks (odd)
     ("gpu", "index", "strided", 3, 256, 128, 2, 256, 2, jnp.float32),   # direct indexing
     ("gpu", "index", "strided", 1, 384, 128, 4, 16, 3, jnp.bfloat16),   # GEMV form, M = 1
+    ("tpu", "lane", "stack", 3, 256, 256, 2, 256, 2, jnp.float32),      # lane gather, 2 chunks
+    ("tpu", "lane", "stack", 1, 256, 128, 1, 200, 1, jnp.bfloat16),     # C padded to 256 lanes
 ])
 def test_matches_reference(backend, lookup, interleave, m, k, n, d, c, groups, dtype, key):
   if lookup == "gather" and COMPILED:
@@ -51,14 +54,17 @@ def test_matches_reference(backend, lookup, interleave, m, k, n, d, c, groups, d
   assert_close(y, reference(x, idx, cb, gs), tolerance(dtype, k, x, codebook_decode(idx, cb, gs).T))
 
 
-# The lowerable lookups: select on both backends (stack on TPU, strided on GPU), index on GPU.
-@pytest.mark.parametrize("backend,lookup", [("tpu", "select"), ("gpu", "select"), ("gpu", "index")])
+# The lowerable lookups: select on both backends (stack on TPU, strided on GPU), index on GPU,
+# the lane gather on TPU (C = 16 and C = 256: one and two 128-lane chunks).
+@pytest.mark.parametrize("backend,lookup,c", [("tpu", "select", 16), ("gpu", "select", 16),
+                                              ("gpu", "index", 16), ("tpu", "lane", 16),
+                                              ("tpu", "lane", 256)])
 @pytest.mark.parametrize("d", [2, 4])
-def test_lowers(backend, lookup, d):
+def test_lowers(backend, lookup, c, d):
   k, n = 1024, 512
-  packed = jax.eval_shape(lambda i, c: pack_codebook(i, c, group_size=512),
+  packed = jax.eval_shape(lambda i, cb: pack_codebook(i, cb, group_size=512),
                           jax.ShapeDtypeStruct((n, k // d), jnp.int32),
-                          jax.ShapeDtypeStruct((2, 16, d), jnp.float32))
+                          jax.ShapeDtypeStruct((2, c, d), jnp.float32))
   fn = functools.partial(codebook_matmul, backend=backend, lookup=lookup)
   lowered = lower(fn, (jax.ShapeDtypeStruct((16, k), jnp.bfloat16), packed), backend)
   assert_lowered(lowered, backend)
@@ -115,6 +121,8 @@ def test_bad_input(key):
     codebook_matmul(jnp.zeros((2, 256)), w, backend="tpu", lookup="index")
   with pytest.raises(ValueError, match="interleave='stack' does not lower for Triton"):
     codebook_matmul(jnp.zeros((2, 256)), w, backend="gpu", lookup="select", interleave="stack")
+  with pytest.raises(ValueError, match="lookup='lane' .* does not lower for Triton"):
+    codebook_matmul(jnp.zeros((2, 256)), w, backend="gpu", lookup="lane")
   with pytest.raises(ValueError, match="lookup='onehot'"):
     codebook_matmul(jnp.zeros((2, 256)), w, interpret=True, lookup="onehot")
   with pytest.raises(ValueError, match="C=300"):
@@ -128,7 +136,9 @@ def test_bad_input(key):
     pack_codebook(idx.at[0, 0].set(16), cb, group_size=128)
   with pytest.raises(ValueError, match=r"indices holds -1 "):
     pack_codebook(idx.at[3, 1].set(-1), cb, group_size=128)
-  with pytest.raises(Exception, match=r"indices holds 16 "):  # the same check under jit
-    jax.block_until_ready(jax.jit(lambda i: pack_codebook(i, cb, group_size=128).indices)(idx.at[0, 0].set(16)))
+  # the same check under jit, through rdq's one mechanism: checked(jax.jit(...)) (checkify)
+  with pytest.raises(ValueError, match=r"indices holds 16 "):
+    jax.block_until_ready(checked(jax.jit(lambda i: pack_codebook(i, cb, group_size=128).indices))(
+        idx.at[0, 0].set(16)))
   with pytest.raises(ValueError, match="block_k=96 must divide"):
     codebook_matmul(jnp.zeros((2, 256)), w, config=Config(block_k=96), interpret=True)
