@@ -25,7 +25,7 @@ O(1/m)), as in the theorem; the label says so.
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import logging
 from pathlib import Path
 from typing import Any, Mapping
@@ -41,7 +41,6 @@ from rdq import covariance as cov
 from rdq.experiments._sweep import Sweep, pool_seeds
 from rdq.layer import damp_hessian, inverse_cholesky_upper
 from rdq.limits import ECSQ_GAP_BITS, waterfill, waterfill_gap_bits
-from rdq.montecarlo import estimate
 from rdq.rate import GAUSSIAN_MODEL_BITS
 
 log = logging.getLogger(__name__)
@@ -75,52 +74,71 @@ def _stats(algorithm: str, w, h, rate, percdamp: float):
   return jnp.stack([d, rep.rate_coded_bits, code_rate, gap, gap - (rep.rate_coded_bits - code_rate), amgm, limit_d])
 
 
-@dataclasses.dataclass(frozen=True)
-class SweepSample:
-  """Hashable MC sample: one draw of (W, Σ) → STATS for every (family param, rate).
+@functools.lru_cache(maxsize=None)
+def _stats_fn(algorithm: str, percdamp: float):
+  """``_stats`` jitted and vmapped over a batch of (W, Σ, rate) items.
 
-  The same Σ key is used for every parameter (common random numbers across the sweep).
-  Returns an array ``(len(params), len(rates), len(STATS))``.
+  One compiled program per (algorithm, percdamp, batch shape), shared by every point of the
+  sweep: the family, its parameters and the rate are data, not part of the program. (Before,
+  each point traced its own sampler with the family and the parameter grid baked in, and
+  compilation was ~80 % of the app's time.)
   """
-
-  family: Any
-  params: tuple[float, ...]
-  rates: tuple[float, ...]
-  algorithm: str
-  m: int
-  percdamp: float
-
-  def __call__(self, key):
-    k_s, k_w = jax.random.split(key)
-    w = jax.random.normal(k_w, (self.family.n, self.m), jnp.float32)
-
-    def one(param, rate):
-      return _stats(self.algorithm, w, self.family(k_s, param), rate, self.percdamp)
-
-    p = jnp.asarray(self.params, jnp.float32)
-    r = jnp.asarray(self.rates, jnp.float32)
-    return jax.vmap(lambda pp: jax.vmap(lambda rr: one(pp, rr))(r))(p)
+  return jax.jit(jax.vmap(lambda w, h, rate: _stats(algorithm, w, h, rate, percdamp)))
 
 
-@dataclasses.dataclass(frozen=True)
-class RandomSigmaSample:
-  """One random Σ from ``family`` with its parameter uniform on [lo, hi] (log-uniform if
-  ``log``), one W; WaterSIC at ``rate`` → STATS."""
+def _chunked(fn, batch: int, *items) -> list[np.ndarray]:
+  """``fn`` over the leading axis of ``items`` in calls of exactly ``batch`` items (the last
+  padded with item 0, its results dropped): one compiled program whatever the item count."""
+  num = len(items[0])
+  order = np.concatenate([np.arange(num), np.zeros((-num) % batch, np.int64)])
+  outs = [fn(*(x[order[lo:lo + batch]] for x in items)) for lo in range(0, len(order), batch)]
+  outs = [o if isinstance(o, tuple) else (o,) for o in outs]
+  return [np.concatenate([np.asarray(o[i]) for o in outs])[:num] for i in range(len(outs[0]))]
 
-  family: Any
-  lo: float
-  hi: float
-  log: bool
-  rate: float
-  m: int
-  percdamp: float
 
-  def __call__(self, key):
-    k_p, k_s, k_w = jax.random.split(key, 3)
-    u = jax.random.uniform(k_p)
-    param = jnp.exp(jnp.log(self.lo) + u * (jnp.log(self.hi) - jnp.log(self.lo))) if self.log else self.lo + u * (self.hi - self.lo)
-    w = jax.random.normal(k_w, (self.family.n, self.m), jnp.float32)
-    return _stats("watersic", w, self.family(k_s, param), jnp.float32(self.rate), self.percdamp)
+# Draws are generated DRAW_BATCH at a time, so every point of a family shares one program.
+DRAW_BATCH = 16
+
+
+@functools.partial(jax.jit, static_argnames=("family",))
+def _sigmas(family, keys, params):
+  """``Σ_i = family(keys[i], params[i])`` (one program per family, shared by the parts)."""
+  return jax.vmap(family)(keys, params)
+
+
+@functools.partial(jax.jit, static_argnames=("shape",))
+def _normals(keys, shape: tuple[int, ...]):
+  """``W_i ~ N(0, 1)`` of ``shape`` from ``keys[i]``."""
+  return jax.vmap(lambda k: jax.random.normal(k, shape, jnp.float32))(keys)
+
+
+def _draw_keys(seed: int, draws: int, num: int) -> np.ndarray:
+  """Draw i's key ``fold_in(key(seed), i)`` (``rdq.montecarlo.estimate``'s keys) split in
+  ``num``: ``(draws, num)`` keys."""
+  keys = jax.vmap(lambda i: jax.random.split(jax.random.fold_in(jax.random.key(seed), i), num))(jnp.arange(draws))
+  return np.asarray(jax.random.key_data(keys))
+
+
+def _key_rows(data: np.ndarray):
+  return jax.random.wrap_key_data(jnp.asarray(data))
+
+
+def _draw_w(key_data: np.ndarray, n: int, m: int) -> np.ndarray:
+  return _chunked(lambda k: _normals(_key_rows(k), (n, m)), DRAW_BATCH, key_data)[0]
+
+
+def _draw_sigma(family, key_data: np.ndarray, params: np.ndarray) -> np.ndarray:
+  return _chunked(lambda k, p: _sigmas(family, _key_rows(k), jnp.asarray(p, jnp.float32)), DRAW_BATCH, key_data,
+                  np.asarray(params, np.float32))[0]
+
+
+def _stats_items(algorithm: str, percdamp: float, w, h, rate, w_idx, h_idx, batch: int) -> np.ndarray:
+  """STATS of items ``i``: ``(W[w_idx[i]], Σ[h_idx[i]], rate[i])``, ``batch`` items per call
+  (gathered per call: a (draw, param, rate) grid never materializes its repeated W).
+  Returns ``(items, len(STATS))``."""
+  fn = _stats_fn(algorithm, float(percdamp))
+  return _chunked(lambda wi, hi, r: fn(w[wi], h[hi], jnp.asarray(r, jnp.float32)), batch,
+                  np.asarray(w_idx), np.asarray(h_idx), np.asarray(rate, np.float32))[0]
 
 
 def _family(spec: Mapping[str, Any], n: int):
@@ -131,30 +149,49 @@ def _plain(x):
   return OmegaConf.to_container(x, resolve=True) if isinstance(x, DictConfig) else x
 
 
-def _estimate_point(sample, seed: int, draws: int, batch: int) -> dict:
-  est = estimate(sample, jax.random.key(seed), n=draws, batch=min(batch, draws))
-  return {"mean": np.asarray(est.mean).tolist(), "stderr": np.asarray(est.stderr).tolist(), "n": est.n}
+def _mean_stderr(vals: np.ndarray) -> dict:
+  """Mean over draws (axis 0) and its standard error ``s/√n`` (unbiased ``s²``)."""
+  vals = np.asarray(vals, np.float64)
+  return {"mean": vals.mean(0).tolist(), "stderr": (vals.std(0, ddof=1) / np.sqrt(len(vals))).tolist(),
+          "n": int(len(vals))}
 
 
 def _compute(point: Mapping[str, Any]) -> dict:
+  """One point. Draw i has the key ``fold_in(key(seed), i)``.
+
+  Gap/spread: ``k_Σ, k_W = split(key)``; one W per draw and one Σ per family parameter, all
+  from the same ``k_Σ`` (common random numbers across the sweep); STATS on the (draw, param,
+  rate) grid, ``mean[param][rate][stat]`` over draws. Uniformity: ``k_p, k_Σ, k_W = split(key,
+  3)``; one Σ per draw with its parameter uniform on [lo, hi] (log-uniform if ``log``) from
+  ``k_p``; WaterSIC at ``rate``, ``samples[draw][stat]``.
+  """
   part = point["part"]
   fam = _family(point["family"], point["n"])
+  draws, n, m = int(point["draws"]), int(point["n"]), int(point["m"])
   if part in ("gap", "spread"):
-    sample = SweepSample(fam, tuple(point["params"]), tuple(point["rates"]), point["algorithm"], point["m"], point["percdamp"])
-    return {"stats": list(STATS), **_estimate_point(sample, point["seed"], point["draws"], point["batch"])}
+    params = np.asarray(point["params"], np.float32)
+    rates = np.asarray(point["rates"], np.float32)
+    keys = _draw_keys(point["seed"], draws, 2)  # (draws, 2): k_Σ, k_W
+    w = _draw_w(keys[:, 1], n, m)
+    d, p, r = np.meshgrid(np.arange(draws), np.arange(len(params)), np.arange(len(rates)), indexing="ij")
+    h = _draw_sigma(fam, np.repeat(keys[:, 0], len(params), axis=0), np.tile(params, draws))  # (draws·P, n, n)
+    vals = _stats_items(point["algorithm"], point["percdamp"], w, h, rates[r.ravel()], d.ravel(),
+                        (d * len(params) + p).ravel(), point["batch"])
+    vals = vals.reshape(draws, len(params), len(rates), len(STATS))
+    return {"stats": list(STATS), **_mean_stderr(vals), "eigs_draw0": np.linalg.eigvalsh(
+        h[:len(params)].astype(np.float64)).clip(0).tolist()}
   if part == "uniformity":
     spec = point["family"]
-    sample = RandomSigmaSample(fam, spec["lo"], spec["hi"], bool(spec.get("log", False)), point["rate"], point["m"], point["percdamp"])
-    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.key(point["seed"]), i))(jnp.arange(point["draws"]))
-    vals = jax.lax.map(jax.jit(sample), keys, batch_size=min(point["batch"], point["draws"]))
-    vals = np.asarray(vals)
-    return {
-        "stats": list(STATS),
-        "samples": vals.tolist(),
-        "mean": vals.mean(0).tolist(),
-        "stderr": (vals.std(0, ddof=1) / np.sqrt(len(vals))).tolist(),
-        "n": int(len(vals)),
-    }
+    keys = _draw_keys(point["seed"], draws, 3)  # (draws, 3): k_p, k_Σ, k_W
+    u = np.asarray(jax.vmap(jax.random.uniform)(_key_rows(keys[:, 0])), np.float32)
+    lo, hi = np.float32(spec["lo"]), np.float32(spec["hi"])
+    param = np.exp(np.log(lo) + u * (np.log(hi) - np.log(lo))) if spec.get("log", False) else lo + u * (hi - lo)
+    w = _draw_w(keys[:, 2], n, m)
+    h = _draw_sigma(fam, keys[:, 1], param)
+    idx = np.arange(draws)
+    vals = _stats_items("watersic", point["percdamp"], w, h, np.full(draws, point["rate"], np.float32), idx, idx,
+                        point["batch"])
+    return {"stats": list(STATS), "samples": vals.tolist(), **_mean_stderr(vals)}
   raise ValueError(f"unknown part {part!r}")
 
 
@@ -235,8 +272,8 @@ def _figures(cfg: DictConfig, records: list[dict], out_dir: Path) -> None:
       ax_g.errorbar(params, mean[:, r_gap, idx["gap_bits"]], yerr=1.96 * se[:, r_gap, idx["gap_bits"]],
                     color=col, marker=mk, label=plot.label(alg))
     # limit curve: the mean of waterfill D(R) over the same Σ draws is not needed for
-    # families with a fixed spectrum; for random spectra we use one Σ of the first key.
-    lam = np.linalg.eigvalsh(np.asarray(family(jax.random.key(cfg.seed + j), params[p_show]), np.float64)).clip(0)
+    # families with a fixed spectrum; for random spectra we use the Σ of draw 0 (stored by the point).
+    lam = np.asarray(recs[0]["result"]["eigs_draw0"][p_show])  # Σ of draw 0 (the same for every algorithm)
     rr = np.linspace(0.25, max(cfg.gap.rates) + 1.0, 60)
     ax_d.plot(rr, np.asarray(waterfill(lam, rr).distortion), **plot.LIMIT_STYLE, label="waterfilling")
     ax_d.set_yscale("log")
