@@ -18,6 +18,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
+from rdq.experiments._group import grouped_compute
 from rdq.experiments._sweep import Sweep, pool_seeds
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,39 @@ def point_configs(cfg: DictConfig) -> list[dict]:
   return out
 
 
-def compute_point(config: dict, batch: int) -> dict:
-  """One sweep point: MC estimate, predictions and the gap to Γ(R)."""
+def _group_key(config: dict) -> tuple:
+  """Points equal in these share their (A, B) draws and can be estimated by one program."""
+  return tuple(config[k] for k in ("n", "a", "b", "num_samples", "seed"))
+
+
+def estimate_group(configs: list[dict], batch: int) -> list:
+  """``matmul_distortion`` of each point of ``configs`` (all with one ``_group_key``), traced
+  and compiled as ONE program (``rdq.experiments._group``): each estimate is the same
+  computation as alone (bitwise the same numbers, tested), the fixed cost of a compilation is
+  paid once per group.
+  """
+  import jax
+
+  from rdq import quantizers
+  from rdq.matmul_mc import MatmulSetup, matmul_distortion
+
+  if len({_group_key(c) for c in configs}) != 1:
+    raise ValueError(f"estimate_group needs points with one (n, a, b, num_samples, seed); got {configs}")
+  c0 = configs[0]
+  setup = MatmulSetup(c0["n"], c0["a"], c0["b"])
+  pairs = [(quantizers.get(c["quantizer_a"]), quantizers.get(c["quantizer_b"])) for c in configs]
+  for qa, qb in pairs:  # shapes checked eagerly (block sizes must divide n), before tracing
+    qa.rate((setup.a, setup.n)), qb.rate((setup.b, setup.n))
+
+  @jax.jit
+  def run(key):
+    return [matmul_distortion(qa, qb, setup, key, c0["num_samples"], batch) for qa, qb in pairs]
+
+  return run(jax.random.key(c0["seed"]))
+
+
+def compute_point(config: dict, batch: int, est=None) -> dict:
+  """One sweep point: MC estimate (``est``, or computed here), predictions and the gap to Γ(R)."""
   import jax
 
   from rdq import limits, quantizers
@@ -67,7 +99,8 @@ def compute_point(config: dict, batch: int) -> dict:
 
   qa, qb = quantizers.get(config["quantizer_a"]), quantizers.get(config["quantizer_b"])
   n, a, b = config["n"], config["a"], config["b"]
-  est = matmul_distortion(qa, qb, MatmulSetup(n, a, b), jax.random.key(config["seed"]), config["num_samples"], batch)
+  if est is None:
+    est = matmul_distortion(qa, qb, MatmulSetup(n, a, b), jax.random.key(config["seed"]), config["num_samples"], batch)
   ra, rb = qa.rate((a, n)), qb.rate((b, n))
   rate_eff = 0.5 * (ra.effective + rb.effective)
   rate_nom = 0.5 * (ra.nominal + rb.nominal)
@@ -164,7 +197,10 @@ def main(cfg: DictConfig) -> None:
 
   for c in configs:  # fail on a bad name before any work
     quantizers.get(c["quantizer_a"]), quantizers.get(c["quantizer_b"])
-  sweep.run_points(configs, lambda c: compute_point(c, int(cfg.batch)))
+  batch = int(cfg.batch)
+  sweep.run_points(configs, grouped_compute(configs, _group_key, lambda group: estimate_group(group, batch),
+                                            lambda c, est: compute_point(c, batch, est), int(cfg.group_size),
+                                            sweep.store))
   sweep.finish()
 
 

@@ -23,6 +23,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
+from rdq.experiments._group import grouped_compute
 from rdq.experiments._sweep import Sweep, pool_seeds
 
 log = logging.getLogger(__name__)
@@ -33,16 +34,47 @@ def point_configs(cfg: DictConfig) -> list[dict]:
           for name in cfg.lattices]
 
 
-def compute_point(config: dict, batch: int) -> dict:
-  """G(Λ) by Monte Carlo for one lattice, with the reference values it is compared with."""
+def _key(config: dict):
+  """The point's PRNG key: ``fold_in(key(seed), dim)``."""
   import jax
 
+  from rdq.quantizers import lattice_from_name
+
+  return jax.random.fold_in(jax.random.key(config["seed"]), lattice_from_name(config["lattice"]).dim)
+
+
+def _group_key(config: dict) -> tuple:
+  """Lattices estimated by one program (``estimate_group``) share the sample count."""
+  return (config["num_samples"],)
+
+
+def estimate_group(configs: list[dict], batch: int) -> list:
+  """``normalized_second_moment`` of each lattice of ``configs``, traced and compiled as ONE
+  program (``rdq.experiments._group``): each estimate is the same computation as alone (the
+  same numbers, tested), the fixed cost of a compilation is paid once per group."""
+  import jax
+
+  from rdq.quantizers import lattice_from_name, normalized_second_moment
+
+  lats = [lattice_from_name(c["lattice"]) for c in configs]
+  n = configs[0]["num_samples"]
+
+  @jax.jit
+  def run(keys):
+    return [normalized_second_moment(lat, k, n, batch) for lat, k in zip(lats, keys)]
+
+  return run([_key(c) for c in configs])
+
+
+def compute_point(config: dict, batch: int, est=None) -> dict:
+  """G(Λ) by Monte Carlo (``est``, or computed here) for one lattice, with the reference values
+  it is compared with."""
   from rdq import limits
   from rdq.quantizers import DnDualLattice, DnLattice, lattice_from_name, normalized_second_moment
 
   lat = lattice_from_name(config["lattice"])
-  key = jax.random.fold_in(jax.random.key(config["seed"]), lat.dim)
-  est = normalized_second_moment(lat, key, config["num_samples"], batch)
+  if est is None:
+    est = normalized_second_moment(lat, _key(config), config["num_samples"], batch)
   mean, se = float(est.mean), float(est.stderr)
   res = dict(
       dim=lat.dim, mean=mean, stderr=se, n=est.n,
@@ -142,7 +174,10 @@ def main(cfg: DictConfig) -> None:
 
   for name in cfg.lattices:  # fail on a bad name before any work
     lattice_from_name(str(name))
-  sweep.run_points(point_configs(cfg), lambda c: compute_point(c, int(cfg.batch)))
+  configs, batch = point_configs(cfg), int(cfg.batch)
+  sweep.run_points(configs, grouped_compute(configs, _group_key, lambda group: estimate_group(group, batch),
+                                            lambda c, est: compute_point(c, batch, est), int(cfg.group_size),
+                                            sweep.store))
   sweep.finish()
 
 

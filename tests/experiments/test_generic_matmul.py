@@ -113,3 +113,37 @@ def test_submitit_local_sweep(tmp_path):
   assert len(_points(tmp_path)) == 2
   assert list((tmp_path / "hydra").glob("multirun-*/.submitit"))
 
+
+
+def test_grouped_estimates_equal_separate_ones():
+  """One program for several quantizers (estimate_group, via grouped_compute) gives bitwise the
+  numbers of one matmul_distortion call per quantizer."""
+  import jax
+  import numpy as np
+
+  from rdq import quantizers
+  from rdq.experiments._group import grouped_compute
+  from rdq.experiments.generic_matmul import _group_key, compute_point, estimate_group
+  from rdq.matmul_mc import MatmulSetup, matmul_distortion
+
+  names = ["int4_block32", "e2m1", "nvfp4"]
+  configs = [dict(experiment="generic_matmul", quantizer_a=q, quantizer_b=q, n=32, a=2, b=2, num_samples=8, seed=1)
+             for q in names]
+
+  class Store:  # nothing stored yet
+    def has(self, config):
+      return False
+
+  calls = []
+
+  def group(configs):
+    calls.append([c["quantizer_a"] for c in configs])
+    return estimate_group(configs, 4)
+
+  compute = grouped_compute(configs, _group_key, group, lambda c, est: compute_point(c, 4, est), 2, Store())
+  got = [compute(c) for c in configs]
+  assert calls == [["int4_block32", "e2m1"], ["nvfp4"]]  # at most group_size points per program
+  for name, res in zip(names, got):
+    q = quantizers.get(name)
+    est = matmul_distortion(q, q, MatmulSetup(32, 2, 2), jax.random.key(1), 8, 4)
+    assert (res["mean"], res["stderr"]) == (float(np.float32(est.mean)), float(np.float32(est.stderr))), name
