@@ -70,7 +70,7 @@ from omegaconf import DictConfig, OmegaConf
 from rdq.experiments._store import write_text_atomic
 from rdq.experiments._sweep import Sweep, pool_seeds
 from rdq.experiments.real_model_algorithms import ALGORITHMS, layer_key, options_from_config, quantize_layers
-from rdq.experiments.real_model_data import Context
+from rdq.experiments.real_model_data import Context, shared_context
 from rdq.experiments.real_model_e2e import e2e_metrics, e2e_table
 from rdq.experiments.real_model_figures import figures
 from rdq.experiments.real_model_limits import layer_limits
@@ -129,16 +129,9 @@ def _compute(point: Mapping[str, Any], ctx: Context, options: dict) -> dict:
   return out
 
 
-_CONTEXTS: dict[str, Context] = {}
-
-
 def _context(cfg: DictConfig) -> Context:
   """The run's ``Context``, built once per (data, seed, blocks) in this process."""
-  key = repr((OmegaConf.to_container(cfg.data, resolve=True), int(cfg.seed), list(cfg.blocks)))
-  if key not in _CONTEXTS:
-    _CONTEXTS.clear()
-    _CONTEXTS[key] = Context(cfg)
-  return _CONTEXTS[key]
+  return shared_context(cfg)
 
 
 def outputs(cfg: DictConfig, records: list[dict], out_dir: Path) -> dict:

@@ -94,10 +94,17 @@ def algorithm(name: str, bits: int, n: int, options: Mapping[str, Mapping] | Non
 
 
 @functools.lru_cache(maxsize=None)
-def _batched(algo, budget: float):
-  """Jitted ``vmap`` over layers of one algorithm at one budget (cached: one compile per shape)."""
+def _batched(algo, budget: float | None):
+  """Jitted ``vmap`` over layers of one algorithm (cached: one compile per shape).
+
+  ``budget=None``: the budget is an argument (``algo.traced_rate``, e.g. WaterSIC), so one
+  program serves every rate; otherwise it is a constant of the program (fixed-length codes
+  whose size depends on it), one program per budget.
+  """
   import jax
 
+  if budget is None:
+    return jax.jit(jax.vmap(lambda w, h, key, rate: algo(w, h, key=key, rate_bits=rate), in_axes=(0, 0, 0, None)))
   return jax.jit(jax.vmap(lambda w, h, key: algo(w, h, key=key, rate_bits=budget)))
 
 
@@ -133,7 +140,11 @@ def quantize_layers(
   if len(keys) != ws.shape[0]:
     raise ValueError(f"need one key per layer: {len(keys)} keys for {ws.shape[0]} layers")
   algo, budget = algorithm(name, bits, ws.shape[1], options)
-  w_hat, rep = _batched(algo, budget)(ws, hs, jax.numpy.stack(list(keys)))
+  keys = jax.numpy.stack(list(keys))
+  if algo.traced_rate:
+    w_hat, rep = _batched(algo, None)(ws, hs, keys, jax.numpy.float32(budget))
+  else:
+    w_hat, rep = _batched(algo, budget)(ws, hs, keys)
   w_hat = np.asarray(w_hat)
   reps = [jax.tree.map(lambda x, i=i: np.asarray(x[i]), rep) for i in range(ws.shape[0])]
   return [(w_hat[i], float(reps[i].rate_bits), reps[i]) for i in range(ws.shape[0])]

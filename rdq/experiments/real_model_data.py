@@ -19,6 +19,25 @@ log = logging.getLogger(__name__)
 
 LAYER_TYPES = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out")
 
+_CONTEXTS: dict[str, "Context"] = {}
+
+
+def shared_context(cfg: DictConfig) -> "Context":
+  """The run's ``Context``, built once per (data, seed, blocks) in this process.
+
+  The cache lives here, not in the app module: ``python -m rdq.experiments.real_model`` runs
+  the app as ``__main__`` and the sweep's ``build`` imports ``rdq.experiments.real_model``
+  again for ``outputs``, a second module object whose own cache would be empty (the model
+  load, calibration pass and fp32 reference were computed twice).
+  """
+  from omegaconf import OmegaConf
+
+  key = repr((OmegaConf.to_container(cfg.data, resolve=True), int(cfg.seed), list(cfg.blocks)))
+  if key not in _CONTEXTS:
+    _CONTEXTS.clear()
+    _CONTEXTS[key] = Context(cfg)
+  return _CONTEXTS[key]
+
 
 class Context:
   """Model, calibration statistics and fp32 reference, built once per run."""
