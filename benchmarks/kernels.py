@@ -54,8 +54,8 @@ import jax.numpy as jnp  # noqa: E402
 
 from rdq import kernels  # noqa: E402
 from rdq.kernels import Config, resolve_blocks  # noqa: E402
-from rdq.kernels._common import resolve_plane_blocks  # noqa: E402
 from rdq.kernels.e8_matmul import e8_config  # noqa: E402
+from rdq.kernels.int_matmul import resolve_plane_blocks  # noqa: E402
 from rdq.quantized_matmul import codebook_matmul_reference, dequant_matmul, w8a8_matmul_reference  # noqa: E402
 from rdq.quantizers import IntQuantizer, get  # noqa: E402
 from rdq.quantizers.nested import NestedLatticeQuantizer  # noqa: E402

@@ -38,7 +38,7 @@ from jaxtyping import Array, Float
 from rdq.kernels import _common as C
 from rdq.kernels.pack import PackedInt, int8_to_float, nibbles_to_float, word_constants, words_to_planes
 
-__all__ = ["int_matmul", "scale_after_dot"]
+__all__ = ["int_matmul", "resolve_plane_blocks", "scale_after_dot"]
 
 _SCALE_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
 _CODE_DTYPES = {"int8": jnp.int8, "nibbles": jnp.uint8, "int4": jnp.int4, "words": jnp.uint32}
@@ -57,6 +57,10 @@ def _decode_tile(codes: Array, layout: str, signed: bool) -> Array:
   if layout == "int8":
     return int8_to_float(codes)
   return codes.astype(jnp.float32)  # jnp.int4 (TPU): Mosaic unpacks sub-byte types itself
+
+
+# The block choice of the words layouts (here and in fp4_matmul): public for the benchmark.
+resolve_plane_blocks = C.resolve_plane_blocks
 
 
 def scale_after_dot(blocks, group: int) -> bool:
