@@ -112,10 +112,13 @@ def test_w8a8_split_and_gemv_bit_exact(backend, m, cfg):
 
 def _packed(fmt, k, n):
   w = S((k, n), jnp.float32)
-  if fmt in ("int4_block32", "int8_row", "mxfp4", "nvfp4"):
+  if fmt in ("int4_block32", "int8_row", "mxfp4", "nvfp4"):  # int4 and fp4: words (default)
     q = get(fmt)
     pack = kernels.pack_fp4 if fmt.endswith("fp4") else kernels.pack_int
     return jax.eval_shape(lambda a: pack(q.encode(a.T), q), w)
+  if fmt == "int8_row_words":
+    q = get("int8_row")
+    return jax.eval_shape(lambda a: kernels.pack_int(q.encode(a.T), q, layout="words"), w)
   if fmt.startswith("w8a8"):
     q = IntQuantizer(8, "row") if fmt == "w8a8_row" else IntQuantizer(8, "block", 32)
     return jax.eval_shape(lambda a: kernels.pack_int(q.encode(a.T), q), w)
@@ -126,7 +129,8 @@ def _packed(fmt, k, n):
   return jax.eval_shape(lambda a: pack_e8(nq.encode(a.T), nq), w)
 
 
-_KERNEL = {"int4_block32": int_matmul, "int8_row": int_matmul, "mxfp4": kernels.fp4_matmul,
+_KERNEL = {"int4_block32": int_matmul, "int8_row": int_matmul, "int8_row_words": int_matmul,
+           "mxfp4": kernels.fp4_matmul,
            "nvfp4": kernels.fp4_matmul, "w8a8_row": w8a8_matmul, "w8a8_g32": w8a8_matmul,
            "vq_d2_c256": kernels.codebook_matmul, "e8": e8_matmul}
 # One M per row of each backend's table; K = 11008 (= 2^8·43, LLaMA's MLP width) and 4096.
