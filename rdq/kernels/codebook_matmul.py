@@ -9,13 +9,13 @@ for ``d``-dimensional vectors of consecutive input features (``d ∈ {1, 2, 4, 8
 to 256 centroids per codebook (uint8 indices). The codebook of the current K step stays
 resident in fast memory (VMEM/SMEM on TPU, L1/registers on GPU) for the whole program.
 
-Three lookups, same result:
+Four lookups, same result:
 
 * ``lookup="index"`` (GPU default): ``cb_ref[g, idx, t]``, a data-dependent load from the
   codebook ref — Pallas Triton lowers it to a pointer gather (``tt.load`` of a tensor of
   pointers) served from L1, one load per weight and component, pipelined with the index
   loads. Mosaic (TPU) does not lower it.
-* ``lookup="select"`` (TPU default): a loop over the ``C`` centroids with
+* ``lookup="select"``: a loop over the ``C`` centroids with
   ``where(idx == c, C[c, t], ·)`` on scalar codebook reads (SMEM) — lowers for Mosaic and
   Triton; costs ``C`` vector selects per weight, so it pays off only for small ``C``.
 * ``lookup="lane"`` (TPU default when compiled): a **lane gather** — each component
@@ -176,10 +176,10 @@ def codebook_matmul(
   if lookup == "gather" and not interpret:
     raise ValueError(
         "lookup='gather' (jnp.take) has no Triton or Mosaic lowering; use lookup='index' "
-        "(GPU) or 'select', or interpret=True"
+        "(GPU), 'lane' (TPU) or 'select', or interpret=True"
     )
   if lookup == "index" and backend == "tpu" and not interpret:
-    raise ValueError("lookup='index' (a data-dependent ref load) does not lower for Mosaic (TPU); use 'select'")
+    raise ValueError("lookup='index' (a data-dependent ref load) does not lower for Mosaic (TPU); use 'lane' or 'select'")
   if lookup == "lane" and backend == "gpu" and not interpret:
     raise ValueError("lookup='lane' (a Mosaic lane gather) does not lower for Triton; use 'index'")
   if interleave == "stack" and backend == "gpu" and not interpret:
