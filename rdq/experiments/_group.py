@@ -41,18 +41,20 @@ def grouped_compute(
   if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
     raise ValueError(f"group_size={group_size!r} must be an integer ≥ 1")
   configs = list(configs)
-  ready: dict[str, Any] = {}
+  ready: dict[str, Any] = {}  # estimated, not yet asked for
+  estimated: set[str] = set()
 
   def compute(config: Mapping[str, Any]) -> Mapping[str, Any]:
     key = config_key(config)
     if key not in ready:
-      later = [c for c in configs if group_key(c) == group_key(config) and config_key(c) not in (key, *ready)
-               and not store.has(c)]
+      later = [c for c in configs if group_key(c) == group_key(config) and config_key(c) != key
+               and config_key(c) not in estimated and not store.has(c)]
       group = [config, *later[: group_size - 1]]
       estimates = estimate_group(group)
       if len(estimates) != len(group):
         raise RuntimeError(f"estimate_group returned {len(estimates)} estimates for {len(group)} points")
       ready.update((config_key(c), e) for c, e in zip(group, estimates))
+      estimated.update(config_key(c) for c in group)
     return finish(config, ready.pop(key))
 
   return compute
