@@ -365,7 +365,11 @@ def _worst_figures(cfg: DictConfig, recs: list[dict], learn_recs: list[dict], su
     ax.set_title(f"R = {rate:.4g} bit/entry" + (" (Leech shell)" if abs(rate - LEECH_RATE) < 1e-9 else ""), fontsize=8)
     ax.set_ylim(bottom=0)
   np.atleast_1d(axes)[0].set_ylabel("worst-case rate gap over held-out Σ [bits]")
-  np.atleast_1d(axes)[0].legend(fontsize=5.5)
+  handles = {}  # one legend for every construction of every panel (the first panel may lack some)
+  for ax in np.atleast_1d(axes):
+    for h, lab in zip(*ax.get_legend_handles_labels()):
+      handles.setdefault(lab, h)
+  np.atleast_1d(axes)[0].legend(handles.values(), handles.keys(), fontsize=5.5, loc="upper left")
   ns = 1 + len(cfg.sigma_families) * cfg.worst_case.sigmas_per_family
   fig.suptitle(f"Worst case over {ns} held-out Σ (6 families + I), {cfg.worst_case.draws} draws of w each; "
                "filled: worst Σ, hollow: Σ = I (finite-n loss); 95% CI", fontsize=7)
