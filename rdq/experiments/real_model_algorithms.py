@@ -12,6 +12,11 @@ Each row of the experiment is a registry algorithm with options from its Hydra n
 * ``e8_rtn``, ``e8_ldlq``: ``lattice_sic`` with the E8 Voronoi code of ``k`` β-scales and a bf16
   RMS scale per output feature, without / with the SIC feedback, in a rotated basis: the
   largest modulus q within ``bits + 16/n`` (``rdq.layer.lattice_for_budget``).
+
+Not a row: the Leech code (``leech_nested_q<q>_k4_norm``, ``rdq.experiments.lattice_layers``),
+whose exact 8192-coset decoder makes LDLQ ~10× slower than E8 on a layer (18.7 vs 1.9 s per
+384×384 layer, same run on the loaded 2-core machine): all 36 layers would add minutes per
+rate to the quick run.
 """
 
 from __future__ import annotations
