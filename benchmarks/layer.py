@@ -2,8 +2,8 @@
 
 For each layer shape ``(n, m) = (in_features, out_features)`` and algorithm: median wall time
 of the jitted rdq function (after a warm-up call that compiles it; compile time and the
-eager argument checks of the public function — an O(n³) eigendecomposition — reported
-separately), wall time of a plain, unblocked float64 NumPy implementation of the same
+eager argument checks of the public function — an O(n³) eigendecomposition for GPTQ, O(n²)
+for WaterSIC, whose core certifies H ⪰ 0 from its own Cholesky factor — reported separately), wall time of a plain, unblocked float64 NumPy implementation of the same
 recursion (written here from the papers: GPTQ in torch layout, column by column; WaterSIC
 in the paper's ``Y = W L`` form, last input feature first), their ratio, the relative
 difference of the achieved distortions, and peak memory:
@@ -16,9 +16,14 @@ Defaults are small (runs in < 1 min on 2 CPU cores). ``--full`` runs LLM-layer s
 384×1536, 1536×384 and 4096×4096 (the NumPy baseline at 4096² takes minutes on a CPU;
 ``--numpy-max-n`` skips it above a size).
 
+``--scaling [N ...]`` instead prints the cost growth of the GPTQ, WaterSIC and GPTVQ cores vs
+``n = m`` (default 256 … 4096) with the fitted exponents (``benchmarks/scaling.py``, which also
+has the comparison of WaterSIC with the reference code's ``zsic``).
+
 Usage:
   python benchmarks/layer.py
   python benchmarks/layer.py --full
+  python benchmarks/layer.py --scaling 256 512 1024 2048
 """
 
 from __future__ import annotations
@@ -127,7 +132,19 @@ def main(argv=None) -> None:
   ap.add_argument("--iters", type=int, default=3)
   ap.add_argument("--numpy-max-n", type=int, default=4096, help="skip the NumPy baseline for n above this")
   ap.add_argument("--rate", type=float, default=4.0, help="WaterSIC rate (bits/entry)")
+  ap.add_argument("--scaling", type=int, nargs="*", default=None, metavar="N",
+                  help="cost growth of the GPTQ/WaterSIC/GPTVQ cores vs n = m (default 256 512 1024 2048 4096)")
   args = ap.parse_args(argv)
+  if args.scaling is not None:
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import scaling
+
+    print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}")
+    scaling.scaling(args.scaling or [256, 512, 1024, 2048, 4096], args.iters)
+    return
   shapes = "384x1536,1536x384,4096x4096" if args.full else args.shapes
   shapes = [tuple(int(v) for v in s.split("x")) for s in shapes.split(",")]
   print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}), jax {jax.__version__}")
@@ -157,7 +174,7 @@ def main(argv=None) -> None:
       t_rdq = _median_time(lambda: inner()[0], args.iters)  # the jitted function
       t_compile = t_first - t_rdq
       t0 = time.perf_counter()
-      algo.check(w, h, rate_bits=rate)  # eager argument checks (an O(n³) eigvalsh)
+      algo.check(w, h, rate_bits=rate)  # eager argument checks (GPTQ: an O(n³) eigvalsh)
       t_check = time.perf_counter() - t0
       w_hat, rep = run()  # the public function (cached compilation): the report
       xla_b = _xla_bytes(*xla_args)

@@ -2,7 +2,8 @@
 
 1. Reference comparison (default shapes 384×1536 and 1536×384, ``(n, m) = (in, out)``): wall
    time of the jitted WaterSIC core ``watersic_traced`` (warm; its first call, i.e. compilation,
-   reported separately), of the public ``rdq.layer.watersic`` (core + eager input checks) and
+   reported separately), of the public ``rdq.layer.watersic`` (core + the eager O(nm + n²) input
+   checks; positive semidefiniteness is certified by the core's own Cholesky factor) and
    of ``zsic_reference``, a NumPy re-implementation of the reference code's algorithm
    (egorlifar/watersic, ``compress_zsic_with_binary_search`` + ``compress_w2q``) written
    here from its description, on identical inputs and the same 4-bit target:
@@ -20,7 +21,8 @@
    * rescalers off on both sides (the reference's default runs up to 1000 alternating
      least-squares rounds: more work, so this comparison favours the reference).
 
-   The ratios are reference / rdq. The two reach different rate *measures* (the reference's
+   The ratios are reference / rdq (wall time; "CPU ratio": process CPU time, reference / core,
+   which a loaded machine distorts less). The two reach different rate *measures* (the reference's
    pooled entropy, rdq's mean per-feature entropy), both within their tolerance of 4 bits;
    the distortions ``tr((W−Ŵ)ᵀH(W−Ŵ))/(n m)`` are printed side by side.
 
@@ -30,19 +32,29 @@
    Expected from the algorithms: GPTQ and WaterSIC ``O(n²m + n³)`` → 3 at n = m.
 
 Timings are the best of ``--repeats`` calls after a warm-up call (the machine may be shared).
+BLAS runs single-threaded (``OPENBLAS_NUM_THREADS=1`` etc., unless set in the environment),
+for both sides: on a shared 2-core machine multi-threaded OpenBLAS spin-waits (a float64
+Cholesky of 1536² took 2.5 s instead of 0.35 s), which slows the reference's NumPy far more
+than rdq's XLA code, so single-threaded BLAS is the stronger baseline. XLA's own threads are
+left as they are.
 
 Usage:
   python benchmarks/scaling.py                         # reference comparison + scaling to 1024
   python benchmarks/scaling.py --sizes 256 512 1024 2048 4096
   python benchmarks/scaling.py --no-scaling            # reference comparison only
+  python benchmarks/scaling.py --no-reference --algos gptq watersic --sizes 512 1024 2048
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
-import numpy as np
+for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # before NumPy/jax load BLAS
+  os.environ.setdefault(_v, "1")
+
+import numpy as np  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- reference zsic
@@ -108,16 +120,20 @@ def zsic_reference(w_out_in: np.ndarray, sigma: np.ndarray, rate_bits: float, pe
 
 
 # ----------------------------------------------------------------------------- harness
+_CPU: dict[str, float] = {}  # best CPU time (all threads) of the last ``_best`` call
+
+
 def _best(fn, repeats: int) -> tuple[float, float]:
-  """(first call, best of ``repeats`` later calls) wall times."""
+  """(first call, best of ``repeats`` later calls) wall times; the best CPU time in ``_CPU``."""
   t0 = time.perf_counter()
   fn()
   first = time.perf_counter() - t0
-  best = float("inf")
+  best = cpu = float("inf")
   for _ in range(repeats):
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     fn()
-    best = min(best, time.perf_counter() - t0)
+    best, cpu = min(best, time.perf_counter() - t0), min(cpu, time.process_time() - c0)
+  _CPU["last"] = cpu
   return first, best
 
 
@@ -142,9 +158,10 @@ def reference(shapes, repeats: int) -> None:
   from rdq.layer import WaterSICConfig, watersic, watersic_traced
 
   print("WaterSIC: rdq vs zsic_reference (NumPy float64 re-implementation of the reference code), same inputs")
-  print("  core = jax.jit(watersic_traced), the algorithm; public = rdq.layer.watersic, core + eager input checks")
+  print("  core = jax.jit(watersic_traced), the algorithm; public = rdq.layer.watersic, core + eager input checks; "
+        f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}")
   print(f"{'n x m':>11s} | {'compile s':>9s} {'core s':>7s} {'public s':>8s} {'ref s':>7s} | {'ref/core':>8s} "
-        f"{'ref/public':>10s} | {'rdq rate':>8s} {'ref rate':>8s} | {'rdq D':>9s} {'ref D':>9s}")
+        f"{'ref/public':>10s} | {'rdq rate':>8s} {'ref rate':>8s} | {'rdq D':>9s} {'ref D':>9s} | {'CPU ratio':>9s}")
   for n, m in shapes:
     w, h = _layer(n, m)
     cfg = WaterSICConfig(rate_bits=4.0)
@@ -156,6 +173,7 @@ def reference(shapes, repeats: int) -> None:
       out["rdq"] = jax.block_until_ready(core(w, h))
 
     first, t_core = _best(run_core, repeats)
+    c_core = _CPU["last"]
     _, t_pub = _best(lambda: jax.block_until_ready(watersic(w, h, cfg)), max(1, repeats - 2))
     wn, hn = np.asarray(w, np.float64), np.asarray(h, np.float64)
 
@@ -163,15 +181,16 @@ def reference(shapes, repeats: int) -> None:
       out["ref"] = zsic_reference(wn.T, hn, 4.0)
 
     _, t_ref = _best(run_ref, max(1, repeats - 2))
+    c_ref = _CPU["last"]
     q, rep = out["rdq"]
     w_ref, h_ref = out["ref"]
     print(f"{n:>5d}x{m:<5d} | {first - t_core:>9.2f} {t_core:>7.3f} {t_pub:>8.2f} {t_ref:>7.2f} | "
           f"{t_ref / t_core:>7.1f}x {t_ref / t_pub:>9.1f}x | "
           f"{float(rep.rate_entropy_bits):>8.3f} {h_ref + 16 / n + 16 / m:>8.3f} | "
-          f"{_distortion(wn, q, hn):>9.3e} {_distortion(wn, w_ref.T, hn):>9.3e}")
+          f"{_distortion(wn, q, hn):>9.3e} {_distortion(wn, w_ref.T, hn):>9.3e} | {c_ref / c_core:>7.1f}x")
 
 
-def scaling(sizes, repeats: int) -> None:
+def scaling(sizes, repeats: int, names=("gptq", "watersic", "gptvq")) -> None:
   import jax
 
   from rdq.layer import GPTQConfig, GPTVQConfig, MinMaxGrid, WaterSICConfig, gptq_traced, gptvq_traced, watersic_traced
@@ -182,6 +201,7 @@ def scaling(sizes, repeats: int) -> None:
       "watersic": jax.jit(lambda w, h: watersic_traced(w, h, WaterSICConfig(rate_bits=4.0))),
       "gptvq": jax.jit(lambda w, h: gptvq_traced(w, h, GPTVQConfig(), key)),
   }
+  algos = {k: f for k, f in algos.items() if k in names}
   times = {k: [] for k in algos}
   print("\nwarm wall time [s] of the jitted cores vs n = m (first call minus warm = compilation, in parentheses)")
   print(f"{'n':>6s} " + " ".join(f"{k:>20s}" for k in algos))
@@ -206,6 +226,7 @@ def main(argv=None) -> None:
   ap.add_argument("--shapes", nargs="*", default=["384x1536", "1536x384"], help="reference comparison shapes n x m")
   ap.add_argument("--sizes", type=int, nargs="*", default=[256, 512, 1024], help="n = m for the scaling table")
   ap.add_argument("--repeats", type=int, default=3)
+  ap.add_argument("--algos", nargs="*", default=["gptq", "watersic", "gptvq"], help="cores in the scaling table")
   ap.add_argument("--no-reference", action="store_true")
   ap.add_argument("--no-scaling", action="store_true")
   args = ap.parse_args(argv)
@@ -215,7 +236,7 @@ def main(argv=None) -> None:
   if not args.no_reference:
     reference([tuple(int(v) for v in s.split("x")) for s in args.shapes], args.repeats)
   if not args.no_scaling:
-    scaling(args.sizes, args.repeats)
+    scaling(args.sizes, args.repeats, args.algos)
 
 
 if __name__ == "__main__":

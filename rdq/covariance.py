@@ -377,7 +377,7 @@ def from_data(x: Float[ArrayLike, "N n"], rel_damp: float = 0.0) -> Float[Array,
 
 
 def check_covariance(
-    sigma: ArrayLike, name: str = "Σ", tol: float = 1e-5, n: int | None = None
+    sigma: ArrayLike, name: str = "Σ", tol: float = 1e-5, n: int | None = None, *, psd: bool = True
 ) -> ArrayLike:
   """Raise ``ValueError`` unless ``sigma`` is a finite, symmetric, PSD ``(n, n)`` matrix.
 
@@ -385,12 +385,13 @@ def check_covariance(
   given); finite; ``max|Σ − Σᵀ| ≤ tol·max|Σ|``; smallest eigenvalue ``≥ −tol·‖Σ‖₂``.
   Complex input raises ``TypeError``. Under ``jit`` the shape checks raise while tracing and
   the value checks are checkify checks (they raise through ``rdq.checks.checked``).
-  Returns ``sigma`` unchanged.
+  ``psd=False`` skips the O(n³) eigenvalue check, for a caller that certifies it from a
+  factorization it computes anyway (WaterSIC's Cholesky factor). Returns ``sigma`` unchanged.
   """
   if np.iscomplexobj(sigma) or (hasattr(sigma, "dtype") and jnp.issubdtype(sigma.dtype, jnp.complexfloating)):
     raise TypeError(f"{name} must be real; got complex dtype {sigma.dtype}")
   if isinstance(sigma, jax.core.Tracer):
-    return _check_covariance_traced(sigma, name, tol, n)
+    return _check_covariance_traced(sigma, name, tol, n, psd)
   s = np.asarray(sigma, dtype=np.float64)
   if s.ndim != 2 or s.shape[0] != s.shape[1]:
     raise ValueError(f"{name} must be a square (n, n) matrix; got shape {s.shape}")
@@ -402,6 +403,8 @@ def check_covariance(
   asym = float(np.max(np.abs(s - s.T))) if s.size else 0.0
   if asym > tol * max(scale, 1e-30):
     raise ValueError(f"{name} must be symmetric; max|{name} − {name}ᵀ| = {asym:.3g} > {tol}·max|{name}| = {tol * scale:.3g}")
+  if not psd:
+    return sigma
   eig = np.linalg.eigvalsh(0.5 * (s + s.T))
   norm = float(np.max(np.abs(eig))) if eig.size else 0.0
   if eig.size and eig[0] < -tol * norm:
@@ -409,7 +412,7 @@ def check_covariance(
   return sigma
 
 
-def _check_covariance_traced(sigma, name: str, tol: float, n: int | None):
+def _check_covariance_traced(sigma, name: str, tol: float, n: int | None, psd: bool = True):
   if sigma.ndim != 2 or sigma.shape[0] != sigma.shape[1]:
     raise ValueError(f"{name} must be a square (n, n) matrix; got shape {sigma.shape}")
   if n is not None and sigma.shape[0] != n:
@@ -420,6 +423,8 @@ def _check_covariance_traced(sigma, name: str, tol: float, n: int | None):
   scale = jnp.max(jnp.abs(s))
   asym = jnp.max(jnp.abs(s - s.T))
   require(asym <= tol * jnp.maximum(scale, 1e-30), f"{name} must be symmetric; max|{name} − {name}ᵀ| = {{}}", asym)
+  if not psd:
+    return sigma
   eig = jnp.linalg.eigvalsh(0.5 * (s + s.T))
   norm = jnp.max(jnp.abs(eig))
   require(eig[0] >= -tol * norm, f"{name} must be positive semidefinite; min eigenvalue {{}}", eig[0])

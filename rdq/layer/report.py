@@ -98,6 +98,7 @@ def make_report(
     extras: dict | None = None,
     symbol_dim: int = 1,
     coded_bits=None,
+    feature_bits=None,
 ) -> LayerReport:
   """Assemble a ``LayerReport`` (jit-able).
 
@@ -105,14 +106,16 @@ def make_report(
   (``"nominal"`` or ``"entropy"``). ``symbol_dim = d``: each code symbol covers d weights
   (a vector index repeated on d rows), so the per-feature entropies are divided by d.
   ``coded_bits``: the achievable coded rate without side information, when the
-  quantized-Gaussian model does not apply (vector indices).
+  quantized-Gaussian model does not apply (vector indices). ``feature_bits``: the per-feature
+  plug-in entropies (bits per code) when the caller has computed them already (WaterSIC's rate
+  search), else ``rdq.rate.empirical_entropy_bits`` of ``codes``.
   """
   if rate not in RATE_KINDS:
     raise ValueError(f"rate={rate!r} must be one of {RATE_KINDS}")
   n, m = w.shape
   d = layer_distortion(w, w_hat, h)
   signal = jnp.sum(w * (h @ w)) / (n * m)
-  feat_h = empirical_entropy_bits(codes, axis=1) / symbol_dim
+  feat_h = (empirical_entropy_bits(codes, axis=1) if feature_bits is None else feature_bits) / symbol_dim
   if nominal_bits is None:
     nominal = jnp.mean(fixed_length_bits(codes, axis=1))
   else:
@@ -158,13 +161,14 @@ def concrete_rate(rate_bits, algorithm: str) -> float:
   return r
 
 
-def check_layer_inputs(w, h, percdamp: float | None, group_size: int | None = None) -> None:
+def check_layer_inputs(w, h, percdamp: float | None, group_size: int | None = None, *, psd: bool = True) -> None:
   """Eager checks shared by the layer algorithms (skipped for tracers under ``jit``).
 
   Raises ``ValueError`` naming the problem for: W not 2-D or non-finite; H not ``(n, n)``,
   non-symmetric, non-PSD or non-finite; ``percdamp < 0``; H singular with ``percdamp = 0``;
   ``group_size`` not dividing n. ``TypeError`` for non-float W. ``percdamp=None``: the
-  algorithm never factors H (RTN), so singular H is fine.
+  algorithm never factors H (RTN), so singular H is fine. ``psd=False``: the caller checks
+  positive semidefiniteness itself from its own Cholesky factor (no O(n³) eigenvalues here).
   """
   if percdamp is not None and not (isinstance(percdamp, (int, float)) and percdamp >= 0 and np.isfinite(percdamp)):
     raise ValueError(f"percdamp={percdamp!r} must be a finite float ≥ 0")
@@ -187,7 +191,7 @@ def check_layer_inputs(w, h, percdamp: float | None, group_size: int | None = No
   h_np = np.asarray(h, np.float64)
   if h_np.ndim != 2 or h_np.shape != (n, n):
     raise ValueError(f"H must be (n, n) = ({n}, {n}) to match W of shape {w_np.shape} (n = input features); got {h_np.shape}")
-  check_covariance(h_np, name="H", tol=1e-4)
+  check_covariance(h_np, name="H", tol=1e-4, psd=psd)
   if percdamp is None:
     pass
   elif percdamp == 0:

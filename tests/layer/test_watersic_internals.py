@@ -32,3 +32,42 @@ def test_reversed_inverse_cholesky_is_the_upper_factor():
   hr = np.asarray(hd, np.float64)[::-1, ::-1]
   np.testing.assert_allclose(u.T @ u @ hr, np.eye(n), atol=2e-3)
   np.testing.assert_allclose(u, np.asarray(inverse_cholesky_upper(hd[::-1, ::-1])), rtol=1e-3, atol=1e-4 * np.abs(u).max())
+
+
+def _paper_zsic(w, h, steps, lmmse=True):
+  """Unblocked float64 SIC in the reference code's form: ``Y = Lᵀ W``, features last → first."""
+  w = np.asarray(w, np.float64)
+  lower = np.linalg.cholesky(np.asarray(h, np.float64))
+  y = lower.T @ w
+  n = w.shape[0]
+  q, z = np.zeros_like(w), np.zeros(w.shape, np.int64)
+  for j in range(n - 1, -1, -1):
+    t = y[j] / lower[j, j]
+    zj = np.round(t / steps[j])
+    zz = zj @ zj
+    s = (zj @ t) / (steps[j] * zz) * steps[j] if (lmmse and zz > 0) else (0.0 if lmmse else steps[j])
+    s = float(np.float16(s))
+    q[j], z[j] = s * zj, zj
+    y[: j + 1] -= np.outer(lower[j, : j + 1], q[j])
+  return q, z
+
+
+def test_ysic_equals_the_reference_recursion_and_the_gptq_form():
+  """``_ysic`` (paper form, blocked twice, padded) = the unblocked float64 recursion, and the
+  same codes as the GPTQ form ``rdq.layer.sic`` on ``U = J L⁻¹ J`` (what it replaced)."""
+  from rdq.layer._sic import StepGrid, sic
+  from rdq.layer.watersic import _ysic
+
+  n, m = 45, 96  # 45: padding for every block size below
+  hd = damp_hessian(cov.AR1(n)(jax.random.key(2), 0.9), 1e-4)
+  w = jax.random.normal(jax.random.key(3), (n, m))
+  lower = jnp.linalg.cholesky(hd)
+  steps = jnp.asarray(np.float16(0.3 / np.diag(np.asarray(lower))), jnp.float32)  # α_i = c / L_ii, fp16
+  q_ref, z_ref = _paper_zsic(w, hd, np.asarray(steps, np.float64))
+  lr, wr = lower[::-1, ::-1], w[::-1]
+  for bs, inner in [(16, 4), (128, 16)]:  # 45 = 2·16 + 13 and 48 − 3 rows: both pad
+    q, z, _ = jax.jit(_ysic, static_argnums=(3, 4, 5))(lr.T @ wr, lr, steps[::-1], True, bs, inner)
+    np.testing.assert_array_equal(np.asarray(z)[::-1], z_ref)
+    np.testing.assert_allclose(np.asarray(q)[::-1], q_ref, rtol=1e-6, atol=1e-6)
+  q2, z2, _ = sic(wr, _reversed_inverse_cholesky(hd), StepGrid(lmmse=True), steps[::-1], 16)
+  np.testing.assert_array_equal(np.asarray(z2)[::-1], z_ref)
