@@ -30,9 +30,12 @@ grid as the codebook (``init="minmax"``) this *is* GPTQ, bit for bit.
 1. ``update`` — codebook update by least squares on the layer objective with the
    assignments fixed: ``Ŵ = Σ_p θ_p S_p`` is linear in the codebook entries θ, so
    ``min_θ tr((W−Ŵ)ᵀH(W−Ŵ))`` is a linear system per block of output features,
-   ``(A + εI) θ = b + εθ₀`` with ``A = Σ_j S_jᵀ H S_j``, ``b = Σ_j S_jᵀ H w_j`` (ε =
-   10⁻⁶·mean diag A keeps never-used centroids at θ₀ and makes A invertible). The result is
-   kept only if it lowers the objective (it does in exact arithmetic: it is the minimizer).
+   ``A θ = b`` with ``A = Σ_j S_jᵀ H S_j``, ``b = Σ_j S_jᵀ H w_j``, solved by preconditioned
+   conjugate gradients from the SIC codebooks θ₀ (matrix-free: one ``H @ (n×m)`` GEMM per
+   iteration instead of assembling A by ``n²m`` scattered additions; never-used centroids have
+   zero rows and stay at θ₀; at most 64 iterations, which reach the direct solve's objective
+   to ~1e-4 of the update's gain on MiniLM's 1536×384 layers). Every CG iterate lowers the
+   objective; the result is kept only if it does.
 2. ``svd_rank = r`` — the layer's codebooks, each sorted by its first coordinate (indices
    remapped), are stacked as the rows of ``S ∈ R^{(#codebooks)×(k·d)}`` and replaced by the
    best rank-r approximation ``S_r = (U_r Σ_r) V_rᵀ`` (Eckart–Young). Stated bound: with
@@ -85,7 +88,14 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from rdq.layer._sic import MinMaxGrid, damp_hessian, inverse_cholesky_upper, sic
 from rdq.layer.report import LayerReport, check_layer_inputs, concrete_rate, layer_distortion, make_report
-from rdq.quantizers.vq import INT8_SCALE_BITS, quantize_codebook_int8, round_codebook, weighted_kmeans
+from rdq.quantizers.vq import (
+    INT8_SCALE_BITS,
+    _nearest,
+    mahalanobis_init,
+    quantize_codebook_int8,
+    round_codebook,
+    weighted_kmeans,
+)
 
 __all__ = [
     "GPTVQConfig",
@@ -100,7 +110,7 @@ __all__ = [
 ]
 
 STAGES = ("sic", "update", "svd", "finetune", "int8")
-_INITS = ("kmeans++", "minmax")
+_INITS = ("kmeans++", "mahalanobis", "minmax")
 _METRICS = ("full", "diag", "none")
 _FORMAT_BITS = {"fp16": 16, "fp32": 32}
 
@@ -117,8 +127,10 @@ class GPTVQConfig:
       ``ℓ = group_size·group_outputs`` weights per codebook.
     block_size: lazy-update block (128); one of it and ``group_size`` divides the other.
     percdamp: damping relative to ``mean(diag H)`` (0.01 as GPTQ/GPTVQ).
-    init: ``"kmeans++"`` (k-means++ seeding then ``em_iters`` weighted EM iterations) or
-      ``"minmax"`` (d = 1 only: GPTQ's symmetric min–max grid of ``2^b`` levels, no EM).
+    init: ``"kmeans++"`` (k-means++ seeding then ``em_iters`` weighted EM iterations),
+      ``"mahalanobis"`` (the reference code's seeding, ``rdq.quantizers.vq.mahalanobis_init``,
+      then EM; 1.2–4.8× the distortion of k-means++ on MiniLM at 4 bits with 10 EM
+      iterations) or ``"minmax"`` (d = 1 only: GPTQ's symmetric min–max grid, no EM).
     em_iters: EM iterations per codebook.
     metric: the norm of the EM and of the assignment: ``"full"`` — the exact SIC metric
       ``‖U_PP^{-T} δ‖²`` of a vector at features P (rdq's default); ``"diag"`` — its
@@ -272,8 +284,12 @@ class _VQGrid:
     elif self.metric == "full":
       tr = jnp.broadcast_to(t[:, None], (g // d, r, d, d)).reshape(-1, d, d)
     keys = jax.random.split(key, m // r)
-    res = jax.vmap(lambda kk, xx: weighted_kmeans(kk, xx, self.k, wt, transforms=tr, iters=self.em_iters))(keys, x)
-    return round_codebook(res.codebook, self.codebook_format)
+
+    def fit(kk, xx):
+      init = mahalanobis_init(xx, self.k) if self.init_method == "mahalanobis" else None
+      return weighted_kmeans(kk, xx, self.k, wt, transforms=tr, iters=self.em_iters, init=init).codebook
+
+    return round_codebook(jax.vmap(fit)(keys, x), self.codebook_format)
 
   def quantize(self, rows, params, feats):
     shape = rows.shape
@@ -281,14 +297,11 @@ class _VQGrid:
     rows2 = rows.reshape(d, -1)
     m = rows2.shape[1]
     v = rows2.T.reshape(m // r, r, d)
-    diff = v[:, :, None, :] - params[:, None, :, :]  # (B, r, k, d)
     t = jnp.reshape(feats, (d, d))  # T_P (for d = 1 a positive weight cannot change the argmin)
-    if self.metric == "full" and d > 1:
-      diff = jnp.einsum("brkj,ij->brki", diff, t, precision=lax.Precision.HIGHEST)
-    sq = diff * diff
-    if self.metric == "diag" and d > 1:
-      sq = sq * (jnp.diagonal(t) ** 2).reshape(1, 1, 1, d)
-    idx = jnp.argmin(jnp.sum(sq, axis=-1), axis=-1).astype(jnp.int32)  # (B, r)
+    tr = t if self.metric == "full" and d > 1 else None
+    wt = jnp.diagonal(t) ** 2 if self.metric == "diag" and d > 1 else None
+    # nearest centroid ‖T_P(v − c)‖² of every vector in its block's codebook (first index on ties)
+    idx = jax.vmap(lambda vv, cc: _nearest(vv, cc, wt, tr))(v, params)  # (B, r)
     qv = jax.vmap(lambda c, i: c[i])(params, idx)  # (B, r, d)
     q = qv.reshape(m, d).T.reshape(shape)
     z = jnp.broadcast_to(idx.reshape(1, m), (d, m)).reshape(shape)
@@ -331,31 +344,67 @@ def _param_index(codes, shape_cb, group_size):
   return (gi * k + codes_full) * d + (i % d)[:, None]
 
 
+_CG_MAX_ITERS = 64
+_CG_TOL = 1e-10  # stop when the preconditioned squared residual falls below tol × its start value
+
+
 def _lstsq_update(w, h, codes, cb, group_size, group_outputs):
-  """Least-squares codebook update with the assignments fixed (module docstring, step 1)."""
+  """Least-squares codebook update with the assignments fixed (module docstring, step 1).
+
+  Preconditioned conjugate gradients on ``A θ = b`` (``A = Σ_j S_jᵀ H S_j``, ``b = Σ_j S_jᵀ H
+  w_j``) from the SIC codebooks θ₀, matrix-free: ``A θ`` is one decode, one ``H @ (n×m)``
+  product and one segment sum, so an iteration costs ``n²m`` multiply-adds in a GEMM instead
+  of assembling ``A`` by ``n²m`` scattered additions. Preconditioner: the ``d×d`` diagonal
+  blocks ``Σ_{(v, j) → c} H_PP`` of A per centroid (P the features of vector v). Unused
+  centroids have zero rows in A and b and stay at θ₀.
+  """
   g_n, b_n, k, d = cb.shape
   n, m = w.shape
-  r = group_outputs
-  p = g_n * k * d
-  idx = _param_index(codes, cb.shape, group_size)  # (n, m)
-  idx_b = idx.reshape(n, b_n, r).transpose(1, 2, 0)  # (B, r, n)
-  hw = (h @ w).reshape(n, b_n, r).transpose(1, 2, 0)  # (B, r, n)
+  nv, num = n // d, g_n * b_n * k
+  ids = _flat_ids(codes, cb.shape, group_size, group_outputs)  # (nv·m,) codebook entry of each vector
 
-  def normal_eq(idx_r, hw_r):
-    def acc(a, ij):
-      rows = jax.ops.segment_sum(h, ij, num_segments=p)  # (p, n)
-      return a + jax.ops.segment_sum(rows.T, ij, num_segments=p), None
+  def decode(theta):  # (num, d) -> (n, m)
+    return theta[ids].reshape(nv, m, d).transpose(0, 2, 1).reshape(n, m)
 
-    a, _ = lax.scan(acc, jnp.zeros((p, p), jnp.float32), idx_r)
-    b = jax.ops.segment_sum(hw_r.reshape(-1), idx_r.reshape(-1), num_segments=p)
-    return a, b
+  def adjoint(x):  # (n, m) -> (num, d)
+    return jax.ops.segment_sum(x.reshape(nv, d, m).transpose(0, 2, 1).reshape(-1, d), ids, num_segments=num)
 
-  a, b = jax.vmap(normal_eq)(idx_b, hw)  # (B, p, p), (B, p)
-  theta0 = cb.transpose(1, 0, 2, 3).reshape(b_n, p)
-  eps = 1e-6 * jnp.mean(jnp.diagonal(a, axis1=1, axis2=2), axis=1) + 1e-30  # (B,)
-  eye = jnp.eye(p, dtype=jnp.float32)
-  theta = jnp.linalg.solve(a + eps[:, None, None] * eye, (b + eps[:, None] * theta0)[..., None])[..., 0]
-  return theta.reshape(b_n, g_n, k, d).transpose(1, 0, 2, 3)
+  def op(theta):
+    return adjoint(_hi(h, decode(theta)))
+
+  h_pp = h.reshape(nv, d, nv, d)[jnp.arange(nv), :, jnp.arange(nv), :]  # (nv, d, d)
+  blocks = jax.ops.segment_sum(jnp.broadcast_to(h_pp[:, None], (nv, m, d, d)).reshape(-1, d, d), ids, num_segments=num)
+  used = jnp.trace(blocks, axis1=1, axis2=2) > 0
+  eye = jnp.eye(d, dtype=jnp.float32)
+  p_inv = jnp.where(used[:, None, None], jnp.linalg.inv(jnp.where(used[:, None, None], blocks, eye)), 0.0)
+
+  def precond(res):
+    return jnp.einsum("pij,pj->pi", p_inv, res, precision=lax.Precision.HIGHEST)
+
+  theta = cb.reshape(num, d)
+  res = adjoint(_hi(h, w)) - op(theta)
+  z = precond(res)
+  rz0 = jnp.sum(res * z)
+
+  def cond(state):
+    i, _, _, _, rz = state
+    return (i < _CG_MAX_ITERS) & (rz > _CG_TOL * rz0)
+
+  def body(state):
+    i, theta, res, p, rz = state
+    ap = op(p)
+    pap = jnp.sum(p * ap)
+    alpha = jnp.where(pap > 0, rz / jnp.where(pap > 0, pap, 1.0), 0.0)
+    theta = theta + alpha * p
+    res = res - alpha * ap
+    z = precond(res)
+    rz_new = jnp.sum(res * z)
+    rz_new = jnp.where(pap > 0, rz_new, 0.0)  # breakdown (p in the null space): stop
+    p = z + (rz_new / jnp.where(rz > 0, rz, 1.0)) * p
+    return i + 1, theta, res, p, rz_new
+
+  _, theta, _, _, _ = lax.while_loop(cond, body, (0, theta, res, z, rz0))
+  return theta.reshape(cb.shape)
 
 
 def _sort_codebooks(cb, codes, group_size, group_outputs):
@@ -397,7 +446,8 @@ def _gptvq(w, h, key, config: GPTVQConfig):
   q, z, _ = sic(w, u, grid, feat, bs, key=key)
   codes = z[::d]
   cb, counts = _collect_codebooks(q, codes, shape_cb, g, r)
-  lam_max = jnp.linalg.eigvalsh(h)[-1]
+  # λ_max(H) enters only the stated bounds of the SVD and INT8 steps (an n×n eigvalsh: skip it otherwise)
+  lam_max = jnp.linalg.eigvalsh(h)[-1] if config.svd_rank is not None or config.int8 else None
   nm = n * m
 
   def dist(cb_, codes_):
