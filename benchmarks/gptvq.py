@@ -25,18 +25,22 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 import tracemalloc
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import scipy.linalg
+for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # before NumPy/jax load BLAS
+  os.environ.setdefault(_v, "1")  # single-threaded BLAS for both sides (benchmarks/scaling.py says why)
 
-import rdq.layer
-from rdq import covariance as cov
-from rdq.layer import GPTVQConfig, layer_distortion
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import scipy.linalg  # noqa: E402
+
+import rdq.layer  # noqa: E402
+from rdq import covariance as cov  # noqa: E402
+from rdq.layer import GPTVQConfig, layer_distortion  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- NumPy baseline

@@ -20,6 +20,10 @@ import os
 import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# Single-threaded BLAS (unless set): on a shared 2-core machine multi-threaded OpenBLAS spin-waits in
+# jax's LAPACK calls (Cholesky of the 1536² H: 3.6 s for 6 layers single-threaded, 18–25 s threaded).
+for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+  os.environ.setdefault(_v, "1")
 
 
 def _timed(fn):
@@ -63,7 +67,8 @@ def main() -> None:
     rows.append((a, cold, warm))
   base = dict((a, w) for a, _, w in rows).get("rtn", rows[0][2])
 
-  print(f"device: {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs; model load {t_load:.2f} s")
+  print(f"device: {jax.devices()[0].device_kind}, {os.cpu_count()} CPUs; model load {t_load:.2f} s; "
+        f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}")
   print(f"calibration ({len(sents)} passages, {stats.num_tokens} tokens, 36 layers, "
         f"{len(LAYER_TYPES)} per block): cold {t_cal_cold:.2f} s, warm {t_cal_warm:.2f} s")
   print(f"\nquantize all 36 linear layers at {args.bits} bits")
