@@ -387,7 +387,6 @@ case("Estimate.ci(level=1.5)", lambda: Estimate(jnp.float32(0), jnp.float32(1), 
 
 
 # ------------------------------------------------------------------ kernels' pack functions and the sweep store
-PACK = "host-side packing before a kernel call (owner: kernels work stream; its traced check uses jax.debug.callback)"
 try:
   from rdq.kernels.pack import pack_codebook, pack_int, pack_int_zero_point
 except ImportError:  # pragma: no cover - kernels not importable on this install
@@ -395,13 +394,13 @@ except ImportError:  # pragma: no cover - kernels not importable on this install
 if pack_codebook is not None:
   CB = jnp.ones((1, 16, 2))
   case("pack_codebook(index 16 ≥ C=16)", lambda i: pack_codebook(i, CB, group_size=16), (jnp.full((4, 8), 16, jnp.int32),),
-       Err(ValueError, "indices holds 16", "[0, 15]"), jit=PACK)
+       Err(ValueError, "indices holds 16", "[0, 15]"))
   case("pack_codebook(index -1)", lambda i: pack_codebook(i, CB, group_size=16), (jnp.full((4, 8), -1, jnp.int32),),
-       Err(ValueError, "indices holds -1", "[0, 15]"), jit=PACK)
+       Err(ValueError, "indices holds -1", "[0, 15]"))
   case("pack_int_zero_point(4-bit code 20)", lambda c: pack_int_zero_point(c, jnp.ones((4, 1)), jnp.zeros((4, 1), jnp.int32), bits=4,
-       group_size=32), (jnp.full((4, 32), 20, jnp.int32),), Err(ValueError, "codes holds 20", "[0, 15]"), jit=PACK)
+       group_size=32), (jnp.full((4, 32), 20, jnp.int32),), Err(ValueError, "codes holds 20", "[0, 15]"))
   case("pack_int(8-bit code as 4-bit)", lambda c: pack_int(c, Q.IntQuantizer(4, "row")), (Q.get("int8_row").encode(X[:, :32]),),
-       Err(ValueError, "code.codes holds", "[-8, 7]"), jit=PACK)
+       Err(ValueError, "code.codes holds", "[-8, 7]"))
 
 
 def _store_damaged_point():
