@@ -281,8 +281,8 @@ def test_every_public_name_imports(module):
 _ROOT = pathlib.Path(__file__).resolve().parents[1]
 # ``from rdq.x import _y``, ``from rdq.x._y import z`` and ``rdq.x._y``.
 _PRIVATE = re.compile(r"from rdq[\w.]* import [^#\n]*\b_[a-z]\w*|(?<![\w.])rdq(\.\w+)*\._[a-z]\w*")
-# The apps share their own skeleton (rdq.experiments._sweep, ._store); everything else is public.
-_OWN_SKELETON = re.compile(r"rdq\.experiments(\.__main__|\._sweep|\._store)\b")
+# The apps share their own skeleton (rdq.experiments._sweep, ._store, ._group); everything else is public.
+_OWN_SKELETON = re.compile(r"rdq\.experiments(\.__main__|\._sweep|\._store|\._group)\b")
 
 
 def test_apps_benchmarks_and_notebooks_use_only_public_names():

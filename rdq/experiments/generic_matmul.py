@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from rdq.experiments._group import grouped_compute
 from rdq.experiments._sweep import Sweep, pool_seeds
+from rdq.matmul_mc import NORMAL_GENERATOR
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def point_configs(cfg: DictConfig) -> list[dict]:
     out.append(dict(
         experiment="generic_matmul", quantizer_a=str(name), quantizer_b=str(cfg.quantizer_b or name),
         n=point["n"], a=int(cfg.a), b=int(cfg.b), num_samples=point["num_samples"], seed=int(cfg.seed),
+        generator=NORMAL_GENERATOR,  # the draws of A and B: a new generator never reuses old points
     ))
   return out
 
