@@ -12,6 +12,7 @@ Run ``python -m rdq.experiments.generic_matmul --help`` for the options (conf/ge
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import hydra
@@ -19,6 +20,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from rdq.experiments._group import grouped_compute
+from rdq.experiments._store import write_text_atomic
 from rdq.experiments._sweep import Sweep, pool_seeds
 from rdq.matmul_mc import NORMAL_GENERATOR
 
@@ -180,10 +182,30 @@ def plot(records: list[dict], stem: Path) -> list[Path]:
   return rplot.save(fig, stem)
 
 
+def table(records: list[dict]) -> str:
+  """Markdown table of the points: R_eff, D with its 95% CI and the gap to Γ(R), by family and rate."""
+  def order(r):  # family, then the code's name without its modulus (e8_nested_q4/q8/q16 together), then rate
+    name = r["config"]["quantizer_a"]
+    return FAMILY_ORDER.index(family(name)), re.sub(r"_q\d+", "", name), r["result"]["rate_effective"]
+
+  rows = sorted(records, key=order)
+  lines = ["| quantizer (A and B) | n | samples | R_eff [bit] | D (MC) | 95% CI | gap to Γ(R) [bit] |",
+           "|---|---|---|---|---|---|---|"]
+  for r in rows:
+    c, res = r["config"], r["result"]
+    name = c["quantizer_a"] if c["quantizer_b"] == c["quantizer_a"] else f"{c['quantizer_a']} × {c['quantizer_b']}"
+    lo, hi = res["ci95"]
+    lines.append(f"| {name} | {c['n']} | {res['n']} | {res['rate_effective']:.3f} | {res['mean']:.3e} | "
+                 f"[{lo:.3e}, {hi:.3e}] | {res['gap_bits']:.3f} |")
+  return "\n".join(lines) + "\n"
+
+
 def outputs(cfg: DictConfig, records: list[dict], out_dir: Path) -> dict:
-  """The figure (seeds pooled) and the results.json fields of this sweep's points."""
+  """The figure and table (seeds pooled) and the results.json fields of this sweep's points."""
   if records:
-    paths = plot(pool_seeds(records), out_dir / cfg.figure)
+    pooled = pool_seeds(records)
+    paths = plot(pooled, out_dir / cfg.figure)
+    paths.append(write_text_atomic(out_dir / f"{cfg.figure}.md", table(pooled)))
     log.info("wrote %s", ", ".join(str(p) for p in paths))
   return dict(
       distortion="E||A^T B - Ahat^T Bhat||_F^2 / (n a b), A,B iid N(0,1)",

@@ -64,6 +64,13 @@ def test_outputs(reference):
     assert r["gamma_at_rate"] < r["mean"]
   assert (reference / "generic_matmul.png").stat().st_size > 10_000
   assert (reference / "generic_matmul.pdf").exists()
+  # the table (README's generic-matmul table): one row per point, its R_eff and gap as in results.json
+  md = (reference / "generic_matmul.md").read_text().splitlines()
+  assert len(md) == 2 + len(res["points"])
+  for p in res["points"]:
+    r = p["result"]
+    row = next(ln for ln in md if ln.startswith(f"| {p['config']['quantizer_a']} |"))
+    assert f"| {r['rate_effective']:.3f} |" in row and row.endswith(f"| {r['gap_bits']:.3f} |")
 
 
 MULTIRUN = ("-m", "quantizer=int8,int4_row,int4_block32,e4m3,mxfp4,nvfp4")
