@@ -129,7 +129,7 @@ def plot(records: list[dict], stem: Path) -> list[Path]:
   from rdq import limits
   from rdq import plot as rplot
 
-  fig, (ax, ax2) = rplot.figure("double", aspect=0.5, ncols=2)
+  fig, (ax, ax2) = rplot.figure("double", aspect=0.58, ncols=2)
   r = np.linspace(0.05, max([rec["result"]["rate_effective"] for rec in records] + [4.0]) + 0.5, 400)
   ax.semilogy(r, limits.generic_matmul(r), label=r"$\Gamma(R)$ (optimal)", **rplot.LIMIT_STYLE)
   ax.semilogy(r, limits.naive_matmul_distortion(r), "--", color=rplot.COLORS["gaussian"], lw=1,
@@ -161,7 +161,8 @@ def plot(records: list[dict], stem: Path) -> list[Path]:
   ax.set_ylabel(r"$\mathbb{E}\|A^\top B-\hat A^\top\hat B\|_F^2/(nab)$")
   c0 = records[0]["config"]
   ax.set_title(f'iid N(0,1), n={c0["n"]}, a={c0["a"]}, b={c0["b"]}; MC 95% CI', fontsize=8)
-  leg = ax.legend(loc="lower left", fontsize=6)
+  # Legend below the panels (constrained layout makes room): nothing on the data or on Γ(R).
+  leg = fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=4, fontsize=6, frameon=False)
   # Right panel: predictions / Monte Carlo
   preds = [rec for rec in records if "exact_prediction" in rec["result"]]
   preds.sort(key=lambda x: x["result"]["rate_effective"])
@@ -177,7 +178,7 @@ def plot(records: list[dict], stem: Path) -> list[Path]:
                 fontsize=6)
   ax2.set_ylabel("prediction / Monte Carlo")
   ax2.set_title("predicted / measured (bars: MC 95% CI)", fontsize=8)
-  ax2.legend(loc="upper left")
+  ax2.legend(loc="upper right")  # the large ratios are the low-rate formats, at the left
   rplot.label_points(ax, names, fontsize=5, avoid=[leg])  # last: needs the final layout
   return rplot.save(fig, stem)
 
