@@ -46,7 +46,9 @@ install-test: $(STAMP_TEST)
 # Notebooks are jupytext py:percent sources; they are paired to .ipynb and run by nbmake.
 # One BLAS thread per process: the two pytest workers (and the apps, notebooks and subprocesses
 # they start) already fill both cores; a threaded OpenBLAS spin-waits on a busy core, which made a
-# 1536² Cholesky 7× slower (2.5 s against 0.35 s) in the same run.
+# 1536² Cholesky 7× slower (2.5 s against 0.35 s) in the same run. make figures uses it too: the
+# LAPACK that jaxlib calls (scipy's OpenBLAS) rounds differently with other thread counts, and the
+# causal-LM perplexities at 2 bits moved by up to 12 % between a 1-thread and a 2-thread run.
 BLAS1 := OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 
 test: $(STAMP_TEST)
@@ -55,7 +57,7 @@ test: $(STAMP_TEST)
 	$(BLAS1) JAX_PLATFORMS=cpu $(PY) -m pytest -q -n 2 --dist loadfile --durations=15 --nbmake --nbmake-timeout=180 tests notebooks
 
 figures: $(STAMP_RUN)
-	JAX_PLATFORMS=cpu $(PY) paper_figures/regenerate.py
+	$(BLAS1) JAX_PLATFORMS=cpu $(PY) paper_figures/regenerate.py
 
 # One HTML page of every figure, table and results.json under OUT (= rdq-report $(OUT)):
 #   make report                      outputs/ (every family the apps wrote) -> outputs/report.html
