@@ -61,12 +61,14 @@ def configure_logging() -> None:
 
 
 def use_agg_backend() -> None:
-  """Apps write files, never windows: the non-interactive Agg backend (a library never chooses)."""
-  os.environ["MPLBACKEND"] = "Agg"
-  if "matplotlib" in sys.modules:
-    import matplotlib
+  """Apps write files, never windows: Agg as the *default* backend of an app's process.
 
-    matplotlib.use("Agg")
+  Only a default (``MPLBACKEND``, read when matplotlib is first imported): a backend the caller
+  chose (a notebook's inline backend, ``MPLBACKEND`` set by the user, matplotlib already imported)
+  is never switched.
+  """
+  if "matplotlib" not in sys.modules:
+    os.environ.setdefault("MPLBACKEND", "Agg")
 
 
 def check_experiment(app: str, choice: str | None) -> None:

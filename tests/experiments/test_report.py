@@ -193,8 +193,8 @@ def _chromium():
   if exe:
     return exe
   if hasattr(os, "geteuid") and os.geteuid() != 0 and not os.environ.get("CI"):
-    pytest.skip("chromium is not installed and this is not root (make test installs it as root: "
-                "apt-get install chromium)")
+    pytest.skip(reason="chromium is not installed and this is not root (make test installs it as root: "
+                       "apt-get install chromium)")
   pytest.fail("chromium is not installed: `make test` installs it (apt-get install -y chromium) in its setup")
 
 
