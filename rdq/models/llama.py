@@ -101,11 +101,17 @@ class Block(nnx.Module):
     self.config = config
     self.interleaved = interleaved
 
-  def __call__(self, h: Float[Array, "b s d"], taps: dict | None) -> Float[Array, "b s d"]:
+  # The block in four pieces, one per quantization stage of ``rdq.models.sequential`` (each
+  # piece's output is the next linear group's input): ``__call__`` is their composition.
+  def attention_input(self, h: Float[Array, "b s d"]) -> Float[Array, "b s d"]:
+    """``x = RMS(h)``: the input of q, k and v."""
+    return rms_norm(h, self.attn_norm[...], self.config.rms_eps)
+
+  def attention(self, x: Float[Array, "b s d"]) -> Float[Array, "b s d"]:
+    """Causal grouped-query attention of ``x`` before ``W_o`` (the input of o)."""
     c = self.config
-    b, s, d = h.shape
+    b, s, d = x.shape
     nh, nkv, e = c.num_heads, c.num_kv_heads, c.head_dim
-    x = rms_norm(h, self.attn_norm[...], c.rms_eps)
     q = rope(self.q(x).reshape(b, s, nh, e), c.rope_theta, self.interleaved)
     k = rope(self.k(x).reshape(b, s, nkv, e), c.rope_theta, self.interleaved)
     v = self.v(x).reshape(b, s, nkv, e)
@@ -113,13 +119,29 @@ class Block(nnx.Module):
     scores = jnp.einsum("bqkge,bpke->bkgqp", q, k) / jnp.sqrt(jnp.float32(e))
     causal = jnp.tril(jnp.ones((s, s), bool))
     scores = jnp.where(causal, scores, jnp.finfo(jnp.float32).min)
-    ctx = jnp.einsum("bkgqp,bpke->bqkge", jax.nn.softmax(scores, axis=-1), v).reshape(b, s, d)
+    return jnp.einsum("bkgqp,bpke->bqkge", jax.nn.softmax(scores, axis=-1), v).reshape(b, s, d)
+
+  def ffn_input(self, h: Float[Array, "b s d"], ctx: Float[Array, "b s d"]) -> tuple[Float[Array, "b s d"], Float[Array, "b s d"]]:
+    """``(a, u)``: the residual after attention ``a = h + ctx W_o`` and ``u = RMS(a)``, the input of gate and up."""
     a = h + self.o(ctx)
-    u = rms_norm(a, self.ffn_norm[...], c.rms_eps)
-    g = jax.nn.silu(self.gate(u)) * self.up(u)
+    return a, rms_norm(a, self.ffn_norm[...], self.config.rms_eps)
+
+  def ffn_hidden(self, u: Float[Array, "b s d"]) -> Float[Array, "b s f"]:
+    """``SiLU(u W_g) ⊙ u W_u``: the input of down."""
+    return jax.nn.silu(self.gate(u)) * self.up(u)
+
+  def ffn_output(self, a: Float[Array, "b s d"], g: Float[Array, "b s f"]) -> Float[Array, "b s d"]:
+    """The block's output ``a + g W_d``."""
+    return a + self.down(g)
+
+  def __call__(self, h: Float[Array, "b s d"], taps: dict | None) -> Float[Array, "b s d"]:
+    x = self.attention_input(h)
+    ctx = self.attention(x)
+    a, u = self.ffn_input(h, ctx)
+    g = self.ffn_hidden(u)
     if taps is not None:
       taps.update(q=x, k=x, v=x, o=ctx, gate=u, up=u, down=g)
-    return a + self.down(g)
+    return self.ffn_output(a, g)
 
 
 class Llama(nnx.Module):

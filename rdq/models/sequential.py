@@ -14,9 +14,11 @@ Both carry a second, held-out set of windows through the same (partially quantiz
 so each layer also gets a held-out ``H`` on which its distortion ``tr(ΔWᵀ H ΔW)`` can be
 measured out of sample.
 
-Each block run is one jitted function of ``(block parameters, hidden states)``; all blocks
-share one structure, so it compiles once per batch shape and stage, not once per layer. A
-stage's run returns only its moments, so XLA computes the block only up to that stage's input.
+The block is run in pieces, one per stage (``Block.attention_input``, ``attention``,
+``ffn_input``, ``ffn_hidden``, then ``ffn_output``); each piece is one jitted function of
+``(block parameters, activations)`` returning its output and its input moment, and its output
+is kept for the later pieces, so each block is computed once per stream (not once per stage).
+All blocks share one structure, so each piece compiles once per chunk shape, not once per layer.
 """
 
 from __future__ import annotations
@@ -57,29 +59,58 @@ class LayerBatch:
   num_tokens: int
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _block_moments(graphdef, state, h, keep: tuple[str, ...]):
-  """``Σ x xᵀ`` of the inputs ``keep`` of one block. The block's output is not returned, so XLA
-  drops what no kept input depends on (a ``q`` stage computes one RMSNorm, an ``o`` stage the
-  attention, a ``down`` stage all but the last matmul)."""
-  block = nnx.merge(graphdef, state)
-  taps: dict = {}
-  block(h, taps)
-  moments = {}
-  for name in keep:
-    x = taps[name]
-    x2 = x.reshape(-1, x.shape[-1])
-    moments[name] = jnp.einsum("ti,tj->ij", x2, x2, precision=jax.lax.Precision.HIGHEST)
-  return moments
+def _gram(x: jax.Array) -> jax.Array:
+  x2 = x.reshape(-1, x.shape[-1])
+  return jnp.einsum("ti,tj->ij", x2, x2, precision=jax.lax.Precision.HIGHEST)
+
+
+# One jitted piece of the block per stage (``Block.attention_input`` … ``Block.ffn_hidden``): each
+# reads what the block's earlier pieces left in a chunk's activations and adds its own output, so
+# a block is computed once per stream, whatever the stages (no piece is recomputed for a later stage).
+@functools.partial(jax.jit, static_argnums=0)
+def _attention_input(graphdef, state, h):
+  x = nnx.merge(graphdef, state).attention_input(h)
+  return {"x": x}, _gram(x)
 
 
 @functools.partial(jax.jit, static_argnums=0)
-def _block_out(graphdef, state, h):
-  return nnx.merge(graphdef, state)(h, None)
+def _attention(graphdef, state, x):
+  ctx = nnx.merge(graphdef, state).attention(x)
+  return {"ctx": ctx}, _gram(ctx)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _ffn_input(graphdef, state, h, ctx):
+  a, u = nnx.merge(graphdef, state).ffn_input(h, ctx)
+  return {"a": a, "u": u}, _gram(u)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _ffn_hidden(graphdef, state, u):
+  g = nnx.merge(graphdef, state).ffn_hidden(u)
+  return {"g": g}, _gram(g)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _ffn_output(graphdef, state, a, g):
+  return nnx.merge(graphdef, state).ffn_output(a, g)
+
+
+# input-owning linear → (piece, the activations it reads); in block order
+_PIECES = {
+    "q": (_attention_input, ("h",)),
+    "o": (_attention, ("x",)),
+    "gate": (_ffn_input, ("h", "ctx")),
+    "down": (_ffn_hidden, ("u",)),
+}
 
 
 class _Stream:
-  """Hidden states of a set of windows at the current block, in fixed-size chunks."""
+  """Activations of a set of windows at the current block, in fixed-size chunks.
+
+  Per chunk: the block input ``h`` and the outputs of the block pieces run so far (``x``,
+  ``ctx``, ``a``, ``u``, ``g``).
+  """
 
   def __init__(self, model: Llama, ids: np.ndarray, chunk: int):
     if ids.ndim != 2 or ids.shape[0] < 1:
@@ -87,21 +118,25 @@ class _Stream:
     self.chunk = chunk
     self.tokens = int(ids.size)
     emb = model.embed[...]
-    self.h = [emb[jnp.asarray(ids[s : s + chunk])] for s in range(0, ids.shape[0], chunk)]
+    self.parts = [{"h": emb[jnp.asarray(ids[s : s + chunk])]} for s in range(0, ids.shape[0], chunk)]
 
   def moments(self, block, keep: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """``H`` of the inputs ``keep`` of ``block``, averaged over tokens (float64, symmetrized)."""
+    """``H`` of the inputs ``keep`` (input-owning linears, in block order) of ``block``, averaged
+    over tokens (float64, symmetrized). Runs the block pieces producing those inputs."""
     graphdef, state = nnx.split(block)
     sums: dict[str, np.ndarray] = {}
-    for h in self.h:
-      for k, v in _block_moments(graphdef, state, h, keep).items():
-        sums[k] = sums.get(k, 0.0) + np.asarray(v, np.float64)
+    for part in self.parts:
+      for k in keep:
+        piece, reads = _PIECES[k]
+        out, m = piece(graphdef, state, *(part[r] for r in reads))
+        part.update(out)
+        sums[k] = sums.get(k, 0.0) + np.asarray(m, np.float64)
     return {k: 0.5 * (v + v.T) / self.tokens for k, v in sums.items()}
 
   def advance(self, block) -> None:
-    """Move the hidden states through ``block``."""
+    """Move the chunks to the next block's input: ``block``'s output from the pieces already run."""
     graphdef, state = nnx.split(block)
-    self.h = [_block_out(graphdef, state, h) for h in self.h]
+    self.parts = [{"h": _ffn_output(graphdef, state, p["a"], p["g"])} for p in self.parts]
 
 
 def _h_by_name(block_idx: int, moments: Mapping[str, np.ndarray], shared: Mapping[str, str], lins) -> dict:
@@ -143,7 +178,8 @@ def quantize_model(
     stages = STAGES if sequential else (tuple(lin for st in STAGES for lin in st),)
     block = ref_block
     for lins in stages:
-      keep = tuple(sorted({shared.get(lin, lin) for lin in lins}))
+      owners = {shared.get(lin, lin) for lin in lins}
+      keep = tuple(k for k in _PIECES if k in owners)
       mc, mh = cal.moments(block, keep), held.moments(block, keep)
       names = tuple(f"layer{i}.{lin}" for lin in lins)
       batch = LayerBatch(

@@ -102,3 +102,66 @@ def test_float32_distortions_match_float64():
   d_cal, d_held = (np.asarray(x)[0] for x in C._distortions(*(np.asarray(a, np.float32)[None] for a in (w, w_hat, h, 2 * h))))
   assert d_cal == pytest.approx(C.distortion(w, w_hat, h), rel=2e-4)
   assert d_held == pytest.approx(2 * C.distortion(w, w_hat, h), rel=2e-4)
+
+
+def test_eigvalsh_and_background_gaps_match_float64():
+  """SciPy float32 eigenvalues agree with NumPy float64 ones; the background ``_Gaps`` give the
+  same gaps as ``waterfill_gap`` on float64 eigenvalues, shared H computed once."""
+  rng = np.random.default_rng(2)
+  x = rng.normal(size=(200, 48)) * np.logspace(0, -2, 48)
+  h = x.T @ x / 200
+  lam = np.linalg.eigvalsh(h)
+  np.testing.assert_allclose(C.eigvalsh(h), lam, rtol=0, atol=1e-6 * lam.max())
+  ws = [rng.normal(size=(48, 5)) for _ in range(3)]
+  gaps = C._Gaps()
+  calls = []
+  orig = C.eigvalsh
+  C.eigvalsh = lambda a: (calls.append(1), orig(a))[1]
+  try:
+    for i, w in enumerate(ws):
+      gaps.submit(f"l{i}", w, h, 2.25, 1e-3 * (i + 1))
+    got = gaps.results()
+  finally:
+    C.eigvalsh = orig
+  assert len(calls) == 1  # one H, one eigendecomposition
+  for i, w in enumerate(ws):
+    assert got[f"l{i}"] == pytest.approx(C.waterfill_gap(w, lam, 2.25, 1e-3 * (i + 1)), abs=2e-4)
+  bad = C._Gaps()
+  bad.submit("x", ws[0], np.full((48, 48), np.nan), 2.0, 1e-3)
+  with pytest.raises(ValueError):
+    bad.results()
+
+
+def test_points_do_not_depend_on_workers(cfg, tmp_path):
+  """Two points computed at once in threads (``workers: 2``) give bitwise the numbers of a serial
+  run (tiny random llama, so it is fast); a failing point's error reaches the caller."""
+  import threading
+  from types import SimpleNamespace
+
+  from rdq.experiments._store import PointStore
+  from rdq.models import llama as L
+
+  from ..models.test_llama import TINY, tiny_params
+
+  rng = np.random.default_rng(4)
+  ids = lambda w: rng.integers(0, TINY.vocab_size, size=(w, 8)).astype(np.int32)  # noqa: E731
+  ctx = SimpleNamespace(model=L._from_weights(TINY, tiny_params(5)), calibration=ids(6), heldout=ids(2),
+                        eval=ids(3), docs=ids(3), batch=2)
+  points = [C._point(cfg, "rtn_ec", b) for b in (2.0, 3.0)]
+  serial = [C._compute(p, ctx) for p in points]
+  both = [None, None]
+  threads = [threading.Thread(target=lambda i=i: both.__setitem__(i, C._compute(points[i], ctx))) for i in range(2)]
+  for t in threads:
+    t.start()
+  for t in threads:
+    t.join()
+  for a, b in zip(serial, both):
+    assert a["layers"] == b["layers"] and a["ppl_plays"] == b["ppl_plays"] and a["ppl_docstrings"] == b["ppl_docstrings"]
+  assert serial[0]["layers"] != serial[1]["layers"]
+  # the concurrent runner stores every point, and re-raises a worker's error
+  sweep = SimpleNamespace(store=PointStore(tmp_path))
+  C._run_concurrently(sweep, points, lambda p: {"bits": p["bits"]}, 2)
+  assert all(sweep.store.has(p) for p in points)
+  with pytest.raises(RuntimeError, match="boom"):
+    C._run_concurrently(SimpleNamespace(store=PointStore(tmp_path / "b")), points,
+                        lambda p: (_ for _ in ()).throw(RuntimeError("boom")), 2)
