@@ -96,12 +96,12 @@ def _ffn_output(graphdef, state, a, g):
   return nnx.merge(graphdef, state).ffn_output(a, g)
 
 
-# input-owning linear → (piece, the activations it reads); in block order
+# input-owning linear → (piece, the activations it reads, those no later piece reads); in block order
 _PIECES = {
-    "q": (_attention_input, ("h",)),
-    "o": (_attention, ("x",)),
-    "gate": (_ffn_input, ("h", "ctx")),
-    "down": (_ffn_hidden, ("u",)),
+    "q": (_attention_input, ("h",), ()),
+    "o": (_attention, ("x",), ("x",)),
+    "gate": (_ffn_input, ("h", "ctx"), ("h", "ctx")),
+    "down": (_ffn_hidden, ("u",), ("u",)),
 }
 
 
@@ -127,8 +127,10 @@ class _Stream:
     sums: dict[str, np.ndarray] = {}
     for part in self.parts:
       for k in keep:
-        piece, reads = _PIECES[k]
+        piece, reads, done = _PIECES[k]
         out, m = piece(graphdef, state, *(part[r] for r in reads))
+        for r in done:  # at most two per chunk (a and g: 0.7 GB for the full config's 81 920 tokens)
+          del part[r]
         part.update(out)
         sums[k] = sums.get(k, 0.0) + np.asarray(m, np.float64)
     return {k: 0.5 * (v + v.T) / self.tokens for k, v in sums.items()}
