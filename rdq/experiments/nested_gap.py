@@ -25,7 +25,10 @@ of the same codes decoded with β instead of the decoder scales γ (``_mmse`` co
 0 otherwise). A code whose coarse cell ``qβΛ`` exactly covered the typical Gaussian ball would
 have ``ε = 2πeG/q²``: the "finite q" term is the price of the scales needed to cover the norm
 fluctuations of a d-dimensional Gaussian block (and of the coarse cell not being a ball);
-"overload" is net of the gain of choosing the best of k scales (hence negative values). The β
+"overload" is net of the gain of choosing the best of k scales (hence negative values). For
+encoder-search codes (``_s<s>``, ``NestedLatticeQuantizer.search``) the k scales in ``ε_gran``
+are the decoder scales γ (there is no separate β to decode with: ``ε_β = ε``, decoder gain 0), so
+the gain of the searched encoder scales (clipping instead of wrapping) is in "overload". The β
 side-information term uses ``log2(k)/d``; ``R_eff`` rounds the per-vector bit count up, so the
 terms add up to ``gap_mse`` up to that rounding. ``gap_matmul − gap_mse`` is the
 matmul-specific remainder (errors correlated with the reproduction; ≈ 0 for ``_mmse``).
@@ -43,9 +46,19 @@ independent test set of Gaussian blocks; for k ∈ {2, 4, 8, 16} scales, β shar
 the training set (``nested.search_from_stats``) and the MSE gap measured on the test set with a
 fixed-length (``log2(k)/(gd)``), Huffman (code from the training set) and entropy β index.
 
+**Search options** (``--search-options LATTICE Q``): the same statistics on a 48-point grid
+``[0.5, 3]·√d/(q ρ_cov)``; for k ∈ {2, 3, 4} decoder scales and s ∈ {12, 48} encoder scales
+(``nested.search_encoder_scales`` on the training set) the MSE gap on the test set with a
+fixed-length index, and with an entropy-coded index chosen rate–distortion-optimally: the pair
+minimizing ``err + λ·ℓ_j`` with ``ℓ_j = −log2 p_j``, p and γ iterated on the training set (λ = 0:
+least error), then *frozen*; the test rate is the ideal code length under that fixed p
+(``ideal``) or the length of the Huffman code of p (``huffman``, selection with its lengths).
+
 Usage (n must be a multiple of every block length d):
   python -m rdq.experiments.nested_gap --names leech_nested_q4 leech_nested_q4_mmse --n 240
+  python -m rdq.experiments.nested_gap --names leech_nested_q4_k3_s12 --n 240
   python -m rdq.experiments.nested_gap --beta-options leech 4
+  python -m rdq.experiments.nested_gap --search-options leech 4 --blocks 4096
 """
 
 from __future__ import annotations
@@ -180,10 +193,69 @@ def beta_options(lattice_name: str, q: int, blocks: int, seed: int, ks=(2, 4, 8,
   return out
 
 
+def search_options(lattice_name: str, q: int, blocks: int, seed: int, ks=(2, 3, 4), ss=(12, 48),
+                   lams=(0.0, 0.5, 1.0)) -> list[dict]:
+  """MSE gaps of encoder-search codes with fixed-length and entropy-coded β indices
+  (module docstring, ``--search-options``)."""
+  import jax
+  import jax.numpy as jnp
+
+  from rdq.quantizers.lattice import lattice_from_name
+  from rdq.quantizers.nested import grid_stats, search_encoder_scales
+
+  lat = lattice_from_name(lattice_name)
+  d = lat.dim
+  ref = math.sqrt(d) / (q * (lat.covering_radius or math.sqrt(d) / 2.0))
+  bg = np.geomspace(0.5 * ref, 3.0 * ref, 48)
+  key = jax.random.key(seed)
+  (yy, yv, vv), (ty, tv, tw) = [grid_stats(lat, q, bg, jax.random.normal(jax.random.fold_in(key, i), (blocks, d), jnp.float32))
+                                for i in (20, 21)]
+
+  def choose(yy_, yv_, vv_, sel, g, lens, lam):  # least err + λ·ℓ_j over (σ, j); returns (j, σ index, err)
+    e = yy_[:, None, None] - 2 * g * yv_[:, sel, None] + g**2 * vv_[:, sel, None]
+    flat = (e + lam * lens).reshape(len(yy_), -1).argmin(axis=1)
+    si, j = flat // len(g), flat % len(g)
+    return j, si, e.reshape(len(yy_), -1)[np.arange(len(yy_)), flat]
+
+  out = []
+  for k in ks:
+    for s in ss:
+      gam, sig, _ = search_encoder_scales(bg, yy, yv, vv, k, s)
+      sel = np.asarray([int(np.argmin(np.abs(bg - x))) for x in sig])
+      for lam_f in lams:
+        g, lens = np.asarray(gam), np.full(k, math.log2(k))
+        lam = 0.0
+        for _ in range(20 if lam_f > 0 else 1):  # Lloyd with the rate term: p from the choices, γ centroids
+          j, si, e = choose(yy, yv, vv, sel, g, lens, lam)
+          lam = lam_f * 2 * math.log(2) * float(e.mean()) / d  # ∂(½log2 ε)/∂ε = 1/(2 ln2 ε): one bit of index ≈ 2 ln2 ε of error
+          if lam_f == 0:
+            break
+          p = np.bincount(j, minlength=k) / len(j)
+          lens = -np.log2(np.maximum(p, 1e-6))
+          for jj in range(k):
+            m = j == jj
+            if m.any():
+              g[jj] = yv[np.flatnonzero(m), sel[si[m]]].sum() / vv[np.flatnonzero(m), sel[si[m]]].sum()
+        j_tr, _, _ = choose(yy, yv, vv, sel, g, lens, lam)
+        p_tr = np.bincount(j_tr, minlength=k) / len(j_tr)
+        ideal = -np.log2(np.maximum(p_tr, 1e-6))  # a static model fixed on the training blocks
+        huff = huffman_lengths(p_tr + 1e-12)
+        j_te, _, e_te = choose(ty, tv, tw, sel, g, ideal if lam_f > 0 else lens, lam)
+        base = math.log2(q) - 0.5 * math.log2(d / float(e_te.mean()))
+        j_h, _, e_h = choose(ty, tv, tw, sel, g, huff, lam)
+        out.append(dict(k=k, s=s, lam=lam_f, eps=float(e_te.mean()) / d, gap_fixed=base + math.log2(k) / d,
+                        gap_ideal=base + float(ideal[j_te].mean()) / d,
+                        gap_huff=math.log2(q) - 0.5 * math.log2(d / float(e_h.mean())) + float(huff[j_h].mean()) / d,
+                        H_idx=_entropy(np.bincount(j_te, minlength=k) / len(j_te))))
+  return out
+
+
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--names", nargs="+", help="registry names of nested-lattice quantizers")
   p.add_argument("--beta-options", nargs=2, metavar=("LATTICE", "Q"), help="compare the β-index options (MSE gaps)")
+  p.add_argument("--search-options", nargs=2, metavar=("LATTICE", "Q"),
+                 help="encoder-search codes: fixed-length vs entropy-coded (rate-distortion) β index (MSE gaps)")
   p.add_argument("--n", type=int, default=240, help="inner dimension (multiple of the block lengths)")
   p.add_argument("--a", type=int, default=16)
   p.add_argument("--b", type=int, default=16)
@@ -191,8 +263,15 @@ def main(argv=None) -> None:
   p.add_argument("--blocks", type=int, default=1 << 13, help="Gaussian blocks for the MSE terms")
   p.add_argument("--seed", type=int, default=0)
   args = p.parse_args(argv)
-  if not args.names and not args.beta_options:
-    p.error("give --names and/or --beta-options")
+  if not args.names and not args.beta_options and not args.search_options:
+    p.error("give --names, --beta-options and/or --search-options")
+  if args.search_options:
+    lat, q = args.search_options[0], int(args.search_options[1])
+    print(f"search options: {lat}, q={q}, {args.blocks} training + {args.blocks} test blocks, seed={args.seed} (MSE gaps, bits)")
+    print(f"{'k':>3} {'s':>3} {'λ':>4} {'eps':>9} {'H_idx':>6} {'fixed':>7} {'ideal':>7} {'huffman':>8}")
+    for r in search_options(lat, q, args.blocks, args.seed):
+      print(f"{r['k']:3d} {r['s']:3d} {r['lam']:4.1f} {r['eps']:9.5f} {r['H_idx']:6.3f} {r['gap_fixed']:7.4f} "
+            f"{r['gap_ideal']:7.4f} {r['gap_huff']:8.4f}", flush=True)
   if args.beta_options:
     lat, q = args.beta_options[0], int(args.beta_options[1])
     print(f"β options: {lat}, q={q}, {args.blocks} training + {args.blocks} test blocks, seed={args.seed} (MSE gaps, bits)")

@@ -2,7 +2,7 @@
 
 Name grammar (``rdq.quantizers.get``)::
 
-  <lattice>_nested_q<q>[_k<k>][_mmse][_norm[_fp32|_bf16|_fp16]][_first][_dither]
+  <lattice>_nested_q<q>[_k<k>][_mmse][_s<s>][_norm[_fp32|_bf16|_fp16]][_first][_dither]
 
 * ``<lattice>``: ``z`` (scalar), ``z<n>``, ``d<n>``, ``d<n>star``, ``e8``, ``bw16`` or ``leech``;
 * ``q``: nesting ratio, ``log2 q`` bits per entry; ``k``: number of scales β per block
@@ -11,6 +11,12 @@ Name grammar (``rdq.quantizers.get``)::
   condition, ``NestedLatticeQuantizer.gains``) and the ``"mse"`` selection scores with γ; no
   rate cost. β and γ are searched jointly (``MMSE_BETAS``); only the tabulated (lattice, q, k)
   exist, and not with ``_dither``;
+* ``_s<s>``: **encoder scale search** (``NestedLatticeQuantizer.search``): the encoder tries s
+  scales σ (not sent) and picks the pair (σ, j) with the least ``‖y − γ_j v_σ‖²``; the k
+  decoder scales γ_j (the sent index) are Lloyd centroids. The decoder is the plain one, so this
+  only finds closer codewords of the same codebooks ``γ_j·(Λ ∩ qV)``: a block that overloads at
+  σ = γ_j is clipped into the coarse cell at a larger σ instead of wrapping around, and fewer
+  sent scales are needed. Tabulated (``SEARCH_SCALES``) only, not with ``_mmse``/``_first``/``_dither``;
 * ``_norm``: per-vector RMS scale stored in bf16 (or the named format), 16/n bits per entry;
 * ``_first``: NestQuant's ``first_beta`` selection instead of least error;
 * ``_dither``: subtractive dither (needs a PRNG key).
@@ -38,7 +44,7 @@ from rdq.quantizers.lattice import lattice_from_name
 from rdq.quantizers.nested import NestedLatticeQuantizer
 from rdq.quantizers.registry import register
 
-__all__ = ["BETAS", "DEFAULT_K", "MMSE_BETAS", "default_betas"]
+__all__ = ["BETAS", "DEFAULT_K", "MMSE_BETAS", "SEARCH_SCALES", "default_betas"]
 
 # (lattice, q, k) -> β set; MSE per entry on N(0, 1) in the comments (search_betas, 2^16 blocks).
 BETAS: dict[tuple[str, int, int], tuple[float, ...]] = {
@@ -124,6 +130,20 @@ MMSE_BETAS: dict[tuple[str, int, int], tuple[tuple[float, ...], tuple[float, ...
                        (0.0680, 0.0770, 0.0835, 0.0873, 0.0946, 0.1026, 0.1116, 0.1366)),  # 0.00407
 }
 
+# (lattice, q, k, s) -> (decoder scales γ, encoder scales σ) of the ``_s<s>`` codes, from
+# ``nested.search_encoder_scales(bg, *nested.grid_stats(LeechLattice(), q, bg, y), k, s)`` with
+# ``bg = np.geomspace(0.5 * r, 3 * r, 48)``, ``r = √24 / (q √2)`` (√2 the covering radius) and
+# ``y = jax.random.normal(jax.random.fold_in(jax.random.key(1), 77), (8192, 24))``; MSE per entry
+# on an independent 8192-block test set (key 2) in the comments.
+SEARCH_SCALES: dict[tuple[str, int, int, int], tuple[tuple[float, ...], tuple[float, ...]]] = {
+    ("leech", 4, 3, 12): ((0.30123, 0.36104, 0.43172),
+                          (0.30407, 0.32816, 0.34091, 0.36792, 0.38222, 0.39707, 0.4125, 0.44518, 0.48045, 0.51851,
+                           0.55959, 0.6274)),  # 0.07381
+    ("leech", 8, 4, 12): ((0.15284, 0.17601, 0.19748, 0.23045),
+                          (0.15203, 0.15794, 0.16408, 0.17708, 0.18396, 0.19853, 0.20625, 0.23124, 0.24022, 0.24956,
+                           0.26933, 0.29067)),  # 0.01732
+}
+
 # k used when a name has no ``_k``: least gap to Γ(R) in the generic-matmul search.
 DEFAULT_K: dict[str, int] = {"z": 1, "d4": 4, "e8": 4, "bw16": 8, "leech": 8}
 
@@ -161,7 +181,15 @@ def _nested(m) -> NestedLatticeQuantizer:
   norm = None
   if m["norm"] is not None:
     norm = m["normfmt"] or "bf16"
-  betas, gains = default_betas(lattice, q, k), None
+  betas, gains, search = default_betas(lattice, q, k), None, None
+  if m["s"] is not None:
+    key = (lattice, q, k, int(m["s"]))
+    if m["mmse"] or m["first"] or m["dither"]:
+      raise ValueError(f"{m.string!r}: _s<s> (encoder scale search) takes no _mmse, _first or _dither")
+    if key not in SEARCH_SCALES:
+      raise ValueError(f"{m.string!r}: no _s scales for (lattice, q, k, s) = {key}; tabulated: {sorted(SEARCH_SCALES)} "
+                       "(search them with nested.search_encoder_scales)")
+    betas, search = SEARCH_SCALES[key]
   if m["mmse"]:
     if m["dither"]:
       raise ValueError(f"{m.string!r}: _mmse decoder scales are fitted for the undithered code; drop _dither")
@@ -177,15 +205,16 @@ def _nested(m) -> NestedLatticeQuantizer:
       norm=norm,
       dither=bool(m["dither"]),
       gains=gains,
+      search=search,
   )
 
 
 register(
-    r"(?P<lat>z\d*|d\d+(?:star)?|e8|bw16|leech)_nested_q(?P<q>\d+)(?:_k(?P<k>\d+))?(?P<mmse>_mmse)?"
+    r"(?P<lat>z\d*|d\d+(?:star)?|e8|bw16|leech)_nested_q(?P<q>\d+)(?:_k(?P<k>\d+))?(?P<mmse>_mmse)?(?:_s(?P<s>\d+))?"
     r"(?P<norm>_norm(?:_(?P<normfmt>fp32|bf16|fp16))?)?(?P<first>_first)?(?P<dither>_dither)?",
     _nested,
     # Examples (each runs through the registry contract suite; kept few, compiles are costly).
     ("z_nested_q16", "d4_nested_q8", "e8_nested_q4", "e8_nested_q16", "e8_nested_q16_norm", "e8_nested_q14_k4_first"),
-    "<z|d<n>|d<n>star|e8|bw16|leech>_nested_q<q>[_k<k>][_mmse][_norm[_fp32|_bf16|_fp16]][_first][_dither]: Voronoi code Λ/qΛ, "
-    "log2 q bits/entry + log2(k)/d for the per-block β index (+16/n with _norm); _mmse: decoder scales γ (centroids)",
+    "<z|d<n>|d<n>star|e8|bw16|leech>_nested_q<q>[_k<k>][_mmse][_s<s>][_norm[_fp32|_bf16|_fp16]][_first][_dither]: Voronoi code Λ/qΛ, "
+    "log2 q bits/entry + log2(k)/d for the per-block β index (+16/n with _norm); _mmse: decoder scales γ (centroids); _s<s>: s encoder scales searched (not sent)",
 )

@@ -20,6 +20,13 @@ lattice's granular error unless ``Q_Λ(y/β)`` falls outside the Voronoi cell of
 * ``"mse"`` (NestQuant's ``try_all``): the β with the least squared error (first on ties);
 * ``"first"`` (NestQuant's ``first_beta``): the smallest β without overload (else ``β_k``).
 
+**Encoder scale search** (``search``): the encoder may also try scales ``σ_1 < … < σ_s`` that are
+not sent, and keep the pair ``(σ, j)`` with the least ``‖y − γ_j v_σ‖²`` (``v_σ`` the Voronoi-code
+point of ``y/σ``, γ the decoder scales below), sending only j. The decoder and the codebooks
+``γ_j (Λ ∩ qV)`` are unchanged; the encoder only finds closer codewords: a block that overloads at
+``σ = γ_j`` is clipped into the coarse cell (a larger σ decoded at γ_j) instead of wrapping
+around, so fewer sent scales are needed (``search_encoder_scales`` fits γ and σ).
+
 The index costs ``log2 k`` bits per block. Optionally the decoder reconstructs with its own
 scales ``γ_1 … γ_k`` (``gains``; ``β_j v`` becomes ``γ_j v``, and ``"mse"`` selection scores
 ``‖y − γ_j v_j‖²``): the centroid condition of Lloyd's decoder per β index,
@@ -71,7 +78,7 @@ from rdq.quantizers.lattice import Lattice, lattice_from_name
 
 __all__ = [
     "NestedCode", "NestedLatticeQuantizer", "VoronoiCode", "nested_dot", "search_beta_sets", "search_betas",
-    "search_betas_mmse", "grid_stats", "search_from_stats",
+    "search_betas_mmse", "grid_stats", "search_from_stats", "search_encoder_scales",
 ]
 
 _NORM_FORMATS = ("fp32", "bf16", "fp16")
@@ -160,6 +167,9 @@ class NestedLatticeQuantizer:
     gains: ``None`` (reconstruct with β) or the decoder's scale γ_j per β index (k positive
       floats, same order as ``betas``): reproduction ``γ_j v``, and ``"mse"`` selection scores
       ``‖y − γ_j v_j‖²`` (module docstring; ``search_betas_mmse``). No rate cost.
+    search: ``None`` or increasing encoder scales σ (not sent; needs ``beta_select="mse"``): the
+      encoder keeps the pair (σ, j) with the least ``‖y − γ_j v_σ‖²`` (module docstring;
+      ``search_encoder_scales``). No rate cost; s closest-point searches per block instead of k.
   """
 
   lattice: Lattice
@@ -169,6 +179,7 @@ class NestedLatticeQuantizer:
   norm: str | None = None
   dither: bool = False
   gains: tuple[float, ...] | None = None
+  search: tuple[float, ...] | None = None
 
   def __post_init__(self):
     if isinstance(self.lattice, str):
@@ -204,6 +215,17 @@ class NestedLatticeQuantizer:
       if not all(math.isfinite(g) and g > 0 for g in gains):
         raise ValueError(f"gains={gains} must be positive and finite")
       object.__setattr__(self, "gains", gains)
+    if self.search is not None:
+      if isinstance(self.search, (int, float)):
+        raise TypeError(f"search={self.search!r} must be None or a sequence of encoder scales")
+      search = tuple(float(b) for b in self.search)
+      if len(search) == 0 or not all(math.isfinite(b) and b > 0 for b in search):
+        raise ValueError(f"search={search} must hold at least one positive finite encoder scale")
+      if any(b1 >= b2 for b1, b2 in zip(search, search[1:])):
+        raise ValueError(f"search={search} must be strictly increasing")
+      if self.beta_select != "mse":
+        raise ValueError("search (encoder scales) needs beta_select='mse' (least error over scale pairs)")
+      object.__setattr__(self, "search", search)
 
   # ----------------------------------------------------------------------------- helpers
   @property
@@ -252,14 +274,23 @@ class NestedLatticeQuantizer:
     y = x32 if s is None else x32 / jnp.where(s > 0, s, 1.0)
     yb = self._blocks(y)
     z = self._dither(key, yb.shape)
-    z = z[..., None, :] if self.dither else z  # broadcast over the k scales
+    z = z[..., None, :] if self.dither else z  # broadcast over the encoder scales
     vc = self.voronoi
-    betas = jnp.asarray(self.betas, jnp.float32)[:, None]  # (k, 1)
-    # All k scales at once: (*batch, blocks, k, d).
+    enc = self.betas if self.search is None else self.search
+    betas = jnp.asarray(enc, jnp.float32)[:, None]  # (k or s, 1)
+    # All encoder scales at once: (*batch, blocks, k or s, d).
     t = self.lattice.closest_point(yb[..., None, :] / betas + z)
     codes = vc.encode(t)
     v = vc.decode(codes) - z
     v = vc.reduce(v) if self.dither else v
+    if self.search is not None:  # least ‖y − γ_j v_σ‖² over all (σ, j) pairs, first on ties (σ-major)
+      gains = jnp.asarray(self.recon_scales, jnp.float32)[:, None]  # (k, 1)
+      errs = jnp.sum((yb[..., None, None, :] - gains * v[..., :, None, :]) ** 2, axis=-1)  # (..., s, k)
+      flat = jnp.argmin(errs.reshape(errs.shape[:-2] + (-1,)), axis=-1)
+      idx, sel = flat % self.k, flat // self.k
+      chosen = jnp.take_along_axis(codes, sel[..., None, None], axis=-2)[..., 0, :]
+      scale = None if s is None else s.astype(SCALE_DTYPES[self.norm])
+      return NestedCode(codes=chosen.reshape(x.shape), beta_index=idx.astype(jnp.uint8), scale=scale)
     if self.beta_select == "mse":
       gains = jnp.asarray(self.recon_scales, jnp.float32)[:, None]
       errs = jnp.sum((yb[..., None, :] - gains * v) ** 2, axis=-1)
@@ -329,7 +360,8 @@ class NestedLatticeQuantizer:
     norm = "" if self.norm is None else f"_norm_{self.norm}"
     dith = "_dither" if self.dither else ""
     mmse = "" if self.gains is None else "_mmse"
-    return f"{self.lattice.name}_nested_q{self.q}_k{self.k}{mmse}{norm}{sel}{dith}"
+    srch = "" if self.search is None else f"_s{len(self.search)}"
+    return f"{self.lattice.name}_nested_q{self.q}_k{self.k}{mmse}{srch}{norm}{sel}{dith}"
 
 
 def nested_dot(
@@ -595,6 +627,68 @@ def search_from_stats(
       best = (val, sel, ratio)
   val, sel, ratio = best
   return tuple(float(bg[s]) for s in sel), tuple(float(r * bg[s]) for r, s in zip(ratio, sel)), val
+
+
+def search_encoder_scales(
+    betas_grid, yy, yv, vv, k: int, s: int, *, lloyd: int = 30, refit: int = 5,
+) -> tuple[tuple[float, ...], tuple[float, ...], float]:
+  """k decoder scales γ and s encoder scales σ ⊂ grid for the ``search`` encoder, on ``grid_stats``.
+
+  The encoder of ``NestedLatticeQuantizer(..., betas=γ, search=σ)`` picks the pair
+  ``(σ, j)`` with the least ``‖y − γ_j v_σ‖²`` (``v_σ`` the Voronoi-code point of ``y`` at scale
+  σ); only j is sent. Starting from σ = the whole grid and k γ spread geometrically around the
+  best single β: Lloyd iterations (least-error pairs, then the centroid
+  ``γ_j = Σ⟨y, v_σ⟩ / Σ‖v_σ‖²`` over the blocks that pick j) until the pairs are stable
+  (at most ``lloyd``); then backward elimination: drop the σ whose removal raises the mean
+  error least (γ fixed), ``refit`` Lloyd iterations, until s scales remain; a final Lloyd fit.
+
+  Args:
+    betas_grid: the ``G`` grid scales of the statistics. yy, yv, vv: ``grid_stats`` output.
+    k: decoder scales (sent index). s: encoder scales (≤ G; not sent).
+    lloyd, refit: Lloyd iterations of the first/final fits and after each elimination.
+
+  Returns:
+    ``(gammas, sigmas, mean squared error per block)`` (both increasing).
+  """
+  bg = np.asarray(betas_grid, np.float64)
+  big = len(bg)
+  if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+    raise ValueError(f"k={k!r} must be a positive integer")
+  if isinstance(s, bool) or not isinstance(s, int) or not 1 <= s <= big:
+    raise ValueError(f"s={s!r} must be an integer in [1, {big}] (the grid size)")
+  i0 = int(np.argmin((yy[:, None] - 2 * bg * yv + bg**2 * vv).mean(axis=0)))
+  gam = np.geomspace(bg[max(0, i0 - 8)], bg[min(big - 1, i0 + 4)], k) if k > 1 else bg[i0:i0 + 1].copy()
+  rows = np.arange(len(yy))
+
+  def errs(sel, g):  # (blocks, |sel|, k)
+    return yy[:, None, None] - 2 * g * yv[:, sel, None] + g**2 * vv[:, sel, None]
+
+  def fit(sel, g, iters):
+    prev = None
+    for _ in range(iters):
+      flat = errs(sel, g).reshape(len(yy), -1).argmin(axis=1)  # σ-major, first on ties
+      if prev is not None and np.array_equal(flat, prev):
+        break
+      prev = flat
+      si, j = np.asarray(sel)[flat // k], flat % k
+      for jj in range(k):
+        m = j == jj
+        if m.any():
+          g[jj] = yv[rows[m], si[m]].sum() / vv[rows[m], si[m]].sum()
+    return g
+
+  sel = list(range(big))
+  gam = fit(sel, gam, lloyd)
+  while len(sel) > s:
+    e = errs(sel, gam).min(axis=2)  # (blocks, |sel|)
+    drop = int(np.argmin([np.delete(e, i, axis=1).min(axis=1).mean() for i in range(len(sel))]))
+    sel.pop(drop)
+    gam = fit(sel, gam, refit)
+  gam = fit(sel, gam, lloyd)
+  order = np.argsort(gam)
+  gam = gam[order]
+  val = float(errs(sel, gam).reshape(len(yy), -1).min(axis=1).mean())
+  return tuple(float(g) for g in gam), tuple(float(bg[i]) for i in sel), val
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))

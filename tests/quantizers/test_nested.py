@@ -25,6 +25,7 @@ from rdq.quantizers.nested import (
     search_beta_sets,
     search_betas,
     search_betas_mmse,
+    search_encoder_scales,
     search_from_stats,
 )
 
@@ -308,3 +309,77 @@ def test_bad_input():
     Q.get("e8_nested_q1")
   with pytest.raises(ValueError, match="unknown quantizer"):
     Q.get("e9_nested_q16")
+
+
+def test_encoder_search_finds_closer_codewords():
+  # search=σ: the error is min over all (σ, j) pairs of ‖y − γ_j v_σ‖² (v_σ the point at scale
+  # σ), never more than the plain encoder's min_j ‖y − β_j v_{β_j}‖² when σ ⊇ β, and strictly
+  # less on overloaded blocks; decode and nested_dot are the plain decoder's.
+  lat, q, betas = E8Lattice(), 4, (0.8, 1.1)
+  sigmas = (0.8, 0.95, 1.1, 1.3, 1.6)
+  plain = NestedLatticeQuantizer(lat, q, betas)
+  qz = NestedLatticeQuantizer(lat, q, betas, search=sigmas)
+  assert qz.name == "e8_nested_q4_k2_s5" and qz.rate((2, 64)) == plain.rate((2, 64))
+  x = _gauss((4096, 8), 21) * 1.2
+  code = _jit(qz.encode)(x)
+  err = np.asarray(jnp.sum((_jit(qz.decode)(code) - x) ** 2, -1), np.float64)
+  yy, yv, vv = grid_stats(lat, q, sigmas, x)  # ⟨y, v_σ⟩, ‖v_σ‖² per block and σ
+  g = np.asarray(betas)
+  pairs = yy[:, None, None] - 2 * g * yv[:, :, None] + g**2 * vv[:, :, None]  # (blocks, σ, j)
+  np.testing.assert_allclose(err, pairs.reshape(len(yy), -1).min(1), rtol=1e-4, atol=1e-4)
+  err0 = np.asarray(jnp.sum((_jit(plain.quantize)(x) - x) ** 2, -1), np.float64)
+  np.testing.assert_allclose(err0, np.minimum(pairs[:, 0, 0], pairs[:, 2, 1]), rtol=1e-4, atol=1e-4)  # σ = β_j
+  assert np.all(err <= err0 + 1e-4) and err.mean() < 0.9 * err0.mean()
+  a, b = _gauss((6, 64), 1), _gauss((5, 64), 2)
+  ca, cb = _jit(qz.encode)(a), _jit(qz.encode)(b)
+  np.testing.assert_allclose(np.asarray(nested_dot(qz, ca, qz, cb)),
+                             np.asarray(_jit(qz.decode)(ca) @ _jit(qz.decode)(cb).T), rtol=1e-5, atol=1e-5)
+  for bad, err_t in (((0.9, 0.8), ValueError), ((), ValueError), ((0.0, 1.0), ValueError), (0.9, TypeError)):
+    with pytest.raises(err_t, match="search"):
+      NestedLatticeQuantizer(lat, q, betas, search=bad)
+  with pytest.raises(ValueError, match="search"):
+    NestedLatticeQuantizer(lat, q, betas, search=sigmas, beta_select="first")
+
+
+def test_search_encoder_scales_fit():
+  # The searched (γ, σ) keep s grid scales, satisfy the centroid condition on the training blocks,
+  # and the quantizer built from them reproduces the predicted training error.
+  lat, q = E8Lattice(), 4
+  bg = np.geomspace(0.5, 2.5, 24)
+  y = jax.random.normal(jax.random.key(4), (2048, 8), jnp.float32)
+  stats = grid_stats(lat, q, bg, y)
+  gam, sig, val = search_encoder_scales(bg, *stats, 2, 6)
+  assert len(sig) == 6 and set(sig) <= set(bg.tolist()) and gam[0] < gam[1]
+  _, _, diag = search_from_stats(bg, *stats, 2)  # plain encoder (σ = β), MMSE γ: no better
+  assert val < diag
+  qz = NestedLatticeQuantizer(lat, q, gam, search=sig)
+  code = _jit(qz.encode)(y)
+  xh = _jit(qz.decode)(code)
+  np.testing.assert_allclose(float(jnp.sum((y - xh) ** 2)) / 2048, val, rtol=1e-4)
+  ip = np.asarray(jnp.sum((y - xh) * xh, -1), np.float64)
+  idx = np.asarray(code.beta_index).ravel()
+  for j in range(2):
+    assert abs(ip[idx == j].sum()) < 1e-3 * np.abs(ip[idx == j]).sum()
+  with pytest.raises(ValueError, match="s="):
+    search_encoder_scales(bg, *stats, 2, 25)
+
+
+def test_leech_search_code_contract():
+  # The registered Λ24 encoder-search code: the registry contract at n = 240 (jit = eager,
+  # encode/decode = quantize, vmap, bf16), its rate, and its MSE against the tabulated test MSE.
+  qz = Q.get("leech_nested_q4_k3_s12")
+  assert qz.name == "leech_nested_q4_k3_s12" and qz.k == 3 and len(qz.search) == 12
+  r = qz.rate((4, 240))
+  assert r.nominal == 2.0 and r.side == pytest.approx(16 / 240)  # ⌈480 + 10 log2 3⌉ = 496 bits per row
+  x = _gauss((48, 240), 5)
+  xh = _jit(qz.quantize)(x)
+  np.testing.assert_array_equal(np.asarray(xh[:2]), np.asarray(qz.quantize(x[:2])))  # eager: a few rows
+  np.testing.assert_array_equal(np.asarray(_jit(qz.decode)(_jit(qz.encode)(x))), np.asarray(xh))
+  np.testing.assert_array_equal(np.asarray(jax.jit(jax.vmap(qz.quantize))(x.reshape(4, 12, 240))),
+                                np.asarray(xh).reshape(4, 12, 240))
+  assert _jit(qz.quantize)(x[:2].astype(jnp.bfloat16)).dtype == jnp.bfloat16
+  e = np.asarray(jnp.mean((x - xh) ** 2, -1), np.float64)
+  assert abs(e.mean() - 0.07381) < 4 * e.std() / math.sqrt(e.size)
+  for bad in ("leech_nested_q4_k3_s11", "leech_nested_q4_k3_mmse_s12", "leech_nested_q4_k3_s12_dither"):
+    with pytest.raises(ValueError, match="_s"):
+      Q.get(bad)
