@@ -47,10 +47,9 @@ bits (``rtn``, ``gptq``, ``gptq_rot`` need ``b ≥ 2``; their entropy-coded ``_e
 layers): NumPy's threaded OpenBLAS took 7–19 s for one on 2 busy cores, 0.55 s on one
 thread, so the app runs BLAS single-threaded (``_single_thread_blas``; XLA keeps its own
 threads). They are computed with SciPy's LAPACK (``eigvalsh``, half NumPy's CPU time) in a
-background thread (``_Gaps``) while the next layers are quantized. The sequential pass runs
-each block once per stream, in pieces (``rdq.models.sequential``). ``workers`` points run at
-once in threads (default 2: one point leaves a core idle in its single-threaded SIC loops and
-LAPACK calls); a point's numbers do not depend on it. Entropy-coded rows take the rate as a
+background thread (``_Gaps``) while the next layers are quantized; JAX work stays in the main
+thread. The sequential pass runs each block once per stream, in pieces
+(``rdq.models.sequential``). Entropy-coded rows take the rate as a
 traced argument, so one compiled program per layer shape serves every rate.
 
 **Reported** per (algorithm, bits): perplexity on held-out plays and on stdlib docstrings
@@ -267,8 +266,11 @@ def eigvalsh(h: np.ndarray) -> np.ndarray:
 
 
 class _Gaps:
-  """Gaps to waterfilling (``waterfill_gap`` on ``eigvalsh`` of the calibration H), computed in
-  one background thread while the next layers are quantized (module docstring, "Time").
+  """Gaps to waterfilling (``waterfill_gap`` on ``eigvalsh`` of the calibration H). The
+  eigendecompositions run in one background thread while the next layers are quantized
+  (module docstring, "Time"); the gaps themselves (JAX) are computed by ``results`` in the
+  calling thread, so only one thread ever dispatches JAX work (two did deadlock XLA's CPU
+  client here).
 
   Layers are handed in order; consecutive layers sharing one H (q, k, v; gate, up) share its
   eigenvalues. The values do not depend on the thread's timing.
@@ -277,25 +279,23 @@ class _Gaps:
   def __init__(self):
     from concurrent.futures import ThreadPoolExecutor
 
-    self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="causal_lm_gap")
-    self._futures: dict[str, Any] = {}
-    self._last: tuple[Any, np.ndarray | None] = (None, None)
+    self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="causal_lm_eig")
+    self._layers: list[tuple[str, np.ndarray, float, float, Any]] = []
 
   def submit(self, name: str, w: np.ndarray, h: np.ndarray, rate_bits: float, d: float) -> None:
-    self._futures[name] = self._pool.submit(self._one, w, h, rate_bits, d)
-
-  def _one(self, w, h, rate_bits, d) -> float:
-    if self._last[0] is not h:  # holds h, so its identity cannot be reused while cached
-      self._last = (h, eigvalsh(h))
-    return waterfill_gap(w, self._last[1], rate_bits, d)
+    if self._layers and self._layers[-1][4][0] is h:  # same H as the previous layer: same eigenvalues
+      eig = self._layers[-1][4]
+    else:
+      eig = (h, self._pool.submit(eigvalsh, h))  # holds h, so its identity cannot be reused meanwhile
+    self._layers.append((name, w, rate_bits, d, eig))
 
   def results(self) -> dict[str, float]:
     """Every submitted layer's gap (waits for the thread; re-raises its errors); shuts the thread down."""
     try:
-      return {n: f.result() for n, f in self._futures.items()}
+      return {name: waterfill_gap(w, eig[1].result(), rate_bits, d) for name, w, rate_bits, d, eig in self._layers}
     finally:
       self._pool.shutdown(wait=True, cancel_futures=True)
-      self._last = (None, None)
+      self._layers = []
 
 
 # --------------------------------------------------------------------------------------
@@ -617,58 +617,8 @@ def run(cfg: DictConfig) -> dict | None:
     log.info("not run (no code within the budget, see MIN_BITS): %s", skipped)
   if bool(cfg.q41_check):
     points.append(_point(cfg, "q41", 4.0))
-  compute = lambda p: _compute(p, ctx)  # noqa: E731
-  workers = int(cfg.get("workers", 1))
-  if workers < 1:
-    raise ValueError(f"workers={workers!r} must be ≥ 1")
-  if workers > 1:
-    _run_concurrently(sweep, points, compute, workers)
-  sweep.run_points(points, compute)  # in sweep order (after _run_concurrently: all stored already)
+  sweep.run_points(points, lambda p: _compute(p, ctx))
   return sweep.finish()
-
-
-# Relative cost of a row (seconds per point of the quick default on 2 idle cores): the order in
-# which concurrent workers take the points (longest first balances them).
-ROW_COST = {"gptq_rot_ec": 250, "gptq_ec": 200, "rtn_ec": 60, "gptvq": 114, "watersic": 87, "e8_ldlq": 76,
-            "gptq_rot": 68, "gptq": 57, "rtn": 46, "q41": 19}
-
-
-def _run_concurrently(sweep: Sweep, points: list[dict], compute, workers: int) -> None:
-  """Compute and store ``points`` in ``workers`` threads, each taking the costliest point left.
-
-  Each point runs alone in its thread (its own sequential pass, quantizers and evaluation), so
-  its numbers do not depend on ``workers``; the threads only fill the cores that one point
-  leaves idle (the SIC loops and LAPACK calls are single-threaded). The store's per-point claims
-  still apply (another sweep's points are waited for by the final ``run_points``).
-  """
-  import threading
-
-  from rdq.experiments._store import run_points as store_points
-
-  queue = sorted(points, key=lambda p: -ROW_COST.get(p["algorithm"], 100))
-  lock = threading.Lock()
-  errors: list[BaseException] = []
-
-  def worker():
-    while True:
-      with lock:
-        if not queue or errors:
-          return
-        p = queue.pop(0)
-      try:
-        store_points(sweep.store, [p], compute, desc=f"causal_lm {p['algorithm']} {p['bits']:g} bits")
-      except BaseException as e:  # re-raised in the main thread
-        with lock:
-          errors.append(e)
-        return
-
-  threads = [threading.Thread(target=worker, name=f"causal_lm_worker{i}") for i in range(workers)]
-  for t in threads:
-    t.start()
-  for t in threads:
-    t.join()
-  if errors:
-    raise errors[0]
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="causal_lm")
