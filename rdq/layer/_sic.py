@@ -235,8 +235,12 @@ def _solve_upper_t(u_pp: Float[Array, "d d"], rhs: Float[Array, "d m"]) -> Float
   """``U_PPᵀ e = rhs`` for a small upper-triangular ``U_PP`` by forward substitution.
 
   Elementwise (fused by XLA) instead of a LAPACK ``trsm`` call per vector step, which costs
-  more than the whole step for ``d ≤ 8`` (and spin-waits with multi-threaded OpenBLAS).
+  more than the whole step for ``d ≤ 8`` (and spin-waits with multi-threaded OpenBLAS). For
+  ``d > 8`` (Λ24: d = 24) the unrolled ``d²/2`` operations cost seconds of compile time and the
+  step is dominated by the vector quantizer, so ``trsm`` is used.
   """
+  if u_pp.shape[0] > 8:
+    return lax.linalg.triangular_solve(u_pp, rhs, left_side=True, lower=False, transpose_a=True)
   rows = []
   for i in range(u_pp.shape[0]):
     acc = rhs[i]

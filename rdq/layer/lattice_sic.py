@@ -292,25 +292,31 @@ def lattice_sic_traced(w, h, config: LatticeSICConfig, key=None, *, rate_bits=No
   """
   if rate_bits is not None:
     config = lattice_for_budget(config, w.shape[0], w.shape[1], concrete_rate(rate_bits, "lattice_sic"))
-  return _lattice_sic(w, h, config, key)
+  # percdamp and act_noise enter as traced scalars: LDLQ, damped LDLQ and QA-LDLQ with one
+  # quantizer and rotation share one compiled program.
+  structure = dataclasses.replace(config, percdamp=0.0, act_noise=0.0)
+  return _lattice_sic(w, h, structure, key, jnp.float32(config.percdamp), jnp.float32(config.act_noise))
 
 
 @functools.partial(jax.jit, static_argnames="config")
-def _lattice_sic(w, h, config: LatticeSICConfig, key=None):
+def _lattice_sic(w, h, config: LatticeSICConfig, key, percdamp, act_noise):
   n, m = w.shape
   quant = config.lattice_quantizer
-  w_in, h_in = w, h
-  if config.act_noise:  # QA-LDLQ: LDLQ on (W_ε, H_ε) (module docstring)
-    eps2 = config.act_noise * jnp.mean(jnp.diagonal(h))
-    h_in = h + eps2 * jnp.eye(n, dtype=h.dtype)
-    chol = jnp.linalg.cholesky(h_in)
-    w_in = w - eps2 * jax.scipy.linalg.cho_solve((chol, True), w)
+
+  def shrink(wh):  # QA-LDLQ: LDLQ on (W_ε, H_ε) (module docstring)
+    w, h = wh
+    eps2 = act_noise * jnp.mean(jnp.diagonal(h))
+    h_eps = h + eps2 * jnp.eye(n, dtype=h.dtype)
+    chol = jnp.linalg.cholesky(h_eps)
+    return w - eps2 * jax.scipy.linalg.cho_solve((chol, True), w), h_eps
+
+  w_in, h_in = jax.lax.cond(act_noise > 0, shrink, lambda wh: wh, (w, h))
   if config.rotate:
     rot = _rotation(config.rotation, key, n)
     w_in = rot.forward(w_in)
     h_in = rot.rotate_hessian(h_in)
   if config.feedback:
-    u = inverse_cholesky_upper(damp_hessian(h_in, config.percdamp))
+    u = inverse_cholesky_upper(damp_hessian(h_in, percdamp))
   else:
     u = jnp.eye(n, dtype=jnp.float32)
   # a block that divides n avoids the core's zero padding (the result does not depend on it)

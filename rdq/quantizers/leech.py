@@ -36,8 +36,10 @@ The sums, parities and minima are shared through **Turyn's construction** of the
 (MacWilliams & Sloane, *The Theory of Error-Correcting Codes*, Ch. 18, Sec. 7.4):
 ``C24 = {(a + x, b + x, a + b + x) : a, b ∈ H8, x ∈ H8'}`` with two versions ``H8``, ``H8'``
 of the extended Hamming code meeting in ``{0, 1}``; every 8-block is an even-weight word, so
-each block needs its 128 partial costs once and each codeword costs three table look-ups
-(about 10⁵ operations per vector instead of 10⁶). Not the faster hexacode decoder of Conway &
+each block needs its 128 partial costs once; gathered onto 16 × 16 grids over ``(x, a)``,
+``(x, b)`` and ``(x, a ⊕ b)`` (``H8`` indexed so that word addition is XOR of indices), the
+4096 codeword costs are a broadcast sum, about 10 vector operations per codeword and no
+per-codeword look-up (about 10⁵ operations per vector instead of 10⁶). Not the faster hexacode decoder of Conway &
 Sloane (IEEE Trans. IT 32(1), 1986) or Vardy & Be'ery (IEEE Trans. IT 39(5), 1993), which
 need far fewer operations; this one is exact, fixed-shape and vectorizes.
 
@@ -73,7 +75,7 @@ UNIMODULAR_SCALE: float = 1.0 / math.sqrt(8.0)
 """Multiply rdq's integer Λ24 coordinates by this for the unimodular Leech lattice (norm 4)."""
 
 _A = np.array([-3] + [1] * 23, dtype=np.int64)  # glue vector of the odd coset 2H + a
-_CHUNK = 512  # vectors per decoder step (bounds the (chunk, 2, 16, 16, 16) intermediates)
+_CHUNK = 128  # vectors per decoder step: the (8192, chunk) coset scores stay in cache
 
 
 def _cyclic_hamming(g: tuple[int, ...]) -> np.ndarray:
@@ -318,10 +320,9 @@ def _word_tables(v0: Array, v1: Array, combine, reduce) -> Array:
 
 
 @functools.cache
-def _codeword_block_words() -> np.ndarray:
-  """``(3, 4096)`` word indices (``Σ_k w_k 2^k``) of the three 8-blocks of every codeword."""
-  cw = _golay_codewords().reshape(4096, 3, 8)
-  out = np.ascontiguousarray(_word_index(cw).T)
+def _xor_index() -> np.ndarray:
+  """``(16, 16)`` table ``α XOR γ``: the index of ``H[α] + H[γ]`` (``_turyn_words``)."""
+  out = np.bitwise_xor.outer(np.arange(16), np.arange(16)).astype(np.int32)
   out.setflags(write=False)
   return out
 
@@ -330,20 +331,26 @@ def _coset_scores(u: Array, den) -> Array:
   """Squared distance (units ``1/den²``) from each vector of ``u`` (shape ``(N, 24)``) to each of
   the 4096 cosets ``2c + 4D24``, shape ``(4096, N)`` in ``golay_codewords()`` order.
 
-  Vectors are on the last axis so that the per-codeword look-ups are row gathers."""
+  Codeword ``(x, a, b)`` has the 8-block words ``(a + x, b + x, (a ⊕ b) + x)`` (Turyn): each
+  block table is gathered once onto its ``(x, ·)`` grid (16 × 16 per vector) and the 4096
+  codewords are then a broadcast sum over ``(x, a, b)``; only block 3 needs the XOR expansion.
+  Vectors are on the last axis, so every codeword-wise operation is a vector operation."""
   e, par, delta = _coord_costs(u, den)  # (N, 2, 24)
   tables = [
       _word_tables(e[..., 0, :], e[..., 1, :], jnp.add, jnp.sum),  # (N, 3, 256)
       _word_tables(par[..., 0, :], par[..., 1, :], jnp.bitwise_xor, _xor_reduce),
       _word_tables(delta[..., 0, :], delta[..., 1, :], jnp.minimum, jnp.min),
   ]
-  idx = jnp.asarray(_codeword_block_words())  # (3, 4096)
-  (e1, e2, e3), (p1, p2, p3), (m1, m2, m3) = (
-      [jnp.take(jnp.moveaxis(t[:, blk, :], 0, 1), idx[blk], axis=0) for blk in range(3)] for t in tables)
+  idx = jnp.asarray(_turyn_tables()[0])  # [x, a] → word index of a + x
+  grids = []
+  for t in tables:
+    g = jnp.moveaxis(t[:, :, idx], 0, -1)  # (3, 16 x, 16 a, N)
+    grids.append((g[0][:, :, None, :], g[1][:, None, :, :], jnp.take(g[2], jnp.asarray(_xor_index()), axis=1)))
+  (e1, e2, e3), (p1, p2, p3), (m1, m2, m3) = grids  # each broadcasts to (16 x, 16 a, 16 b, N)
   tot = e1 + e2 + e3
   odd = (p1 ^ p2 ^ p3) == 1
   mn = jnp.minimum(jnp.minimum(m1, m2), m3)
-  return tot + jnp.where(odd, mn, jnp.zeros_like(mn))
+  return (tot + jnp.where(odd, mn, jnp.zeros_like(mn))).reshape(4096, -1)
 
 
 def _xor_reduce(v: Array, axis: int) -> Array:
@@ -356,7 +363,11 @@ def _best_coset(x: Array, den) -> tuple[Array, Array]:
   a = jnp.asarray(_A, x.dtype)
   shift = a if den is None else den * a
   s = jnp.concatenate([_coset_scores(x, den), _coset_scores(x - shift, den)], axis=0)  # (8192, N)
-  j = jnp.argmin(s, axis=0)  # first on ties
+  # First index of the minimum (first on ties) as two plain reductions over the stored scores: the
+  # barrier keeps XLA from fusing (recomputing) the scores into both, which is ~10× slower on CPU.
+  s = jax.lax.optimization_barrier(s)
+  best = jnp.min(s, axis=0)
+  j = jnp.min(jnp.where(s == best, jax.lax.broadcasted_iota(jnp.int32, s.shape, 0), s.shape[0]), axis=0)
   cw = jnp.asarray(_golay_codewords(), x.dtype)
   c = jnp.take(cw, j % 4096, axis=0)
   h = jnp.where((j >= 4096)[:, None], a, jnp.zeros_like(a))
@@ -364,13 +375,16 @@ def _best_coset(x: Array, den) -> tuple[Array, Array]:
 
 
 def _chunked(fn, x: Array) -> Array:
-  """Apply ``fn`` ((M, 24) → (M, 24)) to the vectors of ``x`` in chunks of ``_CHUNK``."""
+  """Apply ``fn`` ((M, 24) → (M, 24)) to the vectors of ``x`` in chunks of ``_CHUNK`` (zero
+  padded; a ``lax.map`` over whole chunks keeps the vectors on the minor axis inside ``fn``)."""
   flat = x.reshape(-1, 24)
   n = flat.shape[0]
   if n <= _CHUNK:
     out = fn(flat)
   else:
-    out = jax.lax.map(lambda v: fn(v[None])[0], flat, batch_size=_CHUNK)
+    chunks = -(-n // _CHUNK)
+    flat = jnp.concatenate([flat, jnp.zeros((chunks * _CHUNK - n, 24), flat.dtype)])
+    out = jax.lax.map(fn, flat.reshape(chunks, _CHUNK, 24)).reshape(-1, 24)[:n]
   return out.reshape(x.shape)
 
 
