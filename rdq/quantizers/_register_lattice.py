@@ -132,7 +132,7 @@ MMSE_BETAS: dict[tuple[str, int, int], tuple[tuple[float, ...], tuple[float, ...
 
 # (lattice, q, k, s) -> (decoder scales γ, encoder scales σ) of the ``_s<s>`` codes, from
 # ``nested.search_encoder_scales(bg, *nested.grid_stats(LeechLattice(), q, bg, y), k, s)`` with
-# ``bg = np.geomspace(0.5 * r, 3 * r, 48)``, ``r = √24 / (q √2)`` (√2 the covering radius) and
+# ``bg = np.geomspace(0.5 * r, 3 * r, 48)``, ``r = √24 / (4q)`` (4 the covering radius in these coordinates) and
 # ``y = jax.random.normal(jax.random.fold_in(jax.random.key(1), 77), (8192, 24))``; MSE per entry
 # on an independent 8192-block test set (key 2) in the comments.
 SEARCH_SCALES: dict[tuple[str, int, int, int], tuple[tuple[float, ...], tuple[float, ...]]] = {
