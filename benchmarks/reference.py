@@ -63,8 +63,9 @@ import sys
 import tempfile
 import time
 
-for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # before NumPy/jax/torch load BLAS
-  os.environ.setdefault(_v, "1")
+for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # before NumPy/jax load BLAS
+  if "--worker" not in sys.argv:  # the reference worker gets its threads from the parent's environment
+    os.environ.setdefault(_v, "1")
 
 import numpy as np  # noqa: E402
 

@@ -21,6 +21,10 @@
    * rescalers off on both sides (the reference's default runs up to 1000 alternating
      least-squares rounds: more work, so this comparison favours the reference).
 
+   The reference code itself (torch, egorlifar/watersic @ f837398) is timed on identical inputs by
+   ``benchmarks/reference.py`` (with GPTQ and GPTVQ against theirs); this NumPy re-implementation
+   stays for machines without that environment (``benchmarks/reference_env.sh``).
+
    The ratios are reference / rdq (wall time; "CPU ratio": process CPU time, reference / core,
    which a loaded machine distorts less). The two reach different rate *measures* (the reference's
    pooled entropy, rdq's mean per-feature entropy), both within their tolerance of 4 bits;
