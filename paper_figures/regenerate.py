@@ -31,7 +31,10 @@ FAMILIES = [
     ("gptvq", "GPTVQ ablation vs the waterfilling limit"),
     ("real_model", "MiniLM-L6 real layers and end to end"),
     ("causal_lm", "SmolLM2-135M: perplexity with all 210 linear layers quantized"),
+    ("lattice_layers", "MiniLM-L6 layers: Λ24 vs E8 LDLQ, WaterSIC, GPTVQ; QA-LDLQ"),
 ]
+# Families that are argparse apps, not Hydra apps: their command-line arguments (out_dir, full).
+ARGPARSE_ARGS = {"lattice_layers": lambda out_dir, full: [f"--out-dir={out_dir}"] + (["--full"] if full else [])}
 ARTIFACTS = ("*.png", "*.pdf", "*.md")
 
 
@@ -44,6 +47,8 @@ def _git_commit() -> str:
 def run_family(family: str, full: bool) -> dict:
   out_dir = ROOT / "outputs" / (f"{family}_full" if full else family)
   args = [f"out_dir={out_dir}"] + ([f"+experiment={family}_full"] if full else [])
+  if family in ARGPARSE_ARGS:
+    args = ARGPARSE_ARGS[family](out_dir, full)
   cmd = [sys.executable, "-m", f"rdq.experiments.{family}", *args]
   shown = " ".join(["python", "-m", f"rdq.experiments.{family}", *args]).replace(str(ROOT) + "/", "")
   print(f"[regenerate] {shown}", flush=True)

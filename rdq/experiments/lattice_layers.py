@@ -19,8 +19,16 @@ the MiniLM layers and on a synthetic layer (iid Gaussian W, H with a power-law s
 Third table (``--only rotation``): mean E8-LDLQ distortion over 48 independent rotations, Haar
 vs RHT, on iid Gaussian W with three H (AR(1), diagonal with a 10³ spread, empirical).
 
+Same-shape layers run together (``vmap``); LDLQ, damped LDLQ and QA-LDLQ with one quantizer
+share one compiled program (``percdamp``/``act_noise`` are traced), so the cost is about one
+compilation per (row, bits, layer shape) plus Λ24's decoding (~1.5 s of CPU per 384×384 layer).
+
+With ``--out-dir`` the tables are also written as ``lattice_layers.md`` and the mean distortion
+per row as ``lattice_layers.png``/``.pdf`` (``make figures``: ``paper_figures/regenerate.py``).
+
 Usage:
-  python -m rdq.experiments.lattice_layers                      # block 0 (6 layers), 2–4 bits
+  python -m rdq.experiments.lattice_layers                      # quick: block 0's query and attn_out, 2–4 bits
+  python -m rdq.experiments.lattice_layers --full               # all 36 layers (6 blocks × 6 types)
   python -m rdq.experiments.lattice_layers --only rotation      # Haar vs RHT in distribution
   python -m rdq.experiments.lattice_layers --only layers --rows e8_rht leech_rht watersic --types query attn_out ffn_in ffn_out
 """
@@ -29,13 +37,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from rdq.covariance import haar_orthogonal
-from rdq.layer import LatticeSICConfig, lattice_sic, lattice_sic_traced
+from rdq.layer import LatticeSICConfig, lattice_sic_traced
 from rdq.layer.lattice_sic import noisy_input_distortion
 from rdq.quantizers import get as get_quantizer
 
@@ -58,11 +67,21 @@ def _db(x: float) -> float:
 
 
 def _lattice_row(w, h, lattice, bits, rotation, key, act_noise=0.0, percdamp=0.01):
+  """Lattice SIC on one layer: ``(Ŵ, d_relative, rate)``. One compiled program per (quantizer,
+  rotation, shape): ``percdamp`` and ``act_noise`` are traced (``rdq.layer.lattice_sic``)."""
   n, m = w.shape
   cfg = LatticeSICConfig(lattice_name(lattice, bits, n, m), block_size=96 if lattice == "leech" else 128,
                          rotate=True, rotation=rotation, act_noise=act_noise, percdamp=percdamp)
-  w_hat, rep = lattice_sic(w, h, cfg, key)
+  w_hat, rep = lattice_sic_traced(w, h, cfg, key)
   return w_hat, float(rep.d_relative), float(rep.rate_nominal_bits)
+
+
+def _by_shape(layers: dict) -> dict:
+  """``{(n, m): [names]}`` in the order of ``layers``."""
+  out: dict = {}
+  for name, (w, _) in layers.items():
+    out.setdefault(tuple(w.shape), []).append(name)
+  return out
 
 
 def minilm_layers(blocks, n_calibration: int = 128):
@@ -116,86 +135,195 @@ def rotation_in_distribution(n: int = 96, m: int = 32, samples: int = 48) -> Non
           f"{d['hadamard'][0] / d['haar'][0]:>10.3f}{z:>7.1f}")
 
 
-def main() -> None:
+LATTICE_ROWS = {"E8 LDLQ (Haar)": ("e8", "haar"), "E8 LDLQ (RHT)": ("e8", "hadamard"), "Λ24 LDLQ (RHT)": ("leech", "hadamard")}
+QA_LATTICES = {"e8": "E8", "leech": "Λ24"}
+
+
+def layer_table(layers: dict, rows, bits_list, key, memo: dict) -> dict:
+  """``{(row, bits): {layer: (d_relative, rate)}}``; same-shape layers run at once."""
+  from rdq.experiments.real_model_algorithms import quantize_layers
+
+  out = {(r, b): {} for r in rows for b in bits_list}
+  for names in _by_shape(layers).values():
+    ws = jnp.stack([layers[nm][0] for nm in names])
+    hs = jnp.stack([layers[nm][1] for nm in names])
+    for bits in bits_list:
+      for r in rows:
+        c0 = time.process_time()
+        if r in LATTICE_ROWS:
+          lat, rot = LATTICE_ROWS[r]
+          for nm in names:
+            w_hat, d, rate = _lattice_row(*layers[nm], lat, bits, rot, key)
+            memo[(nm, lat, rot, bits, 0.0, 0.01)] = w_hat
+            out[(r, bits)][nm] = (d, rate)
+        else:
+          algo = "watersic" if r == "WaterSIC" else "gptvq"
+          res = quantize_layers([np.asarray(w) for w in ws], [np.asarray(h) for h in hs], algo, bits)
+          for nm, (_, rate, rep) in zip(names, res):
+            out[(r, bits)][nm] = (float(rep.d_relative), rate)
+        print(f"  {r} @ {bits} bits on {len(names)} layers {ws.shape[1]}×{ws.shape[2]}: "
+              f"{time.process_time() - c0:.1f} s CPU", flush=True)
+  return out
+
+
+def qa_table(layers: dict, lattices, bits_list, act_noise: float, key, memo: dict) -> list[dict]:
+  """NestQuant's QA-LDLQ against LDLQ and LDLQ+ridge (E8 only) on ``layers``: ``D_ε/tr(WᵀHW)``."""
+  variants = {"ldlq": (0.0, 0.01), "ridge": (0.0, 0.01 + act_noise), "qa": (act_noise, 0.01)}
+  out = []
+  for lat in lattices:
+    for bits in bits_list:
+      c0 = time.process_time()
+      for nm, (w, h) in layers.items():
+        d = {}
+        for label, (noise, damp) in variants.items():
+          if label == "ridge" and lat != "e8":
+            continue
+          k = (nm, lat, "hadamard", bits, noise, damp)
+          if k not in memo:
+            memo[k] = _lattice_row(w, h, lat, bits, "hadamard", key, noise, damp)[0]
+          signal = float(jnp.sum(w * (h @ w)))
+          d[label] = _db(float(noisy_input_distortion(w, memo[k], h, act_noise)) * w.size / signal)
+        out.append(dict(layer=nm, bits=bits, lattice=QA_LATTICES[lat], **d))
+      print(f"  QA-LDLQ table, {QA_LATTICES[lat]} @ {bits} bits on {len(layers)} layers: "
+            f"{time.process_time() - c0:.1f} s CPU", flush=True)
+  return out
+
+
+def _fmt(d_rate) -> str:
+  d, rate = d_rate
+  return f"{_db(d):.2f} dB @ {rate:.3f}"
+
+
+def write_outputs(out_dir: Path, table: dict, rows, bits_list, qa: list[dict], command: str, runtime_s: float) -> None:
+  """``lattice_layers.md`` (mean and per-layer tables, QA-LDLQ table) and ``lattice_layers.png/.pdf``."""
+  import matplotlib.pyplot as plt
+
+  out_dir.mkdir(parents=True, exist_ok=True)
+  layer_names = list(table[(rows[0], bits_list[0])])
+  mean = {(r, b): (float(np.mean([_db(d) for d, _ in table[(r, b)].values()])),
+                   float(np.mean([x for _, x in table[(r, b)].values()]))) for r in rows for b in bits_list}
+  lines = [
+      "# Lattice layer codes on MiniLM-L6: Λ24 vs E8 LDLQ, WaterSIC, GPTVQ; QA-LDLQ", "",
+      f"`{command}` ({runtime_s:.0f} s). Weight-only, one layer at a time, `H = E[xxᵀ]` from MiniLM's calibration "
+      "pass. Cell: relative distortion `tr((W−Ŵ)ᵀH(W−Ŵ))/tr(WᵀHW)` in dB (lower is better) @ rate in bits per "
+      "weight, side information counted (lattice rows: fixed-length Voronoi code + β indices + bf16 row norm, "
+      "largest q within `bits + 16/n`; WaterSIC: entropy-coded; GPTVQ: `bits + 0.125` budget). RHT = randomized "
+      "Hadamard rotation, Haar = dense random rotation.", "",
+      f"## Mean over {len(layer_names)} layers (dB averaged; {', '.join(layer_names)})", "",
+      "| bits | " + " | ".join(rows) + " |", "|---|" + "---|" * len(rows)]
+  lines += [f"| {b} | " + " | ".join(f"{mean[(r, b)][0]:.2f} dB @ {mean[(r, b)][1]:.3f}" for r in rows) + " |"
+            for b in bits_list]
+  if "Λ24 LDLQ (RHT)" in rows and "E8 LDLQ (RHT)" in rows:
+    lines += ["", "Λ24 − E8 (both RHT), mean over layers: " + ", ".join(
+        f"{b} bits: {mean[('Λ24 LDLQ (RHT)', b)][0] - mean[('E8 LDLQ (RHT)', b)][0]:+.2f} dB at "
+        f"{mean[('Λ24 LDLQ (RHT)', b)][1] - mean[('E8 LDLQ (RHT)', b)][1]:+.3f} bit" for b in bits_list) + "."]
+  lines += ["", "## Per layer", "", "| layer | bits | " + " | ".join(rows) + " |", "|---|---|" + "---|" * len(rows)]
+  lines += [f"| {nm} | {b} | " + " | ".join(_fmt(table[(r, b)][nm]) for r in rows) + " |"
+            for nm in layer_names for b in bits_list]
+  if qa:
+    lines += ["", "## QA-LDLQ (NestQuant) vs LDLQ, both RHT",  "",
+              "`D_ε/tr(WᵀHW)` in dB with white activation noise `ε² = act_noise · mean diag H` (act_noise = 1/155, "
+              "NestQuant's 4-bit activations): `D_ε = tr((W−Ŵ)ᵀH(W−Ŵ)) + ε²‖Ŵ‖²`. LDLQ+ridge: LDLQ with the same "
+              "`H + ε²I` but the original target (E8 only); gain = LDLQ − QA-LDLQ (positive: QA-LDLQ better).", "",
+              "| layer | bits | lattice | LDLQ | LDLQ+ridge | QA-LDLQ | gain dB |", "|---|---|---|---|---|---|---|"]
+    for q in qa:
+      ridge = f"{q['ridge']:.2f}" if "ridge" in q else "—"
+      lines.append(f"| {q['layer']} | {q['bits']} | {q['lattice']} | {q['ldlq']:.2f} | {ridge} | {q['qa']:.2f} | "
+                   f"{q['ldlq'] - q['qa']:+.3f} |")
+    for lat in dict.fromkeys(q["lattice"] for q in qa):
+      for b in bits_list:
+        g = [q["ldlq"] - q["qa"] for q in qa if q["lattice"] == lat and q["bits"] == b and not q["layer"].startswith("synth")]
+        if g:
+          lines.append(f"\nMean QA-LDLQ gain, {lat}, {b} bits, {len(g)} MiniLM layers: {np.mean(g):+.3f} dB.")
+  (out_dir / "lattice_layers.md").write_text("\n".join(lines) + "\n")
+
+  fig, ax = plt.subplots(figsize=(6.0, 4.0))
+  for r, marker in zip(rows, "osD^v"):
+    ax.plot([mean[(r, b)][1] for b in bits_list], [mean[(r, b)][0] for b in bits_list], marker=marker, label=r)
+  ax.set_xlabel("rate [bits per weight, side information counted]")
+  ax.set_ylabel("relative distortion [dB]")
+  ax.set_title(f"MiniLM-L6, mean over {len(layer_names)} layers")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  for ext in ("png", "pdf"):
+    fig.savefig(out_dir / f"lattice_layers.{ext}", dpi=150)
+  plt.close(fig)
+
+
+def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--blocks", type=int, nargs="+", default=[0])
+  parser.add_argument("--full", action="store_true", help="all 36 layers (blocks 0–5, every type) in both tables")
+  parser.add_argument("--blocks", type=int, nargs="+", default=None, help="MiniLM blocks (quick: 0; --full: 0–5)")
   parser.add_argument("--bits", type=int, nargs="+", default=[2, 3, 4])
   parser.add_argument("--act-noise", type=float, default=1 / 155)
   parser.add_argument("--rows", nargs="+", choices=sorted(ROWS), default=["e8_haar", "e8_rht", "leech_rht", "watersic", "gptvq"])
-  parser.add_argument("--types", nargs="+", default=list(LAYER_TYPES), help="layer types of the first table")
+  parser.add_argument("--types", nargs="+", default=None,
+                      help="layer types of the first table (quick: query attn_out; --full: all six)")
   parser.add_argument("--only", choices=["layers", "qa", "rotation"], default=None)
-  parser.add_argument("--qa-types", nargs="+", default=["query", "attn_out", "ffn_in", "ffn_out"],
-                      help="layer types of the QA-LDLQ table")
-  args = parser.parse_args()
+  parser.add_argument("--qa-types", nargs="+", default=None,
+                      help="layer types of the QA-LDLQ table (quick: query attn_out; --full: query attn_out ffn_in ffn_out)")
+  parser.add_argument("--qa-lattices", nargs="+", choices=sorted(QA_LATTICES), default=None,
+                      help="lattices of the QA-LDLQ table (quick: e8; --full: e8 leech)")
+  parser.add_argument("--out-dir", type=Path, default=None, help="write lattice_layers.md/.png/.pdf here")
+  args = parser.parse_args(argv)
+  blocks = args.blocks or (list(range(6)) if args.full else [0])
+  types = args.types or (list(LAYER_TYPES) if args.full else ["query", "attn_out"])
+  qa_lattices = args.qa_lattices or (["e8", "leech"] if args.full else ["e8"])
+  qa_types = args.qa_types or (["query", "attn_out", "ffn_in", "ffn_out"] if args.full else ["query", "attn_out"])
   t0 = time.perf_counter()
   if args.only == "rotation":
     rotation_in_distribution()
     return
-  layers = minilm_layers(args.blocks)
-  print(f"MiniLM blocks {args.blocks}: {len(layers)} layers ({time.perf_counter() - t0:.0f} s to load + calibrate)")
+  layers = minilm_layers(blocks)
+  print(f"MiniLM blocks {blocks}: {len(layers)} layers ({time.perf_counter() - t0:.0f} s, "
+        f"{time.process_time():.0f} s CPU to load + calibrate)", flush=True)
   key = jax.random.key(0)
-
+  memo: dict = {}
+  rows = [ROWS[r] for r in args.rows]
+  table: dict = {}
   if args.only in (None, "layers"):
-    rows = [ROWS[r] for r in args.rows]
+    sel = {k: v for k, v in layers.items() if k.split(".")[1] in types}
+    table = layer_table(sel, rows, args.bits, key, memo)
     print("\nrelative distortion [dB] @ rate [bits/weight]")
     print(f"{'layer':<18}{'bits':>5} " + " ".join(f"{r:>22}" for r in rows))
-    mean = {(r, b): [] for r in rows for b in args.bits}
-    for name, (w, h) in layers.items():
-      if name.split(".")[1] not in args.types:
-        continue
+    for nm in sel:
       for bits in args.bits:
-        cells = []
-        for r in rows:
-          if r == "E8 LDLQ (Haar)":
-            _, d, rate = _lattice_row(w, h, "e8", bits, "haar", key)
-          elif r == "E8 LDLQ (RHT)":
-            _, d, rate = _lattice_row(w, h, "e8", bits, "hadamard", key)
-          elif r == "Λ24 LDLQ (RHT)":
-            _, d, rate = _lattice_row(w, h, "leech", bits, "hadamard", key)
-          else:
-            from rdq.experiments.real_model_algorithms import quantize_layer
-
-            algo = "watersic" if r == "WaterSIC" else "gptvq"
-            _, rate, rep = quantize_layer(np.asarray(w), np.asarray(h), algo, bits)
-            d = float(rep.d_relative)
-          mean[(r, bits)].append((d, rate))
-          cells.append(f"{_db(d):>8.2f} dB @ {rate:5.3f}")
-        print(f"{name:<18}{bits:>5} " + " ".join(f"{c:>22}" for c in cells), flush=True)
-    print(f"\nmean over {len(mean[(rows[0], args.bits[0])])} layers (distortion averaged in dB)")
+        print(f"{nm:<18}{bits:>5} " + " ".join(f"{_fmt(table[(r, bits)][nm]):>22}" for r in rows))
+    print(f"\nmean over {len(sel)} layers (distortion averaged in dB)")
     for bits in args.bits:
       print(f"{'mean':<18}{bits:>5} " + " ".join(
-          f"{np.mean([_db(d) for d, _ in mean[(r, bits)]]):>8.2f} dB @ {np.mean([x for _, x in mean[(r, bits)]]):5.3f}"
-          for r in rows))
+          f"{np.mean([_db(d) for d, _ in table[(r, bits)].values()]):>8.2f} dB @ "
+          f"{np.mean([x for _, x in table[(r, bits)].values()]):5.3f}" for r in rows))
 
+  qa: list[dict] = []
   if args.only in (None, "qa"):
     a = args.act_noise
-    print(f"\nQA-LDLQ: D_ε/tr(WᵀHW) [dB] with act_noise = {a:.5g} (E8, RHT); gain = LDLQ − QA-LDLQ")
-    print("  'LDLQ+ridge': LDLQ with the same H + ε²I as QA-LDLQ (percdamp 0.01 + act_noise) but the original W as")
-    print("  target: QA − (LDLQ+ridge) isolates the target shrinkage W_ε = W − ε²H_ε⁻¹W from the extra damping.")
-    print(f"{'layer':<18}{'bits':>5} {'LDLQ':>9} {'LDLQ+ridge':>11} {'QA-LDLQ':>9} {'gain dB':>8} {'vs ridge':>9}"
-          f" {'clean LDLQ':>11} {'clean QA':>9}")
-    qa_layers = {k: v for k, v in layers.items() if k.split(".")[1] in args.qa_types}
+    qa_layers = {k: v for k, v in layers.items() if k.split(".")[1] in qa_types}
     qa_layers["synthetic(384)"] = synthetic_layer()
-    gains = {b: [] for b in args.bits}
-    for name, (w, h) in qa_layers.items():
-      signal = float(jnp.sum(w * (h @ w)))
+    qa = qa_table(qa_layers, qa_lattices, args.bits, a, key, memo)
+    print(f"\nQA-LDLQ: D_ε/tr(WᵀHW) [dB] with act_noise = {a:.5g} (RHT); gain = LDLQ − QA-LDLQ")
+    print("  'LDLQ+ridge' (E8): LDLQ with the same H + ε²I as QA-LDLQ (percdamp 0.01 + act_noise) but the original W as")
+    print("  target: QA − (LDLQ+ridge) isolates the target shrinkage W_ε = W − ε²H_ε⁻¹W from the extra damping.")
+    print(f"{'layer':<18}{'bits':>5} {'lattice':>8} {'LDLQ':>9} {'LDLQ+ridge':>11} {'QA-LDLQ':>9} {'gain dB':>8}")
+    for q in qa:
+      ridge = f"{q['ridge']:.2f}" if "ridge" in q else "—"
+      print(f"{q['layer']:<18}{q['bits']:>5} {q['lattice']:>8} {q['ldlq']:>9.2f} {ridge:>11} {q['qa']:>9.2f}"
+            f" {q['ldlq'] - q['qa']:>8.3f}")
+    for lat in dict.fromkeys(q["lattice"] for q in qa):
       for bits in args.bits:
-        out = {}
-        for label, noise, damp in (("ldlq", 0.0, 0.01), ("ridge", 0.0, 0.01 + a), ("qa", a, 0.01)):
-          w_hat, d_clean, _ = _lattice_row(w, h, "e8", bits, "hadamard", key, act_noise=noise, percdamp=damp)
-          d_eps = float(noisy_input_distortion(w, w_hat, h, a)) * w.size / signal
-          out[label] = (d_eps, d_clean)
-        g = _db(out["ldlq"][0]) - _db(out["qa"][0])
-        g_r = _db(out["ridge"][0]) - _db(out["qa"][0])
-        if not name.startswith("synthetic"):
-          gains[bits].append((g, g_r))
-        print(f"{name:<18}{bits:>5} {_db(out['ldlq'][0]):>9.2f} {_db(out['ridge'][0]):>11.2f} {_db(out['qa'][0]):>9.2f}"
-              f" {g:>8.3f} {g_r:>9.3f} {_db(out['ldlq'][1]):>11.2f} {_db(out['qa'][1]):>9.2f}", flush=True)
-    for bits in args.bits:
-      gs = np.asarray(gains[bits])
-      print(f"mean QA-LDLQ gain over {len(gs)} MiniLM layers at {bits} bits: {gs[:, 0].mean():.3f} dB vs LDLQ, "
-            f"{gs[:, 1].mean():.3f} dB vs LDLQ+ridge")
-  print(f"\ntotal {time.perf_counter() - t0:.0f} s")
+        g = [q["ldlq"] - q["qa"] for q in qa if q["lattice"] == lat and q["bits"] == bits and not q["layer"].startswith("synth")]
+        print(f"mean QA-LDLQ gain, {lat}, over {len(g)} MiniLM layers at {bits} bits: {np.mean(g):.3f} dB vs LDLQ")
+  runtime = time.perf_counter() - t0
+  print(f"\ntotal {runtime:.0f} s ({time.process_time():.0f} s CPU)")
+  if args.out_dir is not None and table:
+    import sys
+
+    given = list(argv if argv is not None else sys.argv[1:])
+    shown = [a for i, a in enumerate(given) if not a.startswith("--out-dir") and (i == 0 or given[i - 1] != "--out-dir")]
+    cmd = " ".join(["python -m rdq.experiments.lattice_layers", *shown])
+    write_outputs(args.out_dir, table, rows, args.bits, qa, cmd, runtime)
+    print(f"wrote {args.out_dir / 'lattice_layers.md'} and lattice_layers.png/.pdf")
 
 
 if __name__ == "__main__":
