@@ -13,9 +13,14 @@ on the benchmark input before timing. Also the Voronoi-code quantizer ``e8_neste
 Defaults run in well under a minute on 2 CPU cores. ``--n-vectors`` / ``--dims`` change the
 sizes; on an accelerator pass larger N (e.g. ``--n-vectors 4194304``).
 
+``--ldlq``: instead, E8 vs Λ24 LDLQ (``rdq.layer.lattice_sic``, RHT, k = 4 codes near 2.6 bits) on a
+384 × 384 layer, CPU seconds of the first call (compile + run) and of a warm call, and their ratios
+(CPU time, so that a shared machine's load counts less than in wall time).
+
 Usage:
   python benchmarks/lattice.py
   python benchmarks/lattice.py --n-vectors 1048576 --dims 4 8 16 32
+  OPENBLAS_NUM_THREADS=1 python benchmarks/lattice.py --ldlq
 """
 
 from __future__ import annotations
@@ -111,13 +116,43 @@ def timeit(fn, repeats: int) -> float:
   return statistics.median(times)
 
 
+def ldlq_layer(n: int = 384, repeats: int = 2) -> None:
+  """E8 vs Λ24 LDLQ (RHT) on one ``n × n`` layer: CPU s of the first (compiling) and a warm call."""
+  from rdq.layer import LatticeSICConfig, lattice_sic_traced
+
+  w = jax.random.normal(jax.random.key(1), (n, n))
+  a = np.random.default_rng(0).standard_normal((2 * n, n))
+  h = jnp.asarray(a.T @ a / (2 * n), jnp.float32)
+  out = {}
+  for name, bs in (("e8_nested_q5_k4_norm", 128), ("leech_nested_q5_k4_norm", 96)):
+    cfg = LatticeSICConfig(name, block_size=bs, rotate=True, rotation="hadamard")
+    fn = jax.jit(lambda w, h, k, cfg=cfg: lattice_sic_traced(w, h, cfg, k)[0])
+    c0 = time.process_time()
+    fn(w, h, jax.random.key(0)).block_until_ready()
+    first = time.process_time() - c0
+    warm = []
+    for _ in range(repeats):
+      c0 = time.process_time()
+      fn(w, h, jax.random.key(0)).block_until_ready()
+      warm.append(time.process_time() - c0)
+    out[name] = (first, min(warm))
+    print(f"{name:26s} first call {first:6.2f} s CPU, warm {min(warm):6.3f} s CPU ({n}x{n}, RHT)")
+  (f8, w8), (f24, w24) = out.values()
+  print(f"Λ24/E8: first call {f24 / f8:.1f}x, warm {w24 / w8:.0f}x, one compile + 3 warm layers "
+        f"{(f24 + 3 * w24) / (f8 + 3 * w8):.1f}x")
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--n-vectors", type=int, default=1 << 17, help="vectors per call (N)")
   parser.add_argument("--dims", type=int, nargs="+", default=[4, 8, 16], help="Dn dimensions")
   parser.add_argument("--repeats", type=int, default=7)
   parser.add_argument("--leech-vectors", type=int, default=1 << 11, help="vectors per call for Λ24 (N)")
+  parser.add_argument("--ldlq", action="store_true", help="E8 vs Λ24 LDLQ on a 384×384 layer (CPU s)")
   args = parser.parse_args(argv)
+  if args.ldlq:
+    ldlq_layer()
+    return
 
   cases = [(DnLattice(n), np_closest_dn) for n in args.dims] + [(E8Lattice(), np_closest_e8)]
   print(f"device: {jax.devices()[0].device_kind}  jax {jax.__version__}  N = {args.n_vectors:,} vectors, "
