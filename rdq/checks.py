@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import checkify
 
-__all__ = ["checked", "check_float_dtype", "check_key", "is_concrete", "require"]
+__all__ = ["checked", "check_float_dtype", "check_key", "eager_jit", "is_concrete", "require"]
 
 
 def is_concrete(*xs: Any) -> bool:
@@ -70,6 +70,94 @@ def checked(fn: Callable) -> Callable:
     err, out = checkified(*args, **kwargs)
     err.throw()
     return out
+
+  return wrapper
+
+
+def _outside_trace() -> bool:
+  """Whether no ``jit``/``vmap``/``grad``/``checkify`` trace is active (and jit is enabled)."""
+  if jax.config.jax_disable_jit:
+    return False
+  try:
+    from jax._src import core
+
+    return core.trace_state_clean()
+  except (ImportError, AttributeError):  # pragma: no cover - a jax without this internal
+    return False
+
+
+def _split_leaves(leaves: list[Any]) -> tuple[tuple[int, ...], tuple[tuple[int, Any], ...]] | None:
+  """Positions of the array leaves (traced) and the static leaves, or None if a leaf is neither.
+
+  Arrays are traced only when jit keeps their dtype (a float64 NumPy array under jax's default
+  32-bit mode is not: it runs eagerly, as before). Static leaves are strings, dtypes and types
+  (``dtype=jnp.float32``); a Python number, a list or any other object means "run eagerly", so
+  error messages that name its type and value are unchanged.
+  """
+  dyn, static = [], []
+  for i, leaf in enumerate(leaves):
+    if isinstance(leaf, (jax.Array, np.ndarray)):
+      if isinstance(leaf, np.ndarray) and (
+          leaf.dtype.kind not in "biufc" or jax.dtypes.canonicalize_dtype(leaf.dtype) != leaf.dtype):
+        return None
+      dyn.append(i)
+    elif isinstance(leaf, (str, type, np.dtype)):
+      static.append((i, leaf))
+    else:
+      return None
+  return tuple(dyn), tuple(static)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def _eager_program(method: Callable, obj: Any, treedef: Any, static: tuple, dyn: tuple):
+  """``method(obj, *args, **kwargs)`` as one checkified program (``eager_jit``)."""
+
+  def call(dyn):
+    fixed = dict(static)
+    it = iter(dyn)
+    leaves = [fixed[i] if i in fixed else next(it) for i in range(len(dyn) + len(static))]
+    args, kwargs = jax.tree_util.tree_unflatten(treedef, leaves)
+    return method(obj, *args, **kwargs)
+
+  return checkify.checkify(call, errors=checkify.user_checks)(dyn)
+
+
+def eager_jit(method: Callable) -> Callable:
+  """Method decorator: an eager call runs as one compiled ``checked(jax.jit)`` program.
+
+  Called outside any trace with array arguments, ``obj.method(*args)`` compiles (once per
+  ``obj``, static arguments and argument shapes/dtypes; ``obj`` must be hashable, e.g. a
+  frozen dataclass) instead of dispatching each ``jnp`` operation on its own, which is slow
+  for a long program; the result is bitwise that of ``jax.jit``. Errors are unchanged: when
+  tracing raises (a static check) or a ``require`` fails, the method is run again eagerly, as
+  written, and raises exactly as before. Inside a ``jit``/``vmap``/``grad`` trace, under
+  ``jax.disable_jit()``, or with an argument that is not an array, string or dtype (a Python
+  number, a list, …), the method runs as written.
+  """
+
+  @functools.wraps(method)
+  def wrapper(obj, *args, **kwargs):
+    if not _outside_trace():
+      return method(obj, *args, **kwargs)
+    leaves, treedef = jax.tree_util.tree_flatten((args, kwargs))
+    split = _split_leaves(leaves)
+    if split is None:
+      return method(obj, *args, **kwargs)
+    dyn_pos, static = split
+    try:
+      hash((obj, treedef, static))
+    except TypeError:
+      return method(obj, *args, **kwargs)
+    try:
+      err, out = _eager_program(method, obj, treedef, static, tuple(leaves[i] for i in dyn_pos))
+    except Exception:  # noqa: BLE001  a static check failed while tracing: raise it as written
+      return method(obj, *args, **kwargs)
+    exc = err.get_exception()
+    if exc is None:
+      return out
+    method(obj, *args, **kwargs)  # a value check failed: the eager run raises the same error
+    raise ValueError(  # pragma: no cover - eager and compiled checks disagree
+        exc.fmt_string.format(*[_show(a) for a in exc.args], **{k: _show(v) for k, v in exc.kwargs.items()}))
 
   return wrapper
 

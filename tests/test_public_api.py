@@ -27,6 +27,7 @@ PUBLIC = {
         "check_float_dtype",
         "check_key",
         "checked",
+        "eager_jit",
         "is_concrete",
         "require",
     ],

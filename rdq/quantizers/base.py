@@ -22,9 +22,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from rdq.checks import check_key, is_concrete, require
+from rdq.checks import check_key, eager_jit, is_concrete, require
 
-__all__ = ["Quantizer", "Rate", "check_finite", "check_input", "check_last_axis_divisible", "check_rate_shape"]
+__all__ = [
+    "Quantizer", "Rate", "check_finite", "check_input", "check_last_axis_divisible", "check_rate_shape", "eager_jit",
+]
 
 
 class Rate(NamedTuple):
@@ -114,8 +116,8 @@ def check_finite(x: Array, what: str = "x") -> Array:
     if not fin.all():
       raise ValueError(f"{what} has {int((~fin).sum())} non-finite (NaN/Inf) entries; encode needs finite input")
     return x
-  require(jnp.all(jnp.isfinite(x)), what + " has {} non-finite (NaN/Inf) entries; encode needs finite input",
-          jnp.sum(~jnp.isfinite(x)))
+  bad = jnp.sum(~jnp.isfinite(x))  # one reduction: the count is both the test and the message
+  require(bad == 0, what + " has {} non-finite (NaN/Inf) entries; encode needs finite input", bad)
   return x
 
 

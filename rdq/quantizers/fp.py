@@ -58,7 +58,7 @@ from rdq.quantizers._scales import (
   pow2,
   round_scale,
 )
-from rdq.quantizers.base import Rate, check_finite, check_input, check_last_axis_divisible, check_rate_shape
+from rdq.quantizers.base import Rate, check_finite, check_input, check_last_axis_divisible, check_rate_shape, eager_jit
 from rdq.quantizers.integer import _require_scale_range
 
 __all__ = ["FORMATS", "FPCode", "FPFormat", "FPQuantizer", "format_grid", "from_bits", "round_to_format", "to_bits"]
@@ -277,6 +277,7 @@ class FPQuantizer:
       out = out * t
     return out.reshape(shape)
 
+  @eager_jit
   def quantize(
       self, x: Float[Array, "*batch n"], key: PRNGKeyArray | None = None
   ) -> Float[Array, "*batch n"]:
@@ -290,6 +291,7 @@ class FPQuantizer:
     z, s, t = self._parts(x)
     return self._combine(z, s, t, x.shape).astype(x.dtype)
 
+  @eager_jit
   def encode(self, x: Float[Array, "*batch n"]) -> FPCode:
     """Element codes in the element dtype plus scales. Raises on NaN/Inf input."""
     check_input(x)
@@ -305,6 +307,7 @@ class FPQuantizer:
       scales = s[..., 0].astype(SCALE_DTYPES[self.scale_format])
     return FPCode(codes=codes, scales=scales, tensor_scale=t)
 
+  @eager_jit
   def decode(self, code: FPCode, dtype=jnp.float32) -> Float[Array, "*batch n"]:
     """Dequantize ``t · s · code``. Raises ``ValueError`` if the code's shapes do not fit this
     quantizer (e.g. a code made with another block size)."""

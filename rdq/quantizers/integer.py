@@ -35,7 +35,7 @@ from jaxtyping import Array, Float, Integer, PRNGKeyArray
 
 from rdq.checks import require
 from rdq.quantizers._scales import SCALE_BITS, SCALE_DTYPES, div_exact, round_scale, scale_range_ok
-from rdq.quantizers.base import Rate, check_finite, check_input, check_last_axis_divisible, check_rate_shape
+from rdq.quantizers.base import Rate, check_finite, check_input, check_last_axis_divisible, check_rate_shape, eager_jit
 
 __all__ = ["IntCode", "IntQuantizer"]
 
@@ -123,6 +123,7 @@ class IntQuantizer:
     z = jnp.where(jnp.isfinite(amax), z, jnp.nan)
     return s, z
 
+  @eager_jit
   def quantize(
       self, x: Float[Array, "*batch n"], key: PRNGKeyArray | None = None
   ) -> Float[Array, "*batch n"]:
@@ -137,6 +138,7 @@ class IntQuantizer:
     s, z = self._scales_and_codes(x)
     return (z * s).reshape(x.shape).astype(x.dtype)
 
+  @eager_jit
   def encode(self, x: Float[Array, "*batch n"]) -> IntCode:
     """Integer codes and stored scales. Raises ``ValueError`` on NaN/Inf input."""
     check_input(x)
@@ -149,6 +151,7 @@ class IntQuantizer:
       scales = s[..., 0]
     return IntCode(codes=codes, scales=scales.astype(SCALE_DTYPES[self.scale_format]))
 
+  @eager_jit
   def decode(self, code: IntCode, dtype=jnp.float32) -> Float[Array, "*batch n"]:
     """Dequantize: ``codes · scale`` per group. Raises ``ValueError`` if the code's shapes do
     not fit this quantizer (e.g. a code made with another block size)."""

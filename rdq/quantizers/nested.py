@@ -73,7 +73,7 @@ import numpy as np
 from jaxtyping import Array, Float, Integer, PRNGKeyArray
 
 from rdq.quantizers._scales import SCALE_BITS, SCALE_DTYPES, round_scale
-from rdq.quantizers.base import Rate, check_finite, check_input, check_last_axis_divisible, check_rate_shape
+from rdq.quantizers.base import Rate, check_finite, check_input, check_last_axis_divisible, check_rate_shape, eager_jit
 from rdq.quantizers.lattice import Lattice, lattice_from_name
 
 __all__ = [
@@ -303,6 +303,7 @@ class NestedLatticeQuantizer:
     return NestedCode(codes=chosen.reshape(x.shape), beta_index=idx.astype(jnp.uint8), scale=scale)
 
   # -------------------------------------------------------------------------- protocol
+  @eager_jit
   def encode(self, x: Float[Array, "*batch n"], key: PRNGKeyArray | None = None) -> NestedCode:
     """Voronoi coordinates, β indices and (optionally) per-vector scales.
 
@@ -315,6 +316,7 @@ class NestedLatticeQuantizer:
     check_finite(x)
     return self._encode(x, key)
 
+  @eager_jit
   def decode(self, code: NestedCode, key: PRNGKeyArray | None = None, dtype=jnp.float32) -> Float[Array, "*batch n"]:
     """``s · γ_j · ((cB − z) mod qΛ)`` per block (``γ = β`` without ``gains``, ``s = 1``
     without ``norm``, ``z = 0`` without dither)."""
@@ -330,6 +332,7 @@ class NestedLatticeQuantizer:
       out = out * code.scale.astype(jnp.float32)
     return out.astype(dtype)
 
+  @eager_jit
   def quantize(self, x: Float[Array, "*batch n"], key: PRNGKeyArray | None = None) -> Float[Array, "*batch n"]:
     """``decode(encode(x))`` in ``x.dtype`` (no finiteness check; NaN propagates)."""
     x = jnp.asarray(x)

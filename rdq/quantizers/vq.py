@@ -66,7 +66,7 @@ from jax import lax
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from rdq.checks import require
-from rdq.quantizers.base import Rate, check_finite, check_input, check_last_axis_divisible, check_rate_shape
+from rdq.quantizers.base import Rate, check_finite, check_input, check_last_axis_divisible, check_rate_shape, eager_jit
 
 __all__ = [
     "CODEBOOK_FORMATS",
@@ -513,18 +513,21 @@ class VQQuantizer:
         scales=s.reshape(batch + (ng,)).astype(jnp.float16) if self.codebook_format == "int8" else None,
     )
 
+  @eager_jit
   def quantize(
       self, x: Float[Array, "*batch n"], key: PRNGKeyArray | None = None
   ) -> Float[Array, "*batch n"]:
     """Fit the group codebooks to ``x`` and replace each vector by its nearest centroid."""
     return self.decode(self._encode(x, key), dtype=x.dtype)
 
+  @eager_jit
   def encode(self, x: Float[Array, "*batch n"], key: PRNGKeyArray | None = None) -> VQCode:
     """Indices and stored codebooks. Raises ``ValueError`` on NaN/Inf input."""
     check_input(x, key=key)
     check_finite(x)
     return self._encode(x, key)
 
+  @eager_jit
   def decode(self, code: VQCode, dtype=jnp.float32) -> Float[Array, "*batch n"]:
     """``x̂[…, v·d + t] = C_{g(v)}[idx[…, v], t]`` with ``g(v) = ⌊v·d/group_size⌋``."""
     if not isinstance(code, VQCode):
