@@ -627,4 +627,10 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+  # ``python -m`` runs this file as ``__main__``, and the sweep's outputs hook imports
+  # ``rdq.experiments.causal_lm``: make them one module, so the Context (model load, reference
+  # perplexities) is built once per run, not twice.
+  import sys
+
+  sys.modules.setdefault("rdq.experiments.causal_lm", sys.modules[__name__])
   main()
