@@ -26,6 +26,8 @@ encoded by block SIC.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import math
 import time
@@ -36,7 +38,7 @@ import hydra
 import jax
 import jax.numpy as jnp
 import numpy as np
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from rdq import covariance as cov
 from rdq.experiments._store import PointStore, config_key, write_text_atomic
@@ -54,6 +56,7 @@ from rdq.quantizers.universal import (
   rate_gap,
   sphere_codebook,
 )
+from rdq.quantizers.universal_codebook import _draws
 
 log = logging.getLogger(__name__)
 
@@ -93,17 +96,33 @@ def _family(name: str, n: int):
   return cov.make_family(name, n, **opts)
 
 
+def _sample(fam, key, params) -> np.ndarray:
+  """``cov.sample`` on float32 parameters, as NumPy. (Padding the batch to a few sizes would share
+  the eager sampling's programs, but is not bitwise: batched Wishart products round differently.)"""
+  return np.asarray(cov.sample(fam, key, jnp.asarray(params, jnp.float32)))
+
+
 def _random_sigmas(families: list[dict], n: int, per_family: int, seed: int) -> tuple[np.ndarray, list[str]]:
-  """``per_family`` Σ from each family with a uniform (or log-uniform) random parameter."""
+  """``per_family`` Σ from each family with a uniform (or log-uniform) random parameter.
+
+  Every construction of a worst-case point draws the same batch: it is computed once per process."""
+  fams = OmegaConf.to_container(families, resolve=True) if isinstance(families, ListConfig) else families
+  sig, labels = _random_sigmas_cached(json.dumps([_plain(f) for f in fams], sort_keys=True), n, per_family, seed)
+  return sig.copy(), list(labels)
+
+
+@functools.lru_cache(maxsize=32)
+def _random_sigmas_cached(families_json: str, n: int, per_family: int, seed: int) -> tuple[np.ndarray, tuple[str, ...]]:
+  families = json.loads(families_json)
   out, labels = [], []
   for i, spec in enumerate(families):
     key = jax.random.fold_in(jax.random.key(seed), i)
-    u = np.asarray(jax.random.uniform(jax.random.fold_in(key, 10_000), (per_family,)))
+    u = _draws(jax.random.fold_in(key, 10_000), (per_family,), "uniform")  # = jax.random.uniform, bitwise
     lo, hi = float(spec["lo"]), float(spec["hi"])
     par = np.exp(np.log(lo) + u * (np.log(hi) - np.log(lo))) if spec.get("log", False) else lo + u * (hi - lo)
-    out.append(np.asarray(cov.sample(_family(spec["name"], n), key, jnp.asarray(par, jnp.float32))))
+    out.append(_sample(_family(spec["name"], n), key, par))
     labels += [f"{spec['name']}={p:.3g}" for p in par]
-  return np.concatenate(out), labels
+  return np.concatenate(out), tuple(labels)
 
 
 def _lattice_for(n: int):
@@ -174,7 +193,7 @@ def _make_compute(cfg: DictConfig, store: PointStore):
     cb = _build(point["construction"], point["n"], point["rate"], point["seed"], store, cfg)
     if part == "family":
       fam = _family(point["family"], point["n"])
-      sig = np.asarray(cov.sample(fam, jax.random.key(point["seed"] + 1000), jnp.asarray(point["params"], jnp.float32)))
+      sig = _sample(fam, jax.random.key(point["seed"] + 1000), point["params"])
       return _gap_record(cb, sig, point["seed"] + 2000, point["draws"], point)
     if part == "worst":
       sig, labels = _random_sigmas(point["families"], point["n"], point["per_family"], point["seed"] + 1000)
@@ -323,7 +342,7 @@ def _family_figure(cfg: DictConfig, fam_recs: list[dict], fams: list[str], out_d
       c = r["config"]["construction"]
       ax.errorbar(xs, r["result"]["gap_bits"], yerr=1.96 * np.asarray(r["result"]["gap_stderr_bits"]),
                   color=COLORS[c], marker="o", ms=3, lw=1, label=LABELS[c])
-    sig = np.asarray(cov.sample(family, jax.random.key(cfg.seed + 1000), jnp.asarray(params, jnp.float32)), np.float64)
+    sig = _sample(family, jax.random.key(cfg.seed + 1000), params).astype(np.float64)
     lam = np.clip(np.linalg.eigvalsh(sig), 1e-12, None)
     ax.plot(xs, np.asarray(universal_gap(lam, fs.rate)), color="black", ls=":", lw=1.2,
             label="n→∞ Gaussian code (random coding)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -164,6 +165,54 @@ def _nearest(points: Array, sigma: Array, w: Array, chunk: int) -> Array:
   return idx
 
 
+def _chunk_argmin_scales(u: Array, p: Array, qq: Array, taus: Array) -> tuple[Array, Array]:
+  """``_chunk_argmin`` for the codebooks ``τ_j·C`` at once: scores ``τ_j² q_k − 2τ_j uᵀp_k`` share
+  the product ``uᵀp_k``. Returns indices and minima, shape (J, B)."""
+  b = u.shape[0]
+  c, n = p.shape
+  t = taus[:, None, None]
+  dots = jnp.dot(u, p.T, precision=_HI)
+  scores = t * t * qq[None, None, :] - 2.0 * t * dots[None]
+  if c % _GROUP or c == _GROUP:
+    j = jnp.argmin(scores, axis=-1)
+    return j, jnp.take_along_axis(scores, j[..., None], axis=-1)[..., 0]
+  g = c // _GROUP
+  j1 = jnp.argmin(jnp.min(scores.reshape(len(taus), b, g, _GROUP), axis=-1), axis=-1)  # (J, B)
+  ps = p.reshape(g, _GROUP, n)[j1]  # (J, B, GROUP, n)
+  qs = qq.reshape(g, _GROUP)[j1]
+  sub = t * t * qs - 2.0 * t * jnp.einsum("bn,jbgn->jbg", u, ps, precision=_HI)
+  j2 = jnp.argmin(sub, axis=-1)
+  return j1 * _GROUP + j2, jnp.take_along_axis(sub, j2[..., None], axis=-1)[..., 0]
+
+
+def _nearest_scales(points: Array, sigma: Array, w: Array, taus: Array, chunk: int) -> Array:
+  """``_nearest`` for each codebook ``τ_j·points`` (J scales), indices (J, B): one pass over the
+  codebook (``uᵀc`` and ``cᵀΣc`` computed once). Same minimiser as ``_nearest`` on the scaled points
+  up to float rounding of the scores (ties within ~1e-7 relative may resolve differently)."""
+  k, n = points.shape
+  chunk = min(chunk, k)
+  if k > _GROUP:
+    chunk = -(-chunk // _GROUP) * _GROUP
+  num_chunks = -(-k // chunk)
+  pad = num_chunks * chunk - k
+  q = jnp.sum(jnp.dot(points, sigma, precision=_HI) * points, axis=-1)
+  pts = jnp.concatenate([points, jnp.zeros((pad, n), points.dtype)]).reshape(num_chunks, chunk, n)
+  q = jnp.concatenate([q, jnp.full((pad,), jnp.inf, q.dtype)]).reshape(num_chunks, chunk)
+  u = jnp.dot(w, sigma, precision=_HI)
+  shape = (taus.shape[0], w.shape[0])
+
+  def body(carry, xs):
+    best, idx = carry
+    p, qq, c = xs
+    j, s = _chunk_argmin_scales(u, p, qq, taus)
+    better = s < best
+    return (jnp.where(better, s, best), jnp.where(better, c * chunk + j, idx)), None
+
+  init = (jnp.full(shape, jnp.inf, jnp.float32), jnp.zeros(shape, jnp.int32))
+  (_, idx), _ = jax.lax.scan(body, init, (pts, q, jnp.arange(num_chunks, dtype=jnp.int32)))
+  return idx
+
+
 def _weighted_sq(e: Array, sigma: Array) -> Array:
   """``eᵀΣe / n`` per row of e (B, n)."""
   return jnp.sum(jnp.dot(e, sigma, precision=_HI) * e, axis=-1) / e.shape[-1]
@@ -266,6 +315,30 @@ class Codebook:
 
 
 # ----------------------------------------------------------------------------- constructions
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _flat_draws(key: PRNGKeyArray, size: int, kind: str) -> Array:
+  return (jax.random.normal if kind == "normal" else jax.random.uniform)(key, (size,), jnp.float32)
+
+
+def _draws(key: PRNGKeyArray, shape: tuple[int, ...], kind: str) -> np.ndarray:
+  """``jax.random.<kind>(key, shape, float32)`` (normal or uniform) as NumPy, bitwise, from one
+  program per power-of-two size.
+
+  ``jax.random.normal`` compiles once per shape (~0.4 s on CPU). With the partitionable Threefry
+  (``jax_threefry_partitionable``, the default) the value at flat index i depends only on the key
+  and i, so the first ``prod(shape)`` draws of a longer vector are the same numbers (tested)."""
+  if not jax.config.jax_threefry_partitionable:
+    return np.asarray((jax.random.normal if kind == "normal" else jax.random.uniform)(key, shape, jnp.float32))
+  m = math.prod(shape)
+  size = 1 << max(10, (m - 1).bit_length())
+  return np.asarray(_flat_draws(key, size, kind))[:m].reshape(shape)
+
+
+def _normal(key: PRNGKeyArray, shape: tuple[int, ...]) -> np.ndarray:
+  """``jax.random.normal(key, shape, jnp.float32)`` as NumPy (``_draws``)."""
+  return _draws(key, shape, "normal")
+
+
 def gaussian_codebook(
     key: PRNGKeyArray, n: int, rate_bits: float, *, variance: float | None = None, chunk: int = 4096,
     max_bytes: int = DEFAULT_MAX_BYTES,
@@ -289,7 +362,7 @@ def gaussian_codebook(
   var = shannon_power(rate_bits) if variance is None else float(variance)
   if not var > 0:
     raise ValueError(f"variance={variance!r} must be > 0")
-  pts = jax.random.normal(key, (k, n), jnp.float32) * jnp.float32(math.sqrt(var))
+  pts = jnp.asarray(_normal(key, (k, n))) * jnp.float32(math.sqrt(var))
   return Codebook(pts, name="gaussian", chunk=chunk)
 
 
@@ -307,47 +380,99 @@ def sphere_codebook(
   r = math.sqrt(n * shannon_power(rate_bits)) if radius is None else float(radius)
   if not r > 0:
     raise ValueError(f"radius={radius!r} must be > 0")
-  g = jax.random.normal(key, (k, n), jnp.float32)
+  g = jnp.asarray(_normal(key, (k, n)))
   pts = g / jnp.linalg.norm(g, axis=-1, keepdims=True) * jnp.float32(r)
   return Codebook(pts, name="sphere", chunk=chunk)
 
 
-def _ball_points_zn(n: int, radius: float, offset: float) -> np.ndarray:
+class _Ball(NamedTuple):
+  """Points ``z + offset·1`` (z ∈ Zⁿ) of a ball, in lexicographic order of z, stored as a tree
+  (one parent index and one coordinate per level) so that 10⁶–10⁷ points cost a few bytes each."""
+
+  norms: np.ndarray  # (N,) float64 squared norms (exact: integer or quarter-integer)
+  parity: np.ndarray  # (N,) int64 Σz mod 2
+  parents: list  # per level: (N_level,) int32 index into the previous level
+  coords: list  # per level: (N_level,) int8 index into vals
+  vals: np.ndarray  # coordinate values
+
+  def points(self, idx: np.ndarray) -> np.ndarray:
+    """The points of the given indices (float64 rows)."""
+    idx = np.asarray(idx, np.int64)
+    out = np.empty((len(idx), len(self.parents)))
+    for level in reversed(range(len(self.parents))):
+      out[:, level] = self.vals[self.coords[level][idx]]
+      idx = self.parents[level][idx]
+    return out
+
+
+def _ball_zn(n: int, radius: float, offset: float) -> _Ball:
   """All ``z + offset·1`` (z ∈ Zⁿ) with norm ≤ radius, by coordinate-wise pruned enumeration."""
   r2 = radius * radius + 1e-9
   lo, hi = math.floor(-radius - offset), math.ceil(radius - offset)
-  vals = np.arange(lo, hi + 1, dtype=np.float64) + offset
-  vals = vals[vals * vals <= r2]
-  part = np.zeros((1, 0))
-  norms = np.zeros(1)
+  ints = np.arange(lo, hi + 1, dtype=np.int64)
+  vals = ints + offset
+  keep = vals * vals <= r2
+  ints, vals = ints[keep], vals[keep]
+  norms, parity = np.zeros(1), np.zeros(1, np.int64)
+  parents, coords = [], []
   for _ in range(n):
     cand = norms[:, None] + vals[None, :] ** 2
     i, j = np.nonzero(cand <= r2)
-    part = np.concatenate([part[i], vals[j, None]], axis=1)
+    parents.append(i.astype(np.int32))
+    coords.append(j.astype(np.int8))
     norms = cand[i, j]
-  return part
+    parity = (parity[i] + ints[j]) % 2
+  return _Ball(norms, parity, parents, coords, vals)
 
 
-def _lattice_ball(lattice: Lattice, k: int) -> np.ndarray:
-  """At least the ``k`` lattice points nearest the origin (complete shells), float64."""
+class _Shells(NamedTuple):
+  """Lattice points of a ball in a fixed enumeration order: exact squared norms ×4 and a map from
+  indices to points."""
+
+  norms4: np.ndarray
+  points: Callable[[np.ndarray], np.ndarray]
+
+
+def _lattice_ball(lattice: Lattice, k: int) -> _Shells:
+  """At least the ``k`` lattice points nearest the origin (complete shells), enumerated in the
+  lexicographic order of their coordinates (E8: the integer coset first, then the half-integer)."""
   n = lattice.dim
   unit_ball = math.pi ** (n / 2) / math.gamma(n / 2 + 1)
   radius = (k * lattice.volume / unit_ball) ** (1.0 / n) * 1.05 + 0.5
   while True:
     if isinstance(lattice, ZnLattice):
-      pts = _ball_points_zn(n, radius, 0.0)
+      parts = [(_ball_zn(n, radius, 0.0), None)]
     elif isinstance(lattice, DnLattice):
-      pts = _ball_points_zn(n, radius, 0.0)
-      pts = pts[np.mod(np.sum(pts, axis=1), 2) == 0]
+      parts = [(_ball_zn(n, radius, 0.0), 0)]
     elif isinstance(lattice, E8Lattice):
-      a = _ball_points_zn(8, radius, 0.0)
-      b = _ball_points_zn(8, radius, 0.5)
-      pts = np.concatenate([a[np.mod(np.sum(a, 1), 2) == 0], b[np.mod(np.sum(b - 0.5, 1), 2) == 0]])
+      # integer points with even sum; half-integer points z + ½ with Σz + 4 even (Σ(x − ½) even)
+      parts = [(_ball_zn(8, radius, 0.0), 0), (_ball_zn(8, radius, 0.5), 0)]
     else:
       raise ValueError(f"lattice_codebook supports Zn, Dn and E8; got {lattice.name}")
-    if len(pts) >= k:
-      return pts
+    sel = [np.arange(len(b.norms)) if par is None else np.nonzero(b.parity == par)[0] for b, par in parts]
+    if sum(len(i) for i in sel) >= k:
+      break
     radius *= 1.15
+  norms4 = np.round(np.concatenate([b.norms[i] for (b, _), i in zip(parts, sel)]) * 4.0)
+  bounds = np.cumsum([0] + [len(i) for i in sel])
+
+  def points(idx: np.ndarray) -> np.ndarray:
+    idx = np.asarray(idx, np.int64)
+    out = np.empty((len(idx), n))
+    for (b, _), i, lo, hi in zip(parts, sel, bounds[:-1], bounds[1:]):
+      m = (idx >= lo) & (idx < hi)
+      out[m] = b.points(i[idx[m] - lo])
+    return out
+
+  return _Shells(norms4, points)
+
+
+def _innermost(norms4: np.ndarray, tie: np.ndarray, k: int) -> np.ndarray:
+  """``np.lexsort((tie, norms4))[:k]`` without sorting every point: all points of a norm below the
+  k-th smallest, then the cut shell by ``tie`` (a stable sort of the candidates in index order)."""
+  cut = np.partition(norms4, k - 1)[k - 1]
+  cand = np.nonzero(norms4 <= cut)[0]
+  return cand[np.lexsort((tie[cand], norms4[cand]))][:k]
 
 
 def lattice_codebook(
@@ -376,12 +501,10 @@ def lattice_codebook(
   rate_bits = _check_rate(rate_bits)
   n = lattice.dim
   k = _num_points(n, rate_bits, max_bytes)
-  pts = _lattice_ball(lattice, k)
+  shells = _lattice_ball(lattice, k)  # squared norms are multiples of 1/4: exact shells
   k_cut, k_rot = jax.random.split(key)
-  tie = np.asarray(jax.random.uniform(k_cut, (len(pts),)))
-  norms = np.round(np.sum(pts * pts, axis=1) * 4.0)  # squared norms are multiples of 1/4: exact shells
-  order = np.lexsort((tie, norms))
-  pts = pts[order[:k]]
+  tie = _draws(k_cut, (len(shells.norms4),), "uniform")
+  pts = shells.points(_innermost(shells.norms4, tie, k))
   p = shannon_power(rate_bits) if power is None else float(power)
   if not p > 0:
     raise ValueError(f"power={power!r} must be > 0")

@@ -15,7 +15,15 @@ from jaxtyping import ArrayLike, Float, PRNGKeyArray
 
 from rdq.limits.waterfill import waterfill, waterfill_rate
 from rdq.montecarlo import Estimate
-from rdq.quantizers.universal_codebook import DEFAULT_MAX_BYTES, Codebook, _check_chunk, _check_sigma, _weighted_sq
+from rdq.quantizers.universal_codebook import (
+  DEFAULT_MAX_BYTES,
+  Codebook,
+  _check_chunk,
+  _check_sigma,
+  _nearest_scales,
+  _normal,
+  _weighted_sq,
+)
 from rdq.quantizers.universal_product import ProductCodebook
 
 __all__ = ["GapResult", "rate_gap"]
@@ -51,6 +59,38 @@ def _mean_distortion(cb, sigma, w, tau, batch: int):
     return jax.lax.map(f, wb).reshape(-1)
 
   return jax.lax.map(per_sigma, (sigma, tau))
+
+
+@functools.partial(jax.jit, static_argnames=("batch",))
+def _select_distortion(cb: Codebook, sigma, w, taus, batch: int):
+  """Per-sample distortions (J, N) of the codebooks ``τ_j·C`` at one Σ (n, n), every scale in one
+  pass over the codebook (``_nearest_scales``); samples in batches (lax.map)."""
+  nb = w.shape[0] // batch
+  wb = w.reshape(nb, batch, w.shape[-1])
+
+  def f(x):
+    idx = _nearest_scales(cb.points, sigma, x, taus, cb.chunk)  # (J, B)
+    rec = cb.points[idx] * taus[:, None, None]
+    return jax.vmap(lambda r: _weighted_sq(x - r, sigma))(rec)  # (J, B)
+
+  return jnp.moveaxis(jax.lax.map(f, wb), 0, 1).reshape(taus.shape[0], -1)
+
+
+def _canonical(cb: Codebook | ProductCodebook) -> Codebook | ProductCodebook:
+  """The same codebook without its label: ``name`` is static in the pytree, so codebooks of equal
+  shape but different construction would each compile ``_mean_distortion`` again."""
+  if isinstance(cb, Codebook):
+    return Codebook(cb.points, chunk=cb.chunk)
+  return ProductCodebook(Codebook(cb.block.points, chunk=cb.block.chunk), num_blocks=cb.num_blocks, damp=cb.damp)
+
+
+def _distortions(cb, sigma, w, tau, batch: int) -> np.ndarray:
+  """``_mean_distortion`` one Σ per call: one compiled program per (codebook shape, draws, batch)
+  whatever the number of Σ (bitwise the same numbers as one call over the whole batch)."""
+  cb = _canonical(cb)
+  sigma, tau = np.asarray(sigma, np.float32), np.asarray(tau, np.float32)  # NumPy slices: no eager slicing programs
+  return np.concatenate([np.asarray(_mean_distortion(cb, sigma[i:i + 1], w, tau[i:i + 1], batch))
+                         for i in range(sigma.shape[0])])
 
 
 def rate_gap(
@@ -103,20 +143,25 @@ def rate_gap(
 
   def draws(k, num):
     m = -(-num // batch) * batch
-    return jax.random.normal(k, (m, n), jnp.float32), num
+    return _normal(k, (m, n)), num
 
   if len(scales) > 1:
     w_sel, num_sel = draws(k_sel, num_select)
-    tau_grid = jnp.asarray(scales, jnp.float32)
-    sig_rep = jnp.repeat(sig, len(scales), axis=0)
-    tau_rep = jnp.tile(tau_grid, s)
-    dsel = np.asarray(_mean_distortion(codebook, sig_rep, w_sel, tau_rep, batch))[:, :num_sel]
-    dsel = dsel.mean(axis=1).reshape(s, len(scales))
+    b_sel = min(batch, num_sel)  # encode only the selection draws that are used
+    w_sel = w_sel[: -(-num_sel // b_sel) * b_sel]
+    if isinstance(codebook, Codebook):  # every scale in one pass over the codebook
+      cb, sig_np, taus = _canonical(codebook), np.asarray(sig), np.asarray(scales, np.float32)
+      dsel = np.stack([np.asarray(_select_distortion(cb, sig_np[i], w_sel, taus, b_sel)) for i in range(s)])
+    else:
+      sig_rep = np.repeat(np.asarray(sig), len(scales), axis=0)
+      tau_rep = np.tile(np.asarray(scales, np.float32), s)
+      dsel = _distortions(codebook, sig_rep, w_sel, tau_rep, b_sel).reshape(s, len(scales), -1)
+    dsel = dsel[:, :, :num_sel].mean(axis=2)
     tau = np.asarray(scales, np.float32)[np.argmin(dsel, axis=1)]
   else:
     tau = np.full((s,), scales[0], np.float32)
   w_ev, num = draws(k_eval, num_samples)
-  vals = np.asarray(_mean_distortion(codebook, sig, w_ev, jnp.asarray(tau), batch), np.float64)[:, :num]
+  vals = _distortions(codebook, sig, w_ev, tau, batch).astype(np.float64)[:, :num]
   mean = vals.mean(axis=1)
   se = vals.std(axis=1, ddof=1) / math.sqrt(num)
   lam = np.clip(np.linalg.eigvalsh(np.asarray(sig, np.float64)), 0.0, None).astype(np.float32)
