@@ -240,3 +240,30 @@ def test_bad_input(key):
     Codebook(jnp.zeros((1, 4)))
   with pytest.raises(ValueError, match="steps"):
     LearnConfig(steps=0)
+
+
+def test_speed_helpers_are_exact(key):
+  """The compile-saving helpers of the Monte Carlo give the same numbers as the direct calls."""
+  from rdq.quantizers.universal_codebook import _draws, _innermost, _nearest, _nearest_scales
+
+  # draws from one program per power-of-two length = jax.random.<kind> on the shape, bitwise
+  for shape in ((3, 5), (256, 8), (1025,)):
+    np.testing.assert_array_equal(_draws(key, shape, "normal"), np.asarray(jax.random.normal(key, shape, jnp.float32)))
+    np.testing.assert_array_equal(_draws(key, shape, "uniform"), np.asarray(jax.random.uniform(key, shape, jnp.float32)))
+  # the innermost k points by (norm, tie) = the first k of a full lexsort
+  rng = np.random.default_rng(0)
+  norms, tie = rng.integers(0, 6, 500).astype(np.float64), rng.random(500)
+  for k in (1, 37, 500):
+    np.testing.assert_array_equal(_innermost(norms, tie, k), np.lexsort((tie, norms))[:k])
+  # every scale in one pass: the Σ-nearest codeword of τ·C, as _nearest on the scaled points
+  pts = jax.random.normal(key, (300, 4))
+  sig = jnp.asarray(_random_psd(rng, 4))
+  w = jax.random.normal(jax.random.fold_in(key, 1), (50, 4))
+  taus = jnp.asarray([0.5, 1.0, 2.0], jnp.float32)
+  got = np.asarray(_nearest_scales(pts, sig, w, taus, 128))
+  for j, t in enumerate(taus):
+    want = np.asarray(_nearest(pts * t, sig, w, 128))
+    d = _brute(pts * t, w, sig)
+    rows = np.arange(len(w))
+    np.testing.assert_allclose(d[rows, got[j]], d[rows, want], rtol=1e-5)  # same minimum (ties up to rounding)
+    assert np.mean(got[j] == want) > 0.95
