@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -101,6 +103,38 @@ def test_regenerate_only_keeps_the_other_rows_of_index(tmp_path):
   assert "`python -m rdq.experiments.generic_matmul out_dir=outputs/generic_matmul` | 100 s |" in text  # kept
   assert "`python -m rdq.experiments.lattice_nsm out_dir=outputs/lattice_nsm` | 7 s |" in text  # replaced
   assert text.count("| [") == 2 and "at commit `aaa`" in text and "--only lattice_nsm` at commit `bbb`" in text
+
+
+def test_regenerate_jobs_runs_apps_at_once_and_stops_on_a_failure(tmp_path):
+  import importlib.util
+
+  spec = importlib.util.spec_from_file_location("regenerate", ROOT / "paper_figures" / "regenerate.py")
+  regen = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(regen)
+  regen.HERE = tmp_path / "figs"
+  regen.HERE.mkdir()
+  (regen.HERE / "INDEX.md").write_text("| x | y | `python -m rdq.experiments.fast out_dir=o` | 1 s |\n"
+                                       "| x | y | `python -m rdq.experiments.slow out_dir=o` | 9 s |\n")
+  started = []
+
+  def fake_command(family, full):  # an app that writes its figure, after sleeping (slow) or failing (bad)
+    out = tmp_path / "outputs" / family
+    code = (f"import pathlib,sys,time; t=time.time(); time.sleep({2 if family in ('slow', 'new') else 0}); "
+            f"p=pathlib.Path({str(out)!r}); p.mkdir(parents=True, exist_ok=True); (p/'{family}.png').write_text('x'); "
+            f"print('app {family} ran', t, time.time()); sys.exit({3 if family == 'bad' else 0})")
+    started.append(family)
+    return out, [sys.executable, "-c", code], f"python -m rdq.experiments.{family}"
+
+  regen._command = fake_command
+  rows = regen.run_families(["fast", "slow", "new"], False, jobs=2)
+  assert started[:2] == ["new", "slow"]  # unknown runtime first, then the longest by INDEX.md
+  assert [r["family"] for r in rows] == ["fast", "slow", "new"]  # rows in the order asked
+  assert all((regen.HERE / f"{f}.png").exists() for f in ("fast", "slow", "new"))
+  span = {f: [float(x) for x in (tmp_path / "outputs" / f"{f}.log").read_text().split()[-2:]] for f in ("slow", "new")}
+  assert span["slow"][0] < span["new"][1] and span["new"][0] < span["slow"][1]  # the two ran at the same time
+  assert rows[1]["runtime_s"] >= 2
+  with pytest.raises(SystemExit, match=r"(?s)app bad ran.*bad failed with exit code 3"):
+    regen.run_families(["bad", "fast"], False, jobs=2)
 
 
 def test_rdq_sweep_lists_every_family():
