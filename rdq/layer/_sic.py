@@ -48,7 +48,7 @@ from jaxtyping import Array, Float
 __all__ = ["MinMaxGrid", "StepGrid", "UniformGrid", "damp_hessian", "high_rate_step", "inverse_cholesky_upper", "sic"]
 
 
-def damp_hessian(h: Float[Array, "n n"], percdamp: float) -> Float[Array, "n n"]:
+def damp_hessian(h: Float[Array, "n n"], percdamp: float | Float[Array, ""]) -> Float[Array, "n n"]:
   """``H + percdamp · mean(diag H) · I`` (relative damping, GPTQ's ``percdamp``)."""
   n = h.shape[-1]
   return h + percdamp * jnp.mean(jnp.diagonal(h)) * jnp.eye(n, dtype=h.dtype)
