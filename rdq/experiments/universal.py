@@ -56,7 +56,6 @@ from rdq.quantizers.universal import (
   rate_gap,
   sphere_codebook,
 )
-from rdq.quantizers.universal_codebook import _draws
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +116,7 @@ def _random_sigmas_cached(families_json: str, n: int, per_family: int, seed: int
   out, labels = [], []
   for i, spec in enumerate(families):
     key = jax.random.fold_in(jax.random.key(seed), i)
-    u = _draws(jax.random.fold_in(key, 10_000), (per_family,), "uniform")  # = jax.random.uniform, bitwise
+    u = np.asarray(jax.random.uniform(jax.random.fold_in(key, 10_000), (per_family,)))
     lo, hi = float(spec["lo"]), float(spec["hi"])
     par = np.exp(np.log(lo) + u * (np.log(hi) - np.log(lo))) if spec.get("log", False) else lo + u * (hi - lo)
     out.append(_sample(_family(spec["name"], n), key, par))

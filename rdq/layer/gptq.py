@@ -40,6 +40,7 @@ from rdq.layer._sic import (
     UniformGrid,
     damp_hessian,
     high_rate_step,
+    inverse_cholesky_upper,
     sic,
 )
 from rdq.layer.report import LayerReport, check_layer_inputs, concrete_rate, make_report
@@ -145,21 +146,6 @@ def coded_entropy_bits(z: Int[Array, "n m"], side) -> Float[Array, ""]:
   return jnp.mean(_row_entropy_bits(z)) + side
 
 
-def _inverse_cholesky_upper(h_damped: Float[Array, "n n"]) -> Float[Array, "n n"]:
-  """GPTQ's ``Hinv``: upper-triangular ``U`` with ``H_d^{-1} = UᵀU``, as ``J L_J^{-1} J``.
-
-  With ``J`` the reversal and ``J H_d J = L_J L_Jᵀ`` (lower Cholesky), ``H_d = R Rᵀ`` for the
-  upper-triangular ``R = J L_J J``, so ``U = R^{-1} = J L_J^{-1} J`` — the unique upper factor
-  with a positive diagonal, i.e. ``rdq.layer.inverse_cholesky_upper`` (chol → inverse → chol)
-  up to float rounding, from one Cholesky factor and one triangular inverse (``n³/3 + n³/3``
-  flops instead of about ``5n³/3``).
-  """
-  n = h_damped.shape[-1]
-  lower = jnp.linalg.cholesky(h_damped[::-1, ::-1])
-  l_inv = jax.scipy.linalg.solve_triangular(lower, jnp.eye(n, dtype=h_damped.dtype), lower=True)
-  return l_inv[::-1, ::-1]
-
-
 def aim_rate(run: Callable[[Array], tuple[Any, Array]], rate_bits, side: float, iters: int):
   """Outputs of ``run(r)`` whose measured rate is closest to ``rate_bits`` (jit-able).
 
@@ -210,7 +196,7 @@ def _gptq(w, h, rate_bits, config: GPTQConfig):
     wp, hp = w[perm], h[perm][:, perm]
   else:
     wp, hp = w, h
-  u = _inverse_cholesky_upper(damp_hessian(hp, config.percdamp))
+  u = inverse_cholesky_upper(damp_hessian(hp, config.percdamp))
   side = grid.side_bits(n, m)
   if isinstance(grid, UniformGrid):
 
