@@ -139,8 +139,9 @@ def _chunk_argmin(u: Array, p: Array, qq: Array) -> tuple[Array, Array]:
   return j1 * _GROUP + j2, jnp.take_along_axis(sub, j2[:, None], axis=-1)[:, 0]
 
 
-def _nearest(points: Array, sigma: Array, w: Array, chunk: int) -> Array:
-  """Index of ``argmin_c (w−c)ᵀΣ(w−c)`` for each row of ``w`` (B, n), codebook in chunks."""
+def _chunked(points: Array, sigma: Array, chunk: int) -> tuple[Array, Array]:
+  """Codebook in chunks for ``_nearest``/``_nearest_scales``: points (C, chunk, n) and their
+  ``cᵀΣc`` (C, chunk), padded with zero points of score ``+inf`` (never chosen)."""
   k, n = points.shape
   chunk = min(chunk, k)
   if k > _GROUP:
@@ -150,6 +151,13 @@ def _nearest(points: Array, sigma: Array, w: Array, chunk: int) -> Array:
   q = jnp.sum(jnp.dot(points, sigma, precision=_HI) * points, axis=-1)
   pts = jnp.concatenate([points, jnp.zeros((pad, n), points.dtype)]).reshape(num_chunks, chunk, n)
   q = jnp.concatenate([q, jnp.full((pad,), jnp.inf, q.dtype)]).reshape(num_chunks, chunk)
+  return pts, q
+
+
+def _nearest(points: Array, sigma: Array, w: Array, chunk: int) -> Array:
+  """Index of ``argmin_c (w−c)ᵀΣ(w−c)`` for each row of ``w`` (B, n), codebook in chunks."""
+  pts, q = _chunked(points, sigma, chunk)
+  chunk = pts.shape[1]  # as rounded by _chunked
   u = jnp.dot(w, sigma, precision=_HI)  # Σ symmetric: rows are (Σw)ᵀ
   b = w.shape[0]
 
@@ -161,7 +169,7 @@ def _nearest(points: Array, sigma: Array, w: Array, chunk: int) -> Array:
     return (jnp.where(better, s, best), jnp.where(better, c * chunk + j, idx)), None
 
   init = (jnp.full((b,), jnp.inf, jnp.float32), jnp.zeros((b,), jnp.int32))
-  (_, idx), _ = jax.lax.scan(body, init, (pts, q, jnp.arange(num_chunks, dtype=jnp.int32)))
+  (_, idx), _ = jax.lax.scan(body, init, (pts, q, jnp.arange(pts.shape[0], dtype=jnp.int32)))
   return idx
 
 
@@ -189,15 +197,8 @@ def _nearest_scales(points: Array, sigma: Array, w: Array, taus: Array, chunk: i
   """``_nearest`` for each codebook ``τ_j·points`` (J scales), indices (J, B): one pass over the
   codebook (``uᵀc`` and ``cᵀΣc`` computed once). Same minimiser as ``_nearest`` on the scaled points
   up to float rounding of the scores (ties within ~1e-7 relative may resolve differently)."""
-  k, n = points.shape
-  chunk = min(chunk, k)
-  if k > _GROUP:
-    chunk = -(-chunk // _GROUP) * _GROUP
-  num_chunks = -(-k // chunk)
-  pad = num_chunks * chunk - k
-  q = jnp.sum(jnp.dot(points, sigma, precision=_HI) * points, axis=-1)
-  pts = jnp.concatenate([points, jnp.zeros((pad, n), points.dtype)]).reshape(num_chunks, chunk, n)
-  q = jnp.concatenate([q, jnp.full((pad,), jnp.inf, q.dtype)]).reshape(num_chunks, chunk)
+  pts, q = _chunked(points, sigma, chunk)
+  chunk = pts.shape[1]  # as rounded by _chunked
   u = jnp.dot(w, sigma, precision=_HI)
   shape = (taus.shape[0], w.shape[0])
 
@@ -209,7 +210,7 @@ def _nearest_scales(points: Array, sigma: Array, w: Array, taus: Array, chunk: i
     return (jnp.where(better, s, best), jnp.where(better, c * chunk + j, idx)), None
 
   init = (jnp.full(shape, jnp.inf, jnp.float32), jnp.zeros(shape, jnp.int32))
-  (_, idx), _ = jax.lax.scan(body, init, (pts, q, jnp.arange(num_chunks, dtype=jnp.int32)))
+  (_, idx), _ = jax.lax.scan(body, init, (pts, q, jnp.arange(pts.shape[0], dtype=jnp.int32)))
   return idx
 
 
