@@ -1,5 +1,6 @@
 """Universal codebooks (``rdq.quantizers.universal``): the ``Codebook`` type, its Σ-aware
-nearest-codeword encoder and the constructions (iid Gaussian, sphere, lattice balls, Leech shells).
+nearest-codeword encoder and the constructions (iid Gaussian, sphere, lattice balls, Leech shells);
+``StreamCodebook`` for codebooks generated chunk by chunk, never stored.
 
 The setting, the rate gap and the references are in ``rdq.quantizers.universal``.
 """
@@ -20,7 +21,7 @@ from rdq.covariance import check_covariance, haar_orthogonal
 from rdq.quantizers.base import Rate
 from rdq.quantizers.lattice import DnLattice, E8Lattice, Lattice, ZnLattice
 
-__all__ = ["Codebook", "DEFAULT_MAX_BYTES", "LEECH_SHELL_SIZES", "gaussian_codebook", "lattice_codebook", "leech_codebook", "shannon_power", "sphere_codebook"]
+__all__ = ["Codebook", "DEFAULT_MAX_BYTES", "LEECH_SHELL_SIZES", "StreamCodebook", "gaussian_codebook", "lattice_codebook", "leech_codebook", "shannon_power", "sphere_codebook"]
 
 DEFAULT_MAX_BYTES: int = 1 << 30
 """Memory budget (bytes) for a codebook's points and for one encoding chunk (1 GiB)."""
@@ -154,23 +155,29 @@ def _chunked(points: Array, sigma: Array, chunk: int) -> tuple[Array, Array]:
   return pts, q
 
 
-def _nearest(points: Array, sigma: Array, w: Array, chunk: int) -> Array:
-  """Index of ``argmin_c (w−c)ᵀΣ(w−c)`` for each row of ``w`` (B, n), codebook in chunks."""
-  pts, q = _chunked(points, sigma, chunk)
-  chunk = pts.shape[1]  # as rounded by _chunked
-  u = jnp.dot(w, sigma, precision=_HI)  # Σ symmetric: rows are (Σw)ᵀ
-  b = w.shape[0]
+def _running_min(score, fetch, xs, chunk: int, shape: tuple[int, ...]) -> Array:
+  """Streaming argmin over the chunks of a codebook: ``fetch(x) → (points, cᵀΣc, chunk number)``
+  for each x of ``xs`` (a ``lax.scan``), ``score(points, q) → (index in chunk, minimum)`` of
+  ``shape``; a running minimum and its global index (ties: lowest index)."""
 
-  def body(carry, xs):
+  def body(carry, x):
     best, idx = carry
-    p, qq, c = xs
-    j, s = _chunk_argmin(u, p, qq)
+    p, qq, c = fetch(x)
+    j, s = score(p, qq)
     better = s < best
     return (jnp.where(better, s, best), jnp.where(better, c * chunk + j, idx)), None
 
-  init = (jnp.full((b,), jnp.inf, jnp.float32), jnp.zeros((b,), jnp.int32))
-  (_, idx), _ = jax.lax.scan(body, init, (pts, q, jnp.arange(pts.shape[0], dtype=jnp.int32)))
+  init = (jnp.full(shape, jnp.inf, jnp.float32), jnp.zeros(shape, jnp.int32))
+  (_, idx), _ = jax.lax.scan(body, init, xs)
   return idx
+
+
+def _nearest(points: Array, sigma: Array, w: Array, chunk: int) -> Array:
+  """Index of ``argmin_c (w−c)ᵀΣ(w−c)`` for each row of ``w`` (B, n), codebook in chunks."""
+  pts, q = _chunked(points, sigma, chunk)
+  u = jnp.dot(w, sigma, precision=_HI)  # Σ symmetric: rows are (Σw)ᵀ
+  xs = (pts, q, jnp.arange(pts.shape[0], dtype=jnp.int32))
+  return _running_min(lambda p, qq: _chunk_argmin(u, p, qq), lambda x: x, xs, pts.shape[1], (w.shape[0],))
 
 
 def _chunk_argmin_scales(u: Array, p: Array, qq: Array, taus: Array) -> tuple[Array, Array]:
@@ -198,20 +205,10 @@ def _nearest_scales(points: Array, sigma: Array, w: Array, taus: Array, chunk: i
   codebook (``uᵀc`` and ``cᵀΣc`` computed once). Same minimiser as ``_nearest`` on the scaled points
   up to float rounding of the scores (ties within ~1e-7 relative may resolve differently)."""
   pts, q = _chunked(points, sigma, chunk)
-  chunk = pts.shape[1]  # as rounded by _chunked
   u = jnp.dot(w, sigma, precision=_HI)
-  shape = (taus.shape[0], w.shape[0])
-
-  def body(carry, xs):
-    best, idx = carry
-    p, qq, c = xs
-    j, s = _chunk_argmin_scales(u, p, qq, taus)
-    better = s < best
-    return (jnp.where(better, s, best), jnp.where(better, c * chunk + j, idx)), None
-
-  init = (jnp.full(shape, jnp.inf, jnp.float32), jnp.zeros(shape, jnp.int32))
-  (_, idx), _ = jax.lax.scan(body, init, (pts, q, jnp.arange(pts.shape[0], dtype=jnp.int32)))
-  return idx
+  xs = (pts, q, jnp.arange(pts.shape[0], dtype=jnp.int32))
+  return _running_min(lambda p, qq: _chunk_argmin_scales(u, p, qq, taus), lambda x: x, xs, pts.shape[1],
+                      (taus.shape[0], w.shape[0]))
 
 
 def _weighted_sq(e: Array, sigma: Array) -> Array:
@@ -290,16 +287,8 @@ class Codebook:
     Returns:
       int32 indices into ``points``, shape ``(*batch)`` or ``(S, *batch)``.
     """
-    w = _check_w(w, self.n)
-    sig = _check_sigma(sigma, self.n)
-    batch_shape = w.shape[:-1]
-    wf = w.reshape(-1, self.n)
-    _check_chunk(self.chunk, wf.shape[0], max_bytes)
-    sig3 = sig if sig.ndim == 3 else sig[None]
-    tau = jnp.broadcast_to(jnp.asarray(scale, jnp.float32), (sig3.shape[0],))
-    idx = _encode_batch(self.points, wf, sig3, tau, self.chunk)
-    idx = idx.reshape((sig3.shape[0],) + batch_shape)
-    return idx if sig.ndim == 3 else idx[0]
+    wf, sig3, tau, shape = _encode_args(self, w, sigma, scale, max_bytes)
+    return _encode_result(_encode_batch(self.points, wf, sig3, tau, self.chunk), sigma, shape)
 
   def decode(self, idx: Integer[ArrayLike, "*b"], *, scale: ArrayLike = 1.0) -> Float[Array, "*b n"]:
     """Codewords ``τ·c_k`` for indices k (scale broadcast against the index batch shape + n)."""
@@ -313,6 +302,31 @@ class Codebook:
     """Traced: reconstructions (B, n) for one Σ and scale τ (no checks)."""
     p = self.points * tau
     return p[_nearest(p, sigma, w, self.chunk)]
+
+  def _points_at(self, idx: Array) -> Array:
+    """Traced: codewords of the given indices (``rate_gap``)."""
+    return self.points[idx]
+
+  def _nearest_scales(self, sigma: Array, w: Array, taus: Array) -> Array:
+    """Traced: ``_nearest_scales`` on this codebook, indices (J, B) (``rate_gap``)."""
+    return _nearest_scales(self.points, sigma, w, taus, self.chunk)
+
+
+def _encode_args(cb, w, sigma, scale, max_bytes: int) -> tuple[Array, Array, Array, tuple[int, ...]]:
+  """Checked ``encode`` arguments: w as (B, n), Σ as (S, n, n), τ as (S,), and w's batch shape."""
+  w = _check_w(w, cb.n)
+  sig = _check_sigma(sigma, cb.n)
+  wf = w.reshape(-1, cb.n)
+  _check_chunk(cb.chunk, wf.shape[0], max_bytes)
+  sig3 = sig if sig.ndim == 3 else sig[None]
+  tau = jnp.broadcast_to(jnp.asarray(scale, jnp.float32), (sig3.shape[0],))
+  return wf, sig3, tau, w.shape[:-1]
+
+
+def _encode_result(idx: Array, sigma, shape: tuple[int, ...]) -> Array:
+  """Indices (S, B) of ``_encode_args``' arguments back to ``(S, *batch)``, or ``(*batch)`` for one Σ."""
+  idx = idx.reshape((idx.shape[0],) + shape)
+  return idx if np.ndim(sigma) == 3 else idx[0]
 
 
 # ----------------------------------------------------------------------------- constructions
@@ -342,8 +356,8 @@ def _normal(key: PRNGKeyArray, shape: tuple[int, ...]) -> np.ndarray:
 
 def gaussian_codebook(
     key: PRNGKeyArray, n: int, rate_bits: float, *, variance: float | None = None, chunk: int = 4096,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-) -> Codebook:
+    max_bytes: int = DEFAULT_MAX_BYTES, stream: bool = False,
+) -> Codebook | StreamCodebook:
   """iid Gaussian codebook: ``2^{nR}`` codewords ``c ~ N(0, variance·I_n)``.
 
   Args:
@@ -352,17 +366,22 @@ def gaussian_codebook(
     rate_bits: R > 0 bits per entry, with n·R integral.
     variance: codeword variance per entry; default ``1 − 2^{−2R}`` (Shannon reconstruction power).
     chunk: encoding chunk (codewords).
-    max_bytes: refuse codebooks whose float32 points exceed this.
+    max_bytes: refuse codebooks whose float32 points exceed this (not with ``stream``).
+    stream: return a ``StreamCodebook``: codeword k is ``N(0, I)`` drawn from ``fold_in(key, k)``
+      when needed, never stored (another realization of the same random code).
 
   References:
     Harbuzova, Ordentlich & Polyanskiy (2026): the random code of the existence proof.
   """
   n = _check_n(n)
   rate_bits = _check_rate(rate_bits)
-  k = _num_points(n, rate_bits, max_bytes)
+  k = _num_points(n, rate_bits, math.inf if stream else max_bytes)
   var = shannon_power(rate_bits) if variance is None else float(variance)
   if not var > 0:
     raise ValueError(f"variance={variance!r} must be > 0")
+  if stream:
+    return StreamCodebook(jnp.eye(n, dtype=jnp.float32) * jnp.float32(math.sqrt(var)), jax.random.key_data(key),
+                          generator=_gaussian_rows, num_points=k, name="gaussian", chunk=chunk)
   pts = jnp.asarray(_normal(key, (k, n))) * jnp.float32(math.sqrt(var))
   return Codebook(pts, name="gaussian", chunk=chunk)
 
@@ -521,36 +540,171 @@ LEECH_SHELL_SIZES: tuple[int, ...] = (1, 196560, 16773120)
 
 
 def leech_codebook(
-    key: PRNGKeyArray, *, rotate: bool = True, power: float | None = None, chunk: int = 4096,
-) -> Codebook:
-  """Leech-lattice shell codebook at n = 24: the origin and the 196 560 minimal vectors of Λ24.
+    key: PRNGKeyArray, *, shells: int = 1, rotate: bool = True, power: float | None = None, chunk: int = 4096,
+) -> Codebook | StreamCodebook:
+  """Leech-lattice shell codebook at n = 24: the origin and the innermost ``shells`` shells of Λ24.
 
-  ``K = 196 561`` codewords, ``R = log2(K)/24 ≈ 0.7305`` bit per entry; the 196 560 minimal
-  vectors are the kissing configuration of the densest known 24-dimensional packing (all on one
-  sphere, pairwise angles ≥ 60°). Scaled to a mean power ``power`` per coordinate (default
-  ``1 − 2^{−2R}``) and, if ``rotate``, multiplied by a Haar-random orthogonal matrix. The next
-  shell (unimodular norm 6, 16 773 120 vectors) would give ``R ≈ 1.0007``; its 1.6 GB of
-  float32 points and ``O(K)`` exact encoder are out of reach of a CPU sweep and are not built.
+  ``shells=1``: the 196 560 minimal vectors (unimodular norm 4), ``K = 196 561`` codewords,
+  ``R = log2(K)/24 ≈ 0.7327`` bit per entry; the kissing configuration of the densest known
+  24-dimensional packing (all on one sphere, pairwise angles ≥ 60°), stored as a ``Codebook``.
+  ``shells=2``: also the 16 773 120 vectors of norm 6, ``K = 16 969 681``, ``R ≈ 1.0007``; their
+  1.6 GB of float32 points are never stored: a ``StreamCodebook`` generates them by index
+  (``rdq.quantizers.leech_shells.leech_ball_int``) chunk by chunk inside the exact encoder.
+  Both are scaled to a mean power ``power`` per coordinate over the K codewords (default
+  ``1 − 2^{−2R}``) and, if ``rotate``, multiplied by a Haar-random orthogonal matrix.
 
   Args:
     key: PRNG key of the rotation.
+    shells: 1 or 2.
     rotate: apply a Haar-random rotation.
     power: mean ``‖c‖²/24`` after scaling.
-    chunk: encoding chunk (codewords).
+    chunk: encoding chunk (codewords; ``shells=2``: a multiple of 64).
 
   References:
-    Conway & Sloane, *SPLAG*, Ch. 4, Sec. 11 (Λ24, its 196 560 minimal vectors) and Ch. 1,
+    Conway & Sloane, *SPLAG*, Ch. 4, Sec. 11 (Λ24, its shells, theta series) and Ch. 1,
     Sec. 2 (kissing numbers); rdq.quantizers.leech.leech_minimal_vectors.
   """
-  from rdq.quantizers.leech import leech_minimal_vectors
+  from rdq.quantizers.leech import UNIMODULAR_SCALE, leech_minimal_vectors
 
-  pts = np.concatenate([np.zeros((1, 24)), leech_minimal_vectors(unimodular=True)])
-  rate = math.log2(len(pts)) / 24
+  if shells not in (1, 2) or isinstance(shells, bool):
+    raise ValueError(f"shells={shells!r} must be 1 (196 560 minimal vectors) or 2 (and the 16 773 120 of norm 6)")
+  k = sum(LEECH_SHELL_SIZES[: shells + 1])
+  rate = math.log2(k) / 24
   p = shannon_power(rate) if power is None else float(power)
   if not p > 0:
     raise ValueError(f"power={power!r} must be > 0")
+  rot = haar_orthogonal(key, 24) if rotate else jnp.eye(24, dtype=jnp.float32)
+  if shells == 2:
+    mean_norm = (4 * LEECH_SHELL_SIZES[1] + 6 * LEECH_SHELL_SIZES[2]) / k  # unimodular, exact
+    a = math.sqrt(p / (mean_norm / 24)) * UNIMODULAR_SCALE  # integer coordinates → power p
+    return StreamCodebook(jnp.asarray(rot, jnp.float32).T * jnp.float32(a), jnp.zeros((2,), jnp.uint32),
+                          generator=_leech_rows, num_points=k, name="leech2", chunk=chunk)
+  pts = np.concatenate([np.zeros((1, 24)), leech_minimal_vectors(unimodular=True)])
   pts = pts * math.sqrt(p / (np.mean(np.sum(pts * pts, axis=1)) / 24))
   out = jnp.asarray(pts, jnp.float32)
   if rotate:
-    out = out @ haar_orthogonal(key, 24).T
+    out = out @ rot.T
   return Codebook(out, name="leech", chunk=chunk)
+
+
+# ----------------------------------------------------------------------------- streamed codebooks
+def _leech_rows(k: Array, key: Array, d: int) -> Array:
+  """Generator of ``leech_codebook(shells=2)``: Λ24 points of norm ≤ 6 (integer coordinates)."""
+  from rdq.quantizers.leech_shells import leech_ball_int
+
+  del key, d
+  return leech_ball_int(k).astype(jnp.float32)
+
+
+def _gaussian_rows(k: Array, key: Array, d: int) -> Array:
+  """Generator of ``gaussian_codebook(stream=True)``: row k is ``N(0, I_d)`` from ``fold_in(key, k)``."""
+  key = jax.random.wrap_key_data(key)
+  return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), (d,), jnp.float32))(k)
+
+
+def _stream_chunks(cb: "StreamCodebook", sigma: Array):
+  """``(fetch, xs)`` for ``_running_min`` over a ``StreamCodebook``: chunk c's points are generated
+  and scored ``cᵀΣc`` in the scan (indices past K are scored ``+inf``: never chosen)."""
+
+  def fetch(c):
+    k = c * cb.chunk + jnp.arange(cb.chunk, dtype=jnp.int32)
+    p = cb._points_at(k)
+    q = jnp.sum(jnp.dot(p, sigma, precision=_HI) * p, axis=-1)
+    return p, jnp.where(k < cb.num_points, q, jnp.inf), c
+
+  return fetch, jnp.arange(-(-cb.num_points // cb.chunk), dtype=jnp.int32)
+
+
+@jax.jit
+def _encode_stream(cb: "StreamCodebook", w, sigma, scale):
+  """w (B, n), sigma (S, n, n), scale (S,) → indices (S, B). Sequential over Σ (lax.map)."""
+  return jax.lax.map(lambda a: cb._nearest_scales(a[0], w, a[1][None])[0], (sigma, scale))
+
+
+@jax.jit
+def _points_stream(cb: "StreamCodebook", idx):
+  """Codewords (b, n) of int32 indices (b,), one compiled program (``decode``)."""
+  return cb._points_at(idx)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class StreamCodebook:
+  """A codebook too large to store: codeword k is ``g(k) @ transform`` for a jit-able generator g.
+
+  The Σ-aware encoder is the exact one of ``Codebook`` (the same chunk scores and running
+  minimum, ``_running_min``); each chunk of codewords is generated inside the scan, so memory is
+  ``chunk × n`` points and ``batch × chunk`` scores whatever K. Constructions:
+  ``leech_codebook(shells=2)``, ``gaussian_codebook(stream=True)``.
+
+  Attributes:
+    transform: ``(d, n)`` map from generator rows to codewords (scale and rotation).
+    key: raw PRNG key data passed to the generator.
+    generator: static ``g(k (b,) int32, key, d) → (b, d) float32``.
+    num_points: K; the rate is ``log2(K)/n`` bits per entry.
+    name: construction label.
+    chunk: codewords generated and scored at once (a multiple of 64 above 64).
+  """
+
+  transform: Float[Array, "d n"]
+  key: Array
+  generator: Callable = dataclasses.field(metadata=dict(static=True), default=_leech_rows)
+  num_points: int = dataclasses.field(default=2, metadata=dict(static=True))
+  name: str = dataclasses.field(default="stream", metadata=dict(static=True))
+  chunk: int = dataclasses.field(default=4096, metadata=dict(static=True))
+
+  def __post_init__(self):
+    if isinstance(self.num_points, bool) or not isinstance(self.num_points, int) or self.num_points < 2:
+      raise ValueError(f"num_points={self.num_points!r} must be an integer ≥ 2")
+    if (isinstance(self.chunk, bool) or not isinstance(self.chunk, int) or self.chunk < 1
+        or (self.chunk > _GROUP and self.chunk % _GROUP)):
+      raise ValueError(f"chunk={self.chunk!r} must be a positive integer, a multiple of {_GROUP} above {_GROUP}")
+
+  @property
+  def n(self) -> int:
+    """Dimension (input features per codeword)."""
+    return self.transform.shape[1]
+
+  @property
+  def rate_bits(self) -> float:
+    """``log2(K) / n`` bits per entry."""
+    return math.log2(self.num_points) / self.n
+
+  def rate(self, shape: tuple[int, ...] | None = None) -> Rate:
+    """As ``Codebook.rate``: ``log2(K)/n`` nominal, no side information."""
+    del shape
+    return Rate(nominal=self.rate_bits, side=0.0)
+
+  def encode(
+      self, w: Float[ArrayLike, "*batch n"], sigma: Float[ArrayLike, "*s n n"], *, scale: ArrayLike = 1.0,
+      max_bytes: int = DEFAULT_MAX_BYTES,
+  ) -> Integer[Array, "*s *batch"]:
+    """``Codebook.encode``: the exact Σ-aware nearest codeword of ``scale·C`` (ties: lowest k)."""
+    wf, sig3, tau, shape = _encode_args(self, w, sigma, scale, max_bytes)
+    return _encode_result(_encode_stream(self, wf, sig3, tau), sigma, shape)
+
+  def decode(self, idx: Integer[ArrayLike, "*b"], *, scale: ArrayLike = 1.0) -> Float[Array, "*b n"]:
+    """Codewords ``τ·c_k`` for indices k."""
+    idx = jnp.asarray(idx, jnp.int32)
+    return _points_stream(self, idx.reshape(-1)).reshape(idx.shape + (self.n,)) * jnp.asarray(scale, jnp.float32)
+
+  def quantize(self, w: Float[ArrayLike, "*batch n"], sigma: Float[ArrayLike, "n n"], *, scale: float = 1.0):
+    """``decode(encode(w, Σ))`` (one Σ)."""
+    return self.decode(self.encode(w, sigma, scale=scale), scale=scale)
+
+  def _points_at(self, idx: Array) -> Array:
+    """Traced: codewords (b, n) of int32 indices (b,)."""
+    rows = self.generator(idx, self.key, self.transform.shape[0])
+    return jnp.dot(rows, self.transform, precision=_HI)
+
+  def _nearest_scales(self, sigma: Array, w: Array, taus: Array) -> Array:
+    """Traced: indices (J, B) of the Σ-nearest codeword of each ``τ_j·C``, one generated pass."""
+    u = jnp.dot(w, sigma, precision=_HI)
+    fetch, xs = _stream_chunks(self, sigma)
+    return _running_min(lambda p, qq: _chunk_argmin_scales(u, p, qq, taus), fetch, xs, self.chunk,
+                        (taus.shape[0], w.shape[0]))
+
+  def _reconstruct(self, sigma: Array, w: Array, tau: Array) -> Array:
+    """Traced: reconstructions (B, n) for one Σ and scale τ."""
+    taus = jnp.reshape(tau, (1,))
+    return self._points_at(self._nearest_scales(sigma, w, taus)[0]) * tau

@@ -18,9 +18,9 @@ from rdq.montecarlo import Estimate
 from rdq.quantizers.universal_codebook import (
   DEFAULT_MAX_BYTES,
   Codebook,
+  StreamCodebook,
   _check_chunk,
   _check_sigma,
-  _nearest_scales,
   _normal,
   _weighted_sq,
 )
@@ -69,16 +69,18 @@ def _select_distortion(cb: Codebook, sigma, w, taus, batch: int):
   wb = w.reshape(nb, batch, w.shape[-1])
 
   def f(x):
-    idx = _nearest_scales(cb.points, sigma, x, taus, cb.chunk)  # (J, B)
-    rec = cb.points[idx] * taus[:, None, None]
+    idx = cb._nearest_scales(sigma, x, taus)  # (J, B)
+    rec = cb._points_at(idx.reshape(-1)).reshape(idx.shape + (x.shape[-1],)) * taus[:, None, None]
     return jax.vmap(lambda r: _weighted_sq(x - r, sigma))(rec)  # (J, B)
 
   return jnp.moveaxis(jax.lax.map(f, wb), 0, 1).reshape(taus.shape[0], -1)
 
 
-def _canonical(cb: Codebook | ProductCodebook) -> Codebook | ProductCodebook:
+def _canonical(cb: Codebook | ProductCodebook | StreamCodebook) -> Codebook | ProductCodebook | StreamCodebook:
   """The same codebook without its label: ``name`` is static in the pytree, so codebooks of equal
   shape but different construction would each compile ``_mean_distortion`` again."""
+  if isinstance(cb, StreamCodebook):
+    return cb
   if isinstance(cb, Codebook):
     return Codebook(cb.points, chunk=cb.chunk)
   return ProductCodebook(Codebook(cb.block.points, chunk=cb.block.chunk), num_blocks=cb.num_blocks, damp=cb.damp)
@@ -94,7 +96,7 @@ def _distortions(cb, sigma, w, tau, batch: int) -> np.ndarray:
 
 
 def rate_gap(
-    codebook: Codebook | ProductCodebook,
+    codebook: Codebook | ProductCodebook | StreamCodebook,
     sigmas: Float[ArrayLike, "s n n"],
     key: PRNGKeyArray,
     *,
@@ -112,7 +114,7 @@ def rate_gap(
   are used for every Σ (common random numbers). ``w ~ N(0, I_n)``.
 
   Args:
-    codebook: a ``Codebook`` or ``ProductCodebook``.
+    codebook: a ``Codebook``, ``ProductCodebook`` or ``StreamCodebook``.
     sigmas: ``(S, n, n)`` symmetric PSD matrices.
     key: PRNG key for the w draws.
     num_samples: evaluation draws per Σ (≥ 2).
@@ -124,8 +126,8 @@ def rate_gap(
   Returns:
     ``GapResult`` (NumPy arrays; ``distortion`` an ``Estimate`` with per-Σ mean/stderr).
   """
-  if not isinstance(codebook, (Codebook, ProductCodebook)):
-    raise TypeError(f"codebook must be a Codebook or ProductCodebook; got {type(codebook).__name__}")
+  if not isinstance(codebook, (Codebook, ProductCodebook, StreamCodebook)):
+    raise TypeError(f"codebook must be a Codebook, ProductCodebook or StreamCodebook; got {type(codebook).__name__}")
   n = codebook.n
   sig = _check_sigma(sigmas, n)
   if sig.ndim != 3:
@@ -136,7 +138,7 @@ def rate_gap(
   scales = tuple(float(t) for t in scales)
   if not scales or any(not t > 0 for t in scales):
     raise ValueError(f"scales={scales!r} must be a non-empty tuple of values > 0")
-  chunk = codebook.chunk if isinstance(codebook, Codebook) else codebook.block.chunk
+  chunk = codebook.block.chunk if isinstance(codebook, ProductCodebook) else codebook.chunk
   _check_chunk(chunk, batch, max_bytes)
   s = sig.shape[0]
   k_sel, k_eval = jax.random.split(key)
@@ -149,7 +151,7 @@ def rate_gap(
     w_sel, num_sel = draws(k_sel, num_select)
     b_sel = min(batch, num_sel)  # encode only the selection draws that are used
     w_sel = w_sel[: -(-num_sel // b_sel) * b_sel]
-    if isinstance(codebook, Codebook):  # every scale in one pass over the codebook
+    if not isinstance(codebook, ProductCodebook):  # every scale in one pass over the codebook
       cb, sig_np, taus = _canonical(codebook), np.asarray(sig), np.asarray(scales, np.float32)
       dsel = np.stack([np.asarray(_select_distortion(cb, sig_np[i], w_sel, taus, b_sel)) for i in range(s)])
     else:
