@@ -9,6 +9,7 @@ distortions, eigenvalues, gaps, perplexity and the figure. CPU time is the proce
 on a shared machine; XLA's compile time per point comes from ``jax.monitoring``
 (``jax:backend_compile_duration``, wall). ``--blocks K`` keeps only the first K of the 30
 decoder blocks (faster; the per-block phases scale by 30/K, compile and evaluation do not).
+Points run in this process (``workers=1`` unless given): the app's worker processes are not timed.
 Run it with one BLAS thread, as ``make figures`` does::
 
   OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 JAX_PLATFORMS=cpu \\
@@ -144,6 +145,8 @@ def main(argv=None) -> None:
 
   cl.Context.__init__ = timed_init
   w0, c0 = time.perf_counter(), _cpu()
+  if not any(o.lstrip("+").startswith("workers=") for o in overrides):
+    overrides = ["workers=1", *overrides]  # the timers see this process only
   sys.argv = [sys.argv[0], *overrides]
   conf = str(Path(cl.__file__).resolve().parent / "conf")
   hydra.main(version_base="1.3", config_path=conf, config_name="causal_lm")(cl.run)()

@@ -277,12 +277,15 @@ def run_points(
     configs: Iterable[Mapping[str, Any]],
     compute: Callable[[Mapping[str, Any]], Mapping[str, Any]],
     desc: str = "points",
+    wait: bool = True,
 ) -> list[dict]:
   """Compute every config not yet in ``store``; return the records of all of them.
 
   Each finished point is written atomically before the next one starts. ``compute`` gets
   the config and returns a JSON-able dict; ``wall_time_s`` and ``finished_at`` are added.
-  Points claimed by another live sweep on the same store are waited for, not recomputed.
+  Points claimed by another live sweep on the same store are waited for, not recomputed;
+  ``wait=False`` leaves them to it and returns only the records already stored (a helper
+  process sharing one sweep's points, e.g. ``rdq.experiments.causal_lm``'s ``workers``).
   """
   configs = list(configs)
   todo = [c for c in configs if not store.has(c)]
@@ -309,6 +312,9 @@ def run_points(
       bar.update()
     else:
       waiting.append(config)
+  if waiting and not wait:
+    bar.close()
+    return [r for r in (store.get(c) for c in configs) if r is not None]
   if waiting:
     log.info("%s: waiting for %d points claimed by another sweep on %s", desc, len(waiting), store.root)
   while waiting:

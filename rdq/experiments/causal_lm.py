@@ -52,6 +52,14 @@ thread. The sequential pass runs each block once per stream, in pieces
 (``rdq.models.sequential``). Entropy-coded rows take the rate as a
 traced argument, so one compiled program per layer shape serves every rate.
 
+Much of a point is XLA compiling the layer algorithm's programs (one per layer shape: 576×576,
+576×192 ×2, 576×1536 ×2, 1536×576), mostly on one thread, so ``workers`` (default 2, at most
+the CPUs) processes compute the points at once: this one and ``workers − 1`` spawned ones
+(``spawn``: JAX must not be forked), each loading the model and windows itself. They claim the
+points through the point store (``rdq.experiments._store``), longest first (``COST``), so each
+point is computed once; a point's numbers depend only on its config, not on the process or on
+the points computed before it there (tested bitwise against ``workers: 1``).
+
 **Reported** per (algorithm, bits): perplexity on held-out plays and on stdlib docstrings
 (± one standard error over windows), the model's rate (bits per weight over all 210 layers,
 side information counted), the mean over layers of the gap ``R − R*(d)`` to reverse
@@ -66,16 +74,17 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import os
 import time
 import zlib
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from rdq.experiments._store import write_text_atomic
+from rdq.experiments._store import PointStore, run_points, write_text_atomic
 from rdq.experiments._sweep import Sweep
 
 log = logging.getLogger(__name__)
@@ -95,6 +104,10 @@ ALGO_LABELS = {
 }
 LAYER_TYPES = ("q", "k", "v", "o", "gate", "up", "down")
 MARKERS = ("o", "s", "^", "v", "D", "<", ">", "p", "h")  # open markers: rows at one rate stay distinguishable
+# Relative CPU cost of one point of the quick default by algorithm (``wall_time_s`` of its points,
+# one process): worker processes claim points longest first (``_by_cost``). Only the order depends on it.
+COST = {"rtn": 1.0, "rtn_ec": 1.0, "gptq": 1.1, "gptq_ec": 2.0, "gptq_rot": 1.3, "gptq_rot_ec": 4.0,
+        "watersic": 2.0, "gptvq": 3.0, "e8_ldlq": 1.8, "q41": 0.3}
 # Smallest b at which a row has a code within its budget (module docstring).
 MIN_BITS = {"rtn": 2.0, "rtn_ec": 1.0, "gptq": 2.0, "gptq_ec": 1.0, "gptq_rot": 2.0, "gptq_rot_ec": 1.0,
             "watersic": 1.0, "gptvq": 1.0, "e8_ldlq": 1.5, "q41": 4.0}
@@ -304,9 +317,13 @@ class _Gaps:
 
 
 class Context:
-  """Model, tokenizer, windows and reference perplexities, built once per process."""
+  """Model, tokenizer, windows and reference perplexities, built once per process.
 
-  def __init__(self, cfg: DictConfig):
+  ``reference=False`` (a worker process, which only computes points): no reference
+  perplexities and no ``info``; the model and windows are the same.
+  """
+
+  def __init__(self, cfg: DictConfig, reference: bool = True):
     import scipy.linalg  # noqa: F401  (load SciPy's OpenBLAS, used by eigvalsh and jaxlib, before pinning it)
 
     from rdq.models import docstring_text, from_gguf, perplexity, pick_windows, play_splits, text_windows
@@ -327,6 +344,10 @@ class Context:
     self.heldout = self.eval[: int(d.n_heldout_h)]
     self.docs = pick_windows(text_windows(self.tokenizer, docs, L, c), int(d.n_docstrings))
     self.batch = int(d.batch_size)
+    if not reference:
+      self.info = None
+      log.info("model and windows (%.1f s, %.1f s CPU in this process)", time.perf_counter() - t0, _cpu_s())
+      return
     self.ref_plays = perplexity(self.model, self.eval, self.batch).as_dict()
     self.ref_docs = perplexity(self.model, self.docs, self.batch).as_dict()
     self.info = {
@@ -345,19 +366,27 @@ class Context:
         "reference_ppl_plays": self.ref_plays,
         "reference_ppl_docstrings": self.ref_docs,
     }
-    log.info("reference: ppl plays %.3f ± %.3f, docstrings %.3f ± %.3f (%.1f s)",
+    log.info("reference: ppl plays %.3f ± %.3f, docstrings %.3f ± %.3f (%.1f s, %.1f s CPU in this process)",
              self.ref_plays["ppl"], self.ref_plays["ppl_stderr"], self.ref_docs["ppl"], self.ref_docs["ppl_stderr"],
-             time.perf_counter() - t0)
+             time.perf_counter() - t0, _cpu_s())
 
 
-_CONTEXTS: dict[str, Context] = {}
+def _cpu_s() -> float:
+  """This process's CPU time so far (user + system, all threads), for the log."""
+  t = os.times()
+  return t.user + t.system
 
 
-def _context(cfg: DictConfig) -> Context:
-  key = repr(OmegaConf.to_container(cfg.data, resolve=True))
+_CONTEXTS: dict[tuple, Context] = {}
+
+
+def _context(cfg: DictConfig, make: Callable[..., Any] | None = None) -> Context:
+  """The process's ``Context`` of ``cfg.data`` (built by ``make``, default ``Context``, once)."""
+  make = Context if make is None else make
+  key = (make, repr(OmegaConf.to_container(cfg.data, resolve=True)))
   if key not in _CONTEXTS:
     _CONTEXTS.clear()
-    _CONTEXTS[key] = Context(cfg)
+    _CONTEXTS[key] = make(cfg)
   return _CONTEXTS[key]
 
 
@@ -382,7 +411,7 @@ def _compute(point: Mapping[str, Any], ctx: Context) -> dict:
   from rdq.models import perplexity
   from rdq.models.sequential import quantize_model
 
-  t0 = time.perf_counter()
+  t0, cpu0 = time.perf_counter(), _cpu_s()
   algo, budget = algorithm(point["algorithm"], point["bits"], point)
   if algo is None:  # the Q4_1 check
     fn = lambda ws, hs, keys, r: (np.stack([q41_round_trip(w) for w in np.asarray(ws)]),  # noqa: E731
@@ -448,9 +477,9 @@ def _compute(point: Mapping[str, Any], ctx: Context) -> dict:
   for t in LAYER_TYPES:
     sel = [v for k, v in layers.items() if k.split(".")[1] == t]
     by_type[t] = {"gap_bits": mean_gap(sel), "heldout_over_cal": gmean_ratio(sel)}
-  log.info("%s %.2g bits: ppl plays %.3f, docs %.3f, rate %.3f (%.1f s quantize, %.1f s total)",
+  log.info("%s %.2g bits: ppl plays %.3f, docs %.3f, rate %.3f (%.1f s quantize, %.1f s total, %.1f s CPU)",
            point["algorithm"], point["bits"], ppl_plays["ppl"], ppl_docs["ppl"],
-           float(np.sum(sizes * rates) / sizes.sum()), t_q, time.perf_counter() - t0)
+           float(np.sum(sizes * rates) / sizes.sum()), t_q, time.perf_counter() - t0, _cpu_s() - cpu0)
   return {
       "ppl_plays": ppl_plays,
       "ppl_docstrings": ppl_docs,
@@ -604,20 +633,87 @@ def figure(records: list[dict], info: Mapping[str, Any], out_dir: Path) -> None:
   save(fig, out_dir / "causal_lm_ppl")
 
 
-def run(cfg: DictConfig) -> dict | None:
-  """Run (or resume) the sweep; a single run writes results.json, the figure and the table."""
-  sweep = Sweep(cfg, "causal_lm")
+def _points(cfg: DictConfig) -> list[dict]:
+  """The sweep's points, in table order (algorithms × bits within ``MIN_BITS``, then the Q4_1 check)."""
   for a in cfg.algorithms:
     if a not in ALGORITHMS or a == "q41":
       raise ValueError(f"algorithms contains {a!r}; known: {[x for x in ALGORITHMS if x != 'q41']}")
-  ctx = _context(cfg)
   points = [_point(cfg, a, b) for a in cfg.algorithms for b in cfg.bits if float(b) >= MIN_BITS[a]]
   skipped = [(a, b) for a in cfg.algorithms for b in cfg.bits if float(b) < MIN_BITS[a]]
   if skipped:
     log.info("not run (no code within the budget, see MIN_BITS): %s", skipped)
   if bool(cfg.q41_check):
     points.append(_point(cfg, "q41", 4.0))
-  sweep.run_points(points, lambda p: _compute(p, ctx))
+  return points
+
+
+def _by_cost(points: list[dict]) -> list[dict]:
+  """``points`` longest first (``COST``; ties in table order), the order in which processes claim them."""
+  return sorted(points, key=lambda p: -COST.get(p["algorithm"], max(COST.values())))
+
+
+def num_workers(requested: int, todo: int) -> int:
+  """Processes computing points: ``requested``, at most the CPUs this process may use and the points to run."""
+  if not (isinstance(requested, int) and requested >= 1):
+    raise ValueError(f"workers={requested!r} must be a positive integer")
+  cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+  return max(1, min(requested, cpus, todo))
+
+
+def _worker(cfg: dict, points: list[dict], make_context: Callable[..., Any] | None) -> None:
+  """A spawned worker process: computes the points of ``points`` no other process has claimed.
+
+  Points are claimed through the point store (``rdq.experiments._store``), so the main process
+  and its workers each compute a point once; a worker does not wait for the others' points.
+  """
+  from rdq.experiments._sweep import configure_logging
+
+  logging.basicConfig(level=logging.INFO, format=f"[%(asctime)s][worker {os.getpid()}][%(levelname)s] - %(message)s")
+  configure_logging()
+  cfg = OmegaConf.create(cfg)
+  ctx = (Context if make_context is None else make_context)(cfg, reference=False)
+  run_points(PointStore(cfg.out_dir), points, lambda p: _compute(p, ctx), desc="causal_lm worker", wait=False)
+
+
+def run(cfg: DictConfig, make_context: Callable[..., Any] | None = None) -> dict | None:
+  """Run (or resume) the sweep; a single run writes results.json, the figure and the table.
+
+  ``workers`` processes compute the points at once (module docstring, "Time"): this one and
+  ``workers − 1`` spawned ones (never forked: JAX is not fork-safe), each with its own model
+  and windows (``make_context(cfg, reference=False)``; default ``Context``), claiming the
+  points longest first through the point store. Every point is computed the same way in any
+  process, so the results do not depend on ``workers`` (tested bitwise).
+  """
+  import multiprocessing
+
+  sweep = Sweep(cfg, "causal_lm")
+  points = _points(cfg)
+  todo = _by_cost([p for p in points if not sweep.store.has(p)])
+  n = num_workers(int(cfg.get("workers", 1)), len(todo))
+  procs = []
+  if n > 1:
+    spawn = multiprocessing.get_context("spawn")
+    container = OmegaConf.to_container(cfg, resolve=True)
+    procs = [spawn.Process(target=_worker, args=(container, todo, make_context), name=f"causal_lm worker {i}")
+             for i in range(1, n)]
+    for p in procs:
+      p.start()
+    log.info("%d points on %d processes (this one and %d spawned)", len(todo), n, n - 1)
+  try:
+    ctx = _context(cfg, make_context)
+    # waits for the points a worker claimed; takes a point over if its worker died
+    run_points(sweep.store, todo, lambda p: _compute(p, ctx), desc="causal_lm")
+  except BaseException:
+    for p in procs:  # stop the workers' remaining points; their claims go stale with them
+      p.terminate()
+    raise
+  finally:
+    for p in procs:
+      p.join()
+  for p in procs:
+    if p.exitcode:
+      log.warning("%s exited with code %s (its log is above); this process computed its points", p.name, p.exitcode)
+  sweep.run_points(points, lambda p: _compute(p, ctx))  # all stored by now: this sweep's records, in table order
   return sweep.finish()
 
 

@@ -151,3 +151,64 @@ def test_points_are_deterministic(cfg):
     assert a[k] == again[k], k
   assert all(v["gap_bits"] is not None for v in a["layers"].values())
   assert a["layers"] != b["layers"]
+
+
+def tiny_context(cfg, reference=True):
+  """A ``Context`` of the tiny random llama (module-level: a spawned worker process imports it)."""
+  from types import SimpleNamespace
+
+  from rdq.models import llama as L
+
+  from ..models.test_llama import TINY, tiny_params
+
+  rng = np.random.default_rng(4)
+  ids = lambda w: rng.integers(0, TINY.vocab_size, size=(w, 8)).astype(np.int32)  # noqa: E731
+  return SimpleNamespace(model=L._from_weights(TINY, tiny_params(5)), calibration=ids(6), heldout=ids(2),
+                         eval=ids(3), docs=ids(3), batch=2, info=None)
+
+
+def test_workers_store_the_serial_results_bitwise(cfg, tmp_path, monkeypatch):
+  """``workers=2`` (a spawned process computes one of the two points) stores bitwise the results
+  of ``workers=1`` (every point in this process), on the tiny random llama."""
+  import json
+  import time
+
+  from omegaconf import OmegaConf
+
+  if C.num_workers(2, 2) < 2:
+    pytest.skip("one CPU: workers=2 runs as workers=1")
+  monkeypatch.setattr(C, "outputs", lambda cfg, records, out_dir: {})  # the real one builds the SmolLM2 context
+  # rtn_ec (one program for every rate) as in test_points_are_deterministic: this process has compiled it
+  base = OmegaConf.merge(cfg, {"algorithms": ["rtn_ec"], "bits": [2, 3], "q41_check": False})
+  serial = OmegaConf.merge(base, {"out_dir": str(tmp_path / "w1"), "workers": 1})
+  C.run(serial, make_context=tiny_context)
+
+  compute, here = C._compute, []
+
+  def compute_after_a_worker_point(point, ctx):  # this process waits until the worker has stored a point
+    here.append(point["bits"])
+    t0 = time.monotonic()
+    while len(list((tmp_path / "w2" / "points").glob("*.json"))) < len(here) and time.monotonic() - t0 < 120:
+      time.sleep(0.05)
+    return compute(point, ctx)
+
+  monkeypatch.setattr(C, "_compute", compute_after_a_worker_point)
+  C.run(OmegaConf.merge(base, {"out_dir": str(tmp_path / "w2"), "workers": 2}), make_context=tiny_context)
+  assert here == [2.0]  # the worker computed the other point
+
+  def results(d):
+    recs = json.loads((tmp_path / d / "results.json").read_text())["points"]
+    return [(r["key"], {k: v for k, v in r["result"].items() if k not in ("wall_time_s", "finished_at", "quantize_s")})
+            for r in recs]
+
+  one, two = results("w1"), results("w2")
+  assert [k for k, _ in one] == [k for k, _ in two] and len(one) == 2
+  assert one == two
+  assert one[0][1]["ppl_plays"] != one[1][1]["ppl_plays"]  # the rates differ, so do the perplexities
+
+
+def test_num_workers_is_capped_and_checked():
+  assert C.num_workers(1, 7) == 1 and C.num_workers(2, 1) == 1 and C.num_workers(2, 0) == 1
+  assert 1 <= C.num_workers(64, 7) <= min(7, len(__import__("os").sched_getaffinity(0)))
+  with pytest.raises(ValueError, match="workers"):
+    C.num_workers(0, 3)
