@@ -7,6 +7,7 @@ returns (a dtype, a shape symbol used inconsistently, a wrong rank) raises ``Typ
 beartype's PEP 484 numeric tower is on: an ``int`` is accepted where ``float`` is annotated.
 """
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -64,7 +65,14 @@ _SCRIPT = textwrap.dedent(
 )
 
 
+# The annotations are checked in Python, when a function is called (under jit: while it is traced);
+# the compiled code's speed does not matter here, so XLA skips its expensive optimization passes
+# (most of this test's time is compiling the layer algorithms).
+_FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+
+
 def test_annotations_hold_at_run_time():
-  out = subprocess.run([sys.executable, "-W", "ignore", "-c", _SCRIPT], capture_output=True, text=True, timeout=600)
+  env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + _FAST_COMPILE).strip())
+  out = subprocess.run([sys.executable, "-W", "ignore", "-c", _SCRIPT], capture_output=True, text=True, timeout=600, env=env)
   assert out.returncode == 0, out.stderr[-3000:]
   assert out.stdout.strip().endswith("ALL-ANNOTATIONS-HOLD"), out.stdout[-4000:]
