@@ -50,7 +50,7 @@ def _check_n(n) -> int:
   return int(n)
 
 
-def _num_points(n: int, rate_bits: float, max_bytes: int) -> int:
+def _num_points(n: int, rate_bits: float, max_bytes: float) -> int:
   """``2^{nR}`` rounded, refused when the float32 points would exceed ``max_bytes``."""
   log2_k = n * rate_bits
   if log2_k < 1.0 - 1e-9:

@@ -62,7 +62,7 @@ def _mean_distortion(cb, sigma, w, tau, batch: int):
 
 
 @functools.partial(jax.jit, static_argnames=("batch",))
-def _select_distortion(cb: Codebook, sigma, w, taus, batch: int):
+def _select_distortion(cb: Codebook | StreamCodebook, sigma, w, taus, batch: int):
   """Per-sample distortions (J, N) of the codebooks ``τ_j·C`` at one Σ (n, n), every scale in one
   pass over the codebook (``_nearest_scales``); samples in batches (lax.map)."""
   nb = w.shape[0] // batch
