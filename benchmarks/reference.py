@@ -283,6 +283,11 @@ def _run_reference(algo, jobs, threads, args, tmp):
   return json.load(open(spec["result"]))
 
 
+def _load() -> str:
+  """The 1/5/15-minute load averages (the machine may be shared: same-run ratios are the measure)."""
+  return " ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
 def main(argv=None) -> None:
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--algos", nargs="*", default=["gptq", "watersic", "gptvq"])
@@ -300,7 +305,7 @@ def main(argv=None) -> None:
 
   shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes]
   print(f"jax {jax.__version__} ({jax.devices()[0].device_kind}), reference python {args.ref_python}, "
-        f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}")
+        f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}, load average {_load()}")
   with tempfile.TemporaryDirectory() as tmp:
     inputs = {}
     for n, m in shapes:
@@ -348,6 +353,7 @@ def main(argv=None) -> None:
           eq = d_ref / d_rdq * 4.0 ** (rp_ref - rp_rdq)
           line += f" | {rp_rdq:>12.3f} {rp_ref:>6.3f} | {rf_rdq:>10.3f} {rf_ref:>6.3f} | {eq:>8.4f}"
         print(line, flush=True)
+      print(f"load average after {algo}: {_load()}")
 
 
 if __name__ == "__main__":

@@ -99,6 +99,8 @@ def make_report(
     symbol_dim: int = 1,
     coded_bits=None,
     feature_bits=None,
+    distortion=None,
+    signal=None,
 ) -> LayerReport:
   """Assemble a ``LayerReport`` (jit-able).
 
@@ -108,13 +110,16 @@ def make_report(
   ``coded_bits``: the achievable coded rate without side information, when the
   quantized-Gaussian model does not apply (vector indices). ``feature_bits``: the per-feature
   plug-in entropies (bits per code) when the caller has computed them already (WaterSIC's rate
-  search), else ``rdq.rate.empirical_entropy_bits`` of ``codes``.
+  search), else ``rdq.rate.empirical_entropy_bits`` of ``codes``. ``distortion`` and ``signal``:
+  ``tr((W−Ŵ)ᵀH(W−Ŵ))/(nm)`` and ``tr(WᵀHW)/(nm)`` when the caller has them from its own
+  factorization of H (a SIC's residuals, ``rdq.layer.watersic``), else the two ``n²m`` products
+  ``layer_distortion`` and ``Wᵀ(HW)``.
   """
   if rate not in RATE_KINDS:
     raise ValueError(f"rate={rate!r} must be one of {RATE_KINDS}")
   n, m = w.shape
-  d = layer_distortion(w, w_hat, h)
-  signal = jnp.sum(w * (h @ w)) / (n * m)
+  d = layer_distortion(w, w_hat, h) if distortion is None else jnp.asarray(distortion, jnp.float32)
+  signal = jnp.sum(w * (h @ w)) / (n * m) if signal is None else jnp.asarray(signal, jnp.float32)
   feat_h = (empirical_entropy_bits(codes, axis=1) if feature_bits is None else feature_bits) / symbol_dim
   if nominal_bits is None:
     nominal = jnp.mean(fixed_length_bits(codes, axis=1))

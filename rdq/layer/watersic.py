@@ -30,7 +30,8 @@ Processing last → first with the Cholesky factor of H is the same recursion as
 there; the reversal turns one Cholesky factor into the other). It is computed here in the
 reference code's form, on ``Y = Lᵀ W`` with L itself (``_ysic``: no inverse), blocked twice
 with lazy GEMM updates as GPTQ does. The rate search runs all its SIC passes in one loop and
-reuses the best pass. Positive semidefiniteness of H is certified by that Cholesky factor
+reuses the best pass; the report takes its distortion from that pass's residuals, its signal
+from ``LᵀW`` and its Gaussian code length from the pass's histograms (no ``n²m`` products). Positive semidefiniteness of H is certified by that Cholesky factor
 (``_factor``), so the eager checks are O(n²); eigenvalues are computed only for the message
 of a failed certificate.
 
@@ -56,6 +57,7 @@ from rdq.checks import require
 from rdq.layer._sic import StepGrid, _fp16, damp_hessian, high_rate_step
 from rdq.layer.report import LayerReport, check_layer_inputs, layer_distortion, make_report
 from rdq.limits.waterfill import ECSQ_GAP_BITS
+from rdq.rate import GAUSSIAN_MODEL_BITS, _gaussian_params, gaussian_code_bits
 
 __all__ = ["WaterSICConfig", "max_rate_bits", "watersic", "watersic_traced"]
 
@@ -232,15 +234,53 @@ def _row_entropy_bits(z: Array) -> Array:
   scatter-add into m bins per row, offsets from the row minimum) when every row spans fewer
   than m values, else from sorted rows. Same counts as ``rdq.rate.empirical_entropy_bits``;
   ~10x faster than sorting on CPU."""
+  return _row_entropy_and_counts(z, 0)[0]
+
+
+def _row_entropy_and_counts(z: Array, bins: int) -> tuple[Array, Array]:
+  """``_row_entropy_bits(z)`` and the first ``bins`` bins of the per-row histograms (counts of
+  ``z_ij − min_j z_ij = k``, k < bins), zeros where the rows were sorted instead."""
   n, m = z.shape
   off = z - jnp.min(z, axis=1, keepdims=True)
 
   def by_histogram(_):
     flat = (jnp.arange(n)[:, None] * m + jnp.minimum(off, m - 1)).reshape(-1)
     c = jnp.zeros((n * m,), jnp.float32).at[flat].add(1.0).reshape(n, m)
-    return jnp.log2(jnp.float32(m)) - jnp.sum(c * jnp.log2(jnp.maximum(c, 1.0)), axis=1) / m
+    return jnp.log2(jnp.float32(m)) - jnp.sum(c * jnp.log2(jnp.maximum(c, 1.0)), axis=1) / m, c[:, :bins]
 
-  return lax.cond(jnp.max(off) < m, by_histogram, lambda _: _sorted_row_entropy_bits(z), None)
+  def by_sort(_):
+    return _sorted_row_entropy_bits(z), jnp.zeros((n, min(bins, m)), jnp.float32)
+
+  return lax.cond(jnp.max(off) < m, by_histogram, by_sort, None)
+
+
+CODED_BINS = 64
+"""Histogram bins kept from the rate search for the report's Gaussian code length (``_coded_bits``)."""
+
+
+def _coded_bits(z: Array, counts: Array) -> Array:
+  """``mean(rdq.rate.gaussian_code_bits(z, axis=1))`` from the rate search's histograms.
+
+  Each row's code length ``−(1/m) Σ_j log2 P(z_j)`` is ``−(1/m) Σ_k c_k log2 P(lo + k)`` over its
+  histogram ``c`` (offsets k from the row minimum lo), so the quantized-Gaussian CDF is evaluated
+  at the ``CODED_BINS + 1`` bin edges of a row instead of twice per entry. Rows spanning
+  ``CODED_BINS`` values or more (rates above ~5 bits) take ``gaussian_code_bits`` itself.
+  """
+  n, m = z.shape
+  bins = counts.shape[1]
+  lo, hi = jnp.min(z, axis=1), jnp.max(z, axis=1)
+
+  def binned(_):
+    mu, sd = jax.vmap(_gaussian_params)(z.astype(jnp.float32))
+    cdf = lambda t: jax.scipy.stats.norm.cdf((t - mu[:, None]) / sd[:, None])  # noqa: E731
+    lo_f = lo.astype(jnp.float32)[:, None]
+    edges = cdf(lo_f + (jnp.arange(bins + 1, dtype=jnp.float32) - 0.5))  # same arguments as per entry
+    total = cdf(hi.astype(jnp.float32)[:, None] + 0.5) - cdf(lo_f - 0.5)
+    p = jnp.maximum((edges[:, 1:] - edges[:, :-1]) / total, 2.0**-24)
+    return jnp.mean(-jnp.sum(jnp.where(counts > 0, counts * jnp.log2(p), 0.0), axis=1) / m)
+
+  fits = (jnp.max(hi - lo) < bins) & (jnp.sum(counts) == n * m)  # histograms, not sorted rows
+  return lax.cond(fits, binned, lambda _: jnp.mean(gaussian_code_bits(z, axis=1)), None)
 
 
 def _reversed_inverse_cholesky(hd: Array) -> Array:
@@ -263,12 +303,13 @@ def _ysic_rows(y1, l1, d1, steps1, lmmse: bool, inner: int):
 
   Inside a sub-block of ``inner`` rows the fed-back codes update only that sub-block (one
   rank-1 update per row); the rest of the block is updated once per sub-block by a GEMM.
+  Also returns each row's residual energy ``‖Y_i − Lᵣ,ii q_i‖²`` (see ``_ysic``).
   """
   b, m = y1.shape
   grid = StepGrid(lmmse=lmmse)
 
   def sub(k, carry):
-    y1, q1, z1, s1 = carry
+    y1, q1, z1, s1, e1 = carry
     i1 = k * inner
     ys = lax.dynamic_slice_in_dim(y1, i1, inner, 0)
     l_rows = lax.dynamic_slice_in_dim(l1, i1, inner, 0)  # (inner, b)
@@ -277,20 +318,23 @@ def _ysic_rows(y1, l1, d1, steps1, lmmse: bool, inner: int):
     st = lax.dynamic_slice_in_dim(steps1, i1, inner, 0)
 
     def row(i, c):
-      ys, qs, zs, ss = c
+      ys, qs, zs, ss, es = c
       qi, zi, si = grid.quantize(ys[i] / ds[i], (), st[i])  # target w̃_i = Y_i / L_ii
+      res = ys[i] - ds[i] * qi  # row i of Lᵣᵀ(W − Q)
       ys = ys - jnp.outer(ls[i], qi)  # Y_j −= L_ij q_i (ls[i, j] = 0 for j < i)
-      return ys, qs.at[i].set(qi), zs.at[i].set(zi), ss.at[i].set(si)
+      return ys, qs.at[i].set(qi), zs.at[i].set(zi), ss.at[i].set(si), es.at[i].set(jnp.sum(res * res))
 
-    init = (ys, jnp.zeros((inner, m), jnp.float32), jnp.zeros((inner, m), jnp.int32), jnp.zeros((inner,), jnp.float32))
-    _, qs, zs, ss = lax.fori_loop(0, inner, row, init)
+    vec = jnp.zeros((inner,), jnp.float32)
+    init = (ys, jnp.zeros((inner, m), jnp.float32), jnp.zeros((inner, m), jnp.int32), vec, vec)
+    _, qs, zs, ss, es = lax.fori_loop(0, inner, row, init)
     y1 = y1 - l_rows.T @ qs  # rows before the sub-block get zero (upper), its own rows are done
     return (y1, lax.dynamic_update_slice_in_dim(q1, qs, i1, 0), lax.dynamic_update_slice_in_dim(z1, zs, i1, 0),
-            lax.dynamic_update_slice_in_dim(s1, ss, i1, 0))
+            lax.dynamic_update_slice_in_dim(s1, ss, i1, 0), lax.dynamic_update_slice_in_dim(e1, es, i1, 0))
 
-  init = (y1, jnp.zeros((b, m), jnp.float32), jnp.zeros((b, m), jnp.int32), jnp.zeros((b,), jnp.float32))
-  _, q1, z1, s1 = lax.fori_loop(0, b // inner, sub, init)
-  return q1, z1, s1
+  vec = jnp.zeros((b,), jnp.float32)
+  init = (y1, jnp.zeros((b, m), jnp.float32), jnp.zeros((b, m), jnp.int32), vec, vec)
+  _, q1, z1, s1, e1 = lax.fori_loop(0, b // inner, sub, init)
+  return q1, z1, s1, e1
 
 
 def _ysic(y: Array, lr: Array, steps: Array, lmmse: bool, block_size: int, inner: int = 16):
@@ -305,6 +349,9 @@ def _ysic(y: Array, lr: Array, steps: Array, lmmse: bool, block_size: int, inner
   twice (Frantar et al. 2023, Sec. 3, lazy batch updates): ``block_size`` rows at a time, each
   block brought up to date by one GEMM per earlier block (left-looking: the flops of the
   triangle only), ``inner`` rows at a time inside a block.
+
+  Returns ``(Q, Z, scales, residual)`` with ``residual_i = Lᵣ,ii² ‖w̃_i − q_i‖²`` (the row's
+  share of the damped loss), so ``Σ residual = tr((W−Q)ᵀH_d(W−Q))`` without an ``n²m`` product.
   """
   n, m = y.shape
   bs = min(block_size, n)
@@ -319,7 +366,7 @@ def _ysic(y: Array, lr: Array, steps: Array, lmmse: bool, block_size: int, inner
   d = jnp.diagonal(lr)
 
   def block(k, carry):
-    q, z, s = carry
+    q, z, s, e = carry
     i1 = k * bs
     l_cols = lax.dynamic_slice_in_dim(lr, i1, bs, 1)  # (N, bs): Lᵣ[:, block k], zero below the block
 
@@ -328,15 +375,16 @@ def _ysic(y: Array, lr: Array, steps: Array, lmmse: bool, block_size: int, inner
       return y1 - lax.dynamic_slice_in_dim(l_cols, j1, bs, 0).T @ lax.dynamic_slice_in_dim(q, j1, bs, 0)
 
     y1 = lax.fori_loop(0, k, earlier, lax.dynamic_slice_in_dim(y, i1, bs, 0))
-    q1, z1, s1 = _ysic_rows(y1, lax.dynamic_slice_in_dim(l_cols, i1, bs, 0), lax.dynamic_slice_in_dim(d, i1, bs, 0),
+    q1, z1, s1, e1 = _ysic_rows(y1, lax.dynamic_slice_in_dim(l_cols, i1, bs, 0), lax.dynamic_slice_in_dim(d, i1, bs, 0),
                             lax.dynamic_slice_in_dim(steps, i1, bs, 0), lmmse, inner)
     return (lax.dynamic_update_slice_in_dim(q, q1, i1, 0), lax.dynamic_update_slice_in_dim(z, z1, i1, 0),
-            lax.dynamic_update_slice_in_dim(s, s1, i1, 0))
+            lax.dynamic_update_slice_in_dim(s, s1, i1, 0), lax.dynamic_update_slice_in_dim(e, e1, i1, 0))
 
   big = nb * bs
-  init = (jnp.zeros((big, m), jnp.float32), jnp.zeros((big, m), jnp.int32), jnp.zeros((big,), jnp.float32))
-  q, z, s = lax.fori_loop(0, nb, block, init)
-  return q[:n], z[:n], s[:n]
+  vec = jnp.zeros((big,), jnp.float32)
+  init = (jnp.zeros((big, m), jnp.float32), jnp.zeros((big, m), jnp.int32), vec, vec)
+  q, z, s, e = lax.fori_loop(0, nb, block, init)
+  return q[:n], z[:n], s[:n], e[:n]
 
 
 PSD_TOL = 1e-4
@@ -427,9 +475,9 @@ def _watersic(w, h, rate_bits, config: WaterSICConfig):
   def evaluate(r_nominal):
     """(rate gap, SIC outputs) at one nominal rate: one SIC pass."""
     steps = _fp16(c_unit * jnp.exp2(-r_nominal) / l_diag)
-    q, z, s = _ysic(y, lr, steps, config.lmmse, config.block_size)
-    bits = _row_entropy_bits(z)
-    return jnp.mean(bits) + side - rate_bits, (q, z, s, bits)
+    q, z, s, res = _ysic(y, lr, steps, config.lmmse, config.block_size)
+    bits, counts = _row_entropy_and_counts(z, CODED_BINS)
+    return jnp.mean(bits) + side - rate_bits, (q, z, s, bits, res, counts)
 
   r0 = rate_bits - side - ECSQ_GAP_BITS
   # Secant root find of the entropy on the nominal rate: r0 (high-rate rule), r1 = r0 − f0
@@ -450,18 +498,32 @@ def _watersic(w, h, rate_bits, config: WaterSICConfig):
     return lax.cond(jnp.abs(carry[4]) > config.rate_tol, lambda c: secant(k, c), lambda c: c, carry)
 
   zero = jnp.zeros((), jnp.float32)
-  out0 = (jnp.zeros((n, m), jnp.float32), jnp.zeros((n, m), jnp.int32), jnp.zeros((n,), jnp.float32),
-          jnp.zeros((n,), jnp.float32))
+  vec = jnp.zeros((n,), jnp.float32)
+  out0 = (jnp.zeros((n, m), jnp.float32), jnp.zeros((n, m), jnp.int32), vec, vec, vec,
+          jnp.zeros((n, min(CODED_BINS, m)), jnp.float32))
   init = (r0, zero, r0, zero, jnp.float32(jnp.inf), out0)
   if config.rate_iters > 0:
-    q, z, s, bits = lax.fori_loop(0, config.rate_iters + 1, step, init)[5]
+    q, z, s, bits, res, counts = lax.fori_loop(0, config.rate_iters + 1, step, init)[5]
   else:  # the high-rate rule alone: one pass, no loop
-    q, z, s, bits = evaluate(r0)[1]
+    q, z, s, bits, res, counts = evaluate(r0)[1]
   q, z, s, bits = q[::-1], z[::-1], s[::-1], bits[::-1]
+  coded = _coded_bits(z, counts[::-1]) + GAUSSIAN_MODEL_BITS / m
+  # The report's distortion and signal from the factor instead of two n²m products: the SIC's
+  # residuals give tr(EᵀH_dE) (``_ysic``), ‖Y‖² = ‖LᵀW‖² = tr(WᵀH_dW), and H = H_d − δI. Exact
+  # for H_d = L Lᵀ; the float32 factor's rounding moves D by ≤ 1e-6 relative on well-conditioned
+  # H and up to ~7e-4 on MiniLM's most ill-conditioned layers (the float32 products: ~1e-4).
+  delta = config.percdamp * jnp.mean(jnp.diagonal(h))  # damp_hessian's δ
+  d_damped = jnp.sum(res) / (n * m)
   if config.rescale_iters > 0:
     s2, t = _rescale(w, hd, z, s, config.rescale_iters)
     q2 = z.astype(jnp.float32) * s2[:, None] * t[None, :]
-    keep = layer_distortion(w, q2, hd) < layer_distortion(w, q, hd)
+    d2, d1 = layer_distortion(w, q2, hd), layer_distortion(w, q, hd)
+    keep = d2 < d1
     q = jnp.where(keep, q2, q)
     s = jnp.where(keep, s2, s)
-  return q, make_report(w, q, h, z, side, None, s, rate="entropy", feature_bits=bits), (ok, psd, min_eig, norm)
+    d_damped = jnp.where(keep, d2, d_damped)
+  d = d_damped - delta * jnp.mean((w - q) ** 2)
+  signal = (jnp.sum(y * y) - delta * jnp.sum(w * w)) / (n * m)
+  rep = make_report(w, q, h, z, side, None, s, rate="entropy", feature_bits=bits, distortion=d, signal=signal,
+                    coded_bits=coded)
+  return q, rep, (ok, psd, min_eig, norm)

@@ -124,9 +124,18 @@ def test_rescalers_keep_codes_and_never_hurt():
   w = jax.random.normal(jax.random.key(2), (64, 256))
   h = cov.AR1(64)(jax.random.key(3), 0.95)
   # same first-guess step c (it depends on rate − side bits), hence the same codes
-  _, r0 = watersic(w, h, WaterSICConfig(1.5, rate_iters=0))
-  _, r1 = watersic(w, h, WaterSICConfig(1.5 + 16 / 64, rate_iters=0, rescale_iters=4))
+  w0, r0 = watersic(w, h, WaterSICConfig(1.5, rate_iters=0))
+  w1, r1 = watersic(w, h, WaterSICConfig(1.5 + 16 / 64, rate_iters=0, rescale_iters=4))
   np.testing.assert_array_equal(r0.codes, r1.codes)
+  # the report's distortion and signal come from the SIC's residuals and LᵀW (no n²m products):
+  # the traces under the undamped H, without (r0) and with (r1) the rescalers
+  h64, w64 = np.asarray(h, np.float64), np.asarray(w, np.float64)
+  signal = np.sum(w64 * (h64 @ w64)) / w.size
+  for w_hat, rep in ((w0, r0), (w1, r1)):
+    e = w64 - np.asarray(w_hat, np.float64)
+    d = np.sum(e * (h64 @ e)) / w.size
+    np.testing.assert_allclose(float(rep.d_per_entry), d, rtol=1e-5)
+    np.testing.assert_allclose(float(rep.d_relative), d / signal, rtol=1e-5)
   assert float(r1.d_per_entry) <= float(r0.d_per_entry) * (1 + 1e-3)
   assert float(r1.side_bits) == pytest.approx(16 / 256 + 16 / 64)
 

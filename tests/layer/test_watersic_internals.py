@@ -54,7 +54,8 @@ def _paper_zsic(w, h, steps, lmmse=True):
 
 def test_ysic_equals_the_reference_recursion_and_the_gptq_form():
   """``_ysic`` (paper form, blocked twice, padded) = the unblocked float64 recursion, and the
-  same codes as the GPTQ form ``rdq.layer.sic`` on ``U = J L⁻¹ J`` (what it replaced)."""
+  same codes as the GPTQ form ``rdq.layer.sic`` on ``U = J L⁻¹ J`` (what it replaced); its
+  residuals are the rows of the damped loss ``tr((W−Q)ᵀH_d(W−Q))`` that the report uses."""
   from rdq.layer._sic import StepGrid, sic
   from rdq.layer.watersic import _ysic
 
@@ -66,8 +67,34 @@ def test_ysic_equals_the_reference_recursion_and_the_gptq_form():
   q_ref, z_ref = _paper_zsic(w, hd, np.asarray(steps, np.float64))
   lr, wr = lower[::-1, ::-1], w[::-1]
   for bs, inner in [(16, 4), (128, 16)]:  # 45 = 2·16 + 13 and 48 − 3 rows: both pad
-    q, z, _ = jax.jit(_ysic, static_argnums=(3, 4, 5))(lr.T @ wr, lr, steps[::-1], True, bs, inner)
+    q, z, _, res = jax.jit(_ysic, static_argnums=(3, 4, 5))(lr.T @ wr, lr, steps[::-1], True, bs, inner)
     np.testing.assert_array_equal(np.asarray(z)[::-1], z_ref)
     np.testing.assert_allclose(np.asarray(q)[::-1], q_ref, rtol=1e-6, atol=1e-6)
+    # the residuals: row i of Lᵣᵀ(W − Q), squared — tr((W−Q)ᵀ L Lᵀ (W−Q)) row by row (float64)
+    lt_e = np.asarray(lr, np.float64).T @ (np.asarray(wr, np.float64) - np.asarray(q, np.float64))
+    np.testing.assert_allclose(np.asarray(res, np.float64), np.sum(lt_e**2, axis=1), rtol=1e-4)
   q2, z2, _ = sic(wr, _reversed_inverse_cholesky(hd), StepGrid(lmmse=True), steps[::-1], 16)
   np.testing.assert_array_equal(np.asarray(z2)[::-1], z_ref)
+
+
+def test_coded_bits_from_the_histograms_equal_the_gaussian_code_length():
+  """``_coded_bits`` (CDF at the bin edges, weighted by the rate search's counts) equals
+  ``rdq.rate.gaussian_code_bits`` per entry, on the binned path and both fallbacks."""
+  from rdq.layer.watersic import CODED_BINS, _coded_bits, _row_entropy_and_counts
+  from rdq.rate import gaussian_code_bits
+
+  k1, k2 = jax.random.split(jax.random.key(5))
+  z = jnp.round(jax.random.normal(k1, (40, 301)) * jax.random.uniform(k2, (40, 1), minval=0.1, maxval=8.0)).astype(jnp.int32)
+  z = z.at[0].set(3)  # one symbol
+  wide = z.at[1, :40].set(jnp.arange(40) * 2)  # a row spanning ≥ CODED_BINS values
+  sorted_rows = z.at[2, 0].set(10_000)  # a row spanning ≥ m values: entropies from sorted rows
+  def both(codes):
+    bits, counts = _row_entropy_and_counts(codes, CODED_BINS)
+    return bits, _coded_bits(codes, counts), empirical_entropy_bits(codes, axis=1), jnp.mean(gaussian_code_bits(codes, axis=1))
+
+  both = jax.jit(both)
+  for codes, binned in ((z, True), (wide, False), (sorted_rows, False)):
+    assert bool(jnp.max(codes.max(1) - codes.min(1)) < CODED_BINS) == binned
+    bits, coded, want_bits, want_coded = both(codes)
+    np.testing.assert_allclose(np.asarray(bits), np.asarray(want_bits), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(float(coded), float(want_coded), rtol=2e-6)
