@@ -40,13 +40,14 @@ class Estimate:
   """A Monte Carlo mean with its standard error.
 
   Attributes:
-    mean: sample mean, shape of one sample (scalar or vector of statistics).
+    mean: sample mean, shape of one sample (scalar or vector of statistics); a JAX array, or a
+      float64 NumPy array where the mean was reduced on the host (``rdq.quantizers.rate_gap``).
     stderr: standard error of the mean, ``sqrt(s² / n)`` with the unbiased ``s²``.
     n: number of samples (static).
   """
 
-  mean: Float[Array, "*stat"]
-  stderr: Float[Array, "*stat"]
+  mean: Float[Array | np.ndarray, "*stat"]
+  stderr: Float[Array | np.ndarray, "*stat"]
   n: int = dataclasses.field(metadata=dict(static=True))
 
   def ci(self, level: float = 0.95) -> tuple[Array, Array]:
