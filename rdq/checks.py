@@ -122,7 +122,7 @@ def _eager_program(method: Callable, obj: Any, treedef: Any, static: tuple, dyn:
   return checkify.checkify(call, errors=checkify.user_checks)(dyn)
 
 
-def eager_jit(method: Callable) -> Callable:
+def eager_jit(method: Callable | None = None, *, precheck: Callable | None = None) -> Callable:
   """Method decorator: an eager call runs as one compiled ``checked(jax.jit)`` program.
 
   Called outside any trace with array arguments, ``obj.method(*args)`` compiles (once per
@@ -133,7 +133,15 @@ def eager_jit(method: Callable) -> Callable:
   written, and raises exactly as before. Inside a ``jit``/``vmap``/``grad`` trace, under
   ``jax.disable_jit()``, or with an argument that is not an array, string or dtype (a Python
   number, a list, …), the method runs as written.
+
+  ``precheck`` (``@eager_jit(precheck=f)``, ``f`` with the method's signature) runs on the
+  concrete arguments just before compiling: it must perform checks the method itself runs
+  first, in the same order and with the same messages (e.g. ``check_input`` then
+  ``check_finite``), host-side. A bad input then raises at once instead of compiling the
+  whole program, failing its checkify check, and rerunning the method eagerly to raise.
   """
+  if method is None:
+    return functools.partial(eager_jit, precheck=precheck)
 
   @functools.wraps(method)
   def wrapper(obj, *args, **kwargs):
@@ -148,6 +156,8 @@ def eager_jit(method: Callable) -> Callable:
       hash((obj, treedef, static))
     except TypeError:
       return method(obj, *args, **kwargs)
+    if precheck is not None:
+      precheck(obj, *args, **kwargs)  # concrete arguments: a bad input raises before compiling
     try:
       err, out = _eager_program(method, obj, treedef, static, tuple(leaves[i] for i in dyn_pos))
     except Exception:  # noqa: BLE001  a static check failed while tracing: raise it as written

@@ -26,6 +26,7 @@ from rdq.checks import check_key, eager_jit, is_concrete, require
 
 __all__ = [
     "Quantizer", "Rate", "check_finite", "check_input", "check_last_axis_divisible", "check_rate_shape", "eager_jit",
+    "precheck_encode",
 ]
 
 
@@ -124,3 +125,11 @@ def check_finite(x: Array, what: str = "x") -> Array:
 def replace(q: Any, **changes) -> Any:
   """``dataclasses.replace`` for quantizer configs."""
   return dataclasses.replace(q, **changes)
+
+
+def precheck_encode(obj: Any, x: Array, key=None) -> None:
+  """``eager_jit``'s host pre-check for ``encode``: ``check_input`` then ``check_finite``, the
+  checks ``encode`` runs first, so a NaN input raises before the program compiles."""
+  del obj
+  check_input(x, key=key)
+  check_finite(x)

@@ -58,7 +58,15 @@ from rdq.quantizers._scales import (
   pow2,
   round_scale,
 )
-from rdq.quantizers.base import Rate, check_finite, check_input, check_last_axis_divisible, check_rate_shape, eager_jit
+from rdq.quantizers.base import (
+  Rate,
+  check_finite,
+  check_input,
+  check_last_axis_divisible,
+  check_rate_shape,
+  eager_jit,
+  precheck_encode,
+)
 from rdq.quantizers.integer import _require_scale_range
 
 __all__ = ["FORMATS", "FPCode", "FPFormat", "FPQuantizer", "format_grid", "from_bits", "round_to_format", "to_bits"]
@@ -291,7 +299,7 @@ class FPQuantizer:
     z, s, t = self._parts(x)
     return self._combine(z, s, t, x.shape).astype(x.dtype)
 
-  @eager_jit
+  @eager_jit(precheck=precheck_encode)
   def encode(self, x: Float[Array, "*batch n"]) -> FPCode:
     """Element codes in the element dtype plus scales. Raises on NaN/Inf input."""
     check_input(x)

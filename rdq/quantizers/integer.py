@@ -35,7 +35,15 @@ from jaxtyping import Array, Float, Integer, PRNGKeyArray
 
 from rdq.checks import require
 from rdq.quantizers._scales import SCALE_BITS, SCALE_DTYPES, div_exact, round_scale, scale_range_ok
-from rdq.quantizers.base import Rate, check_finite, check_input, check_last_axis_divisible, check_rate_shape, eager_jit
+from rdq.quantizers.base import (
+  Rate,
+  check_finite,
+  check_input,
+  check_last_axis_divisible,
+  check_rate_shape,
+  eager_jit,
+  precheck_encode,
+)
 
 __all__ = ["IntCode", "IntQuantizer"]
 
@@ -138,7 +146,7 @@ class IntQuantizer:
     s, z = self._scales_and_codes(x)
     return (z * s).reshape(x.shape).astype(x.dtype)
 
-  @eager_jit
+  @eager_jit(precheck=precheck_encode)
   def encode(self, x: Float[Array, "*batch n"]) -> IntCode:
     """Integer codes and stored scales. Raises ``ValueError`` on NaN/Inf input."""
     check_input(x)

@@ -303,7 +303,7 @@ class NestedLatticeQuantizer:
     return NestedCode(codes=chosen.reshape(x.shape), beta_index=idx.astype(jnp.uint8), scale=scale)
 
   # -------------------------------------------------------------------------- protocol
-  @eager_jit
+  @eager_jit(precheck=lambda self, x, key=None: check_finite(jnp.asarray(x)))  # what encode checks first
   def encode(self, x: Float[Array, "*batch n"], key: PRNGKeyArray | None = None) -> NestedCode:
     """Voronoi coordinates, β indices and (optionally) per-vector scales.
 

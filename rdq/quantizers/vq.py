@@ -65,8 +65,16 @@ import numpy as np
 from jax import lax
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
-from rdq.checks import require
-from rdq.quantizers.base import Rate, check_finite, check_input, check_last_axis_divisible, check_rate_shape, eager_jit
+from rdq.checks import is_concrete, require
+from rdq.quantizers.base import (
+  Rate,
+  check_finite,
+  check_input,
+  check_last_axis_divisible,
+  check_rate_shape,
+  eager_jit,
+  precheck_encode,
+)
 
 __all__ = [
     "CODEBOOK_FORMATS",
@@ -480,22 +488,28 @@ class VQQuantizer:
       cb, s = round_codebook(res.codebook, self.codebook_format), jnp.float32(0.0)
     return cb, s, assign(v, cb)
 
-  def _encode(self, x, key):
+  def _encode_checks(self, x, key=None):
+    """``_encode``'s checks; on concrete ``x`` in NumPy (also ``eager_jit``'s host pre-check)."""
     check_input(x, key=key)
     check_last_axis_divisible(x.shape, self.group_size, "group_size")
     if self.codebook_format != "fp32":
       # fp16 codebooks (and int8 codebooks' fp16 scales) cannot hold centroids of groups whose
       # largest magnitude is outside fp16's normal range: refuse instead of flushing/saturating.
-      xg = jnp.abs(x.astype(jnp.float32)).reshape((-1, x.shape[-1] // self.group_size, self.group_size))
-      amax = jnp.max(xg, axis=-1)
+      xp = np if is_concrete(x) else jnp
+      xf = np.asarray(x, np.float32) if xp is np else x.astype(jnp.float32)
+      xg = xp.abs(xf).reshape((-1, x.shape[-1] // self.group_size, self.group_size))
+      amax = xp.max(xg, axis=-1)
       lo, hi = float(jnp.finfo(jnp.float16).smallest_normal), float(jnp.finfo(jnp.float16).max)
       if self.codebook_format == "int8":
         lo, hi = lo * 127.0, hi
-      ok = (amax == 0) | jnp.isnan(amax) | ((amax >= lo) & (amax <= hi))
-      pos = jnp.where(amax > 0, amax, jnp.inf)
+      ok = (amax == 0) | xp.isnan(amax) | ((amax >= lo) & (amax <= hi))
+      pos = xp.where(amax > 0, amax, xp.float32(xp.inf))
       require(ok, f"x: group maxima range over [{{}}, {{}}], outside [{lo:.3g}, {hi:.6g}] where the "
               f"{self.codebook_format} codebook keeps its precision (it would flush or saturate); "
-              "rescale x or use codebook_format='fp32'", jnp.min(pos), jnp.max(jnp.where(jnp.isnan(amax), 0.0, amax)))
+              "rescale x or use codebook_format='fp32'", xp.min(pos), xp.max(xp.where(xp.isnan(amax), xp.float32(0.0), amax)))
+
+  def _encode(self, x, key):
+    self._encode_checks(x, key)
     key = jax.random.key(0) if key is None else key
     return _encode_jit(self, x, key)
 
@@ -513,14 +527,14 @@ class VQQuantizer:
         scales=s.reshape(batch + (ng,)).astype(jnp.float16) if self.codebook_format == "int8" else None,
     )
 
-  @eager_jit
+  @eager_jit(precheck=lambda self, x, key=None: self._encode_checks(x, key))
   def quantize(
       self, x: Float[Array, "*batch n"], key: PRNGKeyArray | None = None
   ) -> Float[Array, "*batch n"]:
     """Fit the group codebooks to ``x`` and replace each vector by its nearest centroid."""
     return self.decode(self._encode(x, key), dtype=x.dtype)
 
-  @eager_jit
+  @eager_jit(precheck=lambda self, x, key=None: (precheck_encode(self, x, key), self._encode_checks(x, key)))
   def encode(self, x: Float[Array, "*batch n"], key: PRNGKeyArray | None = None) -> VQCode:
     """Indices and stored codebooks. Raises ``ValueError`` on NaN/Inf input."""
     check_input(x, key=key)
