@@ -202,7 +202,8 @@ class _QRef:
 
   def __call__(self):
     if self.name not in self._cache:
-      self._cache[self.name] = np.asarray(jax.jit(Q.get(self.name).quantize)(X), np.float64)
+      # the eager call: the same compiled program (``eager_jit``) as the eager cases on X·2^k
+      self._cache[self.name] = np.asarray(Q.get(self.name).quantize(X), np.float64)
     out = self._cache[self.name] * self.factor
     if self.entry is not None:
       out = out.copy()
@@ -495,3 +496,27 @@ def test_case(c: Case, mode: str):
     eager = c.fn(*c.args) if eager is None else eager
     for a, b in zip(jax.tree_util.tree_leaves(out), jax.tree_util.tree_leaves(eager)):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg="jit differs from eager")
+
+
+@pytest.mark.parametrize("name", ["vq2_b2_g64", "int4_block32", "nvfp4", "e8_nested_q16"])
+def test_bad_input_fails_before_compiling(name):
+  """``eager_jit``'s host pre-check: an eager ``encode(NaN)`` (and VQ's out-of-range group maxima)
+  raise the method's own error without compiling the whole program first."""
+  import jax.monitoring
+
+  q = Q.get(name)
+  x = X[:, :192].at[0, 5].set(NAN)  # a shape no other case uses: nothing cached
+  tiny = X[:, :192] * f32(2.0**-26)
+  compiles = []
+  on = [True]
+  jax.monitoring.register_event_duration_secs_listener(
+      lambda ev, dur, **kw: on[0] and ev == "/jax/core/compile/backend_compile_duration" and compiles.append(dur))
+  try:
+    with pytest.raises(ValueError, match="x has 1 non-finite"):
+      q.encode(x)
+    if name.startswith("vq"):
+      with pytest.raises(ValueError, match="rescale x"):
+        Q.get("vq1_b2_g64_int8").quantize(tiny)
+  finally:
+    on[0] = False
+  assert compiles == [], f"{len(compiles)} programs compiled before the error"
