@@ -34,10 +34,12 @@ num_samples = 64 if SMALL else 1024
 names = ["int8_row", "int4_row", "int4_block32", "e4m3", "mxfp4", "nvfp4"]
 
 # %%
+# All formats' estimates as ONE compiled program: the same numbers as one matmul_distortion call
+# each (rdq.experiments.generic_matmul's estimate_group is tested bitwise), one compilation.
+qs = [quantizers.get(name) for name in names]
+ests = jax.jit(lambda key: [matmul_distortion(q, q, setup, key, num_samples, 32) for q in qs])(jax.random.key(0))
 rows = []
-for name in names:
-  q = quantizers.get(name)
-  est = matmul_distortion(q, q, setup, jax.random.key(0), num_samples, 32)
+for name, q, est in zip(names, qs, ests):
   rate = q.rate((setup.a, setup.n)).effective
   exact = sp.exact_matmul_distortion(q, q, setup.n, setup.a, setup.b)
   rows.append((name, rate, float(est.mean), float(est.stderr), exact))

@@ -102,10 +102,11 @@ for name, dim, g, se, ref, est in g_rows:
 mm_names = ["e8_nested_q8", "e8_nested_q16", "int4_row"]
 if not SMALL:
   mm_names += ["e8_nested_q4", "d4_nested_q16", "int3_row", "int8_row"]
+# one compiled program for all codes (the same numbers as one matmul_distortion call each)
+mm_qs = [quantizers.get(name) for name in mm_names]
+mm_ests = jax.jit(lambda key: [matmul_distortion(q, q, setup, key, num_samples, 16) for q in mm_qs])(jax.random.key(2))
 mm_rows = []
-for name in mm_names:
-  q = quantizers.get(name)
-  est = matmul_distortion(q, q, setup, jax.random.key(2), num_samples, 16)
+for name, q, est in zip(mm_names, mm_qs, mm_ests):
   rate = q.rate((setup.a, setup.n)).effective
   gap = rate - float(limits.generic_matmul_rate(float(est.ci(0.999)[1])))
   mm_rows.append((name, rate, float(est.mean), float(est.stderr), gap))
