@@ -60,6 +60,8 @@ _SCRIPT = textwrap.dedent(
     run("empirical_entropy_bits", lambda: R.empirical_entropy_bits(jnp.zeros((4, 8), jnp.int32), axis=1))
     run("matmul_distortion", lambda: M.matmul_distortion(Q.get("int8_row"), Q.get("int8_row"), M.MatmulSetup(n=64, a=4, b=4), k, 64))
     run("estimate", lambda: MC.estimate(lambda kk: jax.random.normal(kk) ** 2, k, 256))
+    cb = Q.gaussian_codebook(k, 4, 2.0)
+    run("rate_gap", lambda: Q.rate_gap(cb, jnp.eye(4)[None], k, num_samples=16, num_select=8))
     print("\\n".join(fails) or "ALL-ANNOTATIONS-HOLD")
     """
 )
