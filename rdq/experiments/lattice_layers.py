@@ -20,7 +20,7 @@ Third table (``--only rotation``): mean E8-LDLQ distortion over 48 independent r
 vs RHT, on iid Gaussian W with three H (AR(1), diagonal with a 10³ spread, empirical).
 
 Same-shape layers run together (``vmap``); LDLQ, damped LDLQ and QA-LDLQ with one quantizer
-share one compiled program (``percdamp``/``act_noise`` are traced), so the cost is about one
+share one compiled program (``percdamp``/``act_noise``/``feedback`` are traced), so the cost is about one
 compilation per (row, bits, layer shape) plus Λ24's decoding (~1.5 s of CPU per 384×384 layer).
 
 With ``--out-dir`` the tables are also written as ``lattice_layers.md`` and the mean distortion

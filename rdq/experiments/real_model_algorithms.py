@@ -99,18 +99,21 @@ def algorithm(name: str, bits: int, n: int, options: Mapping[str, Mapping] | Non
 
 
 @functools.lru_cache(maxsize=None)
-def _batched(algo, budget: float | None):
-  """Jitted ``vmap`` over layers of one algorithm (cached: one compile per shape).
+def _batched(structure, budget: float | None):
+  """Jitted ``vmap`` over layers of one algorithm structure (cached: one compile per shape).
 
-  ``budget=None``: the budget is an argument (``algo.traced_rate``, e.g. WaterSIC), so one
-  program serves every rate; otherwise it is a constant of the program (fixed-length codes
-  whose size depends on it), one program per budget.
+  ``structure`` is a ``LayerAlgorithm.split`` structure; its traced options (``scalars``) and,
+  with ``budget=None``, the budget (``algo.traced_rate``, e.g. WaterSIC) are arguments, so one
+  program serves every bit width of RTN/GPTQ and LDLQ with or without feedback; otherwise the
+  budget is a constant of the program (fixed-length codes whose size depends on it), one
+  program per budget.
   """
   import jax
 
-  if budget is None:
-    return jax.jit(jax.vmap(lambda w, h, key, rate: algo(w, h, key=key, rate_bits=rate), in_axes=(0, 0, 0, None)))
-  return jax.jit(jax.vmap(lambda w, h, key: algo(w, h, key=key, rate_bits=budget)))
+  def one(w, h, key, rate, scalars):
+    return structure(w, h, key=key, rate_bits=budget if rate is None else rate, scalars=scalars)
+
+  return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, None, None)))
 
 
 def layer_key(seed: int, name: str):
@@ -146,10 +149,10 @@ def quantize_layers(
     raise ValueError(f"need one key per layer: {len(keys)} keys for {ws.shape[0]} layers")
   algo, budget = algorithm(name, bits, ws.shape[1], options)
   keys = jax.numpy.stack(list(keys))
-  if algo.traced_rate:
-    w_hat, rep = _batched(algo, None)(ws, hs, keys, jax.numpy.float32(budget))
-  else:
-    w_hat, rep = _batched(algo, budget)(ws, hs, keys)
+  traced = algo.traced_rate
+  structure, rate, scalars = algo.split(*ws.shape[1:], jax.numpy.float32(budget) if traced else budget)
+  static = None if traced or rate is None else rate  # a budget left in the program (GPTVQ's code size)
+  w_hat, rep = _batched(structure, static)(ws, hs, keys, rate if traced else None, scalars)
   w_hat = np.asarray(w_hat)
   reps = [jax.tree.map(lambda x, i=i: np.asarray(x[i]), rep) for i in range(ws.shape[0])]
   return [(w_hat[i], float(reps[i].rate_bits), reps[i]) for i in range(ws.shape[0])]

@@ -39,13 +39,15 @@ References:
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jaxtyping import Array, Float
 
-__all__ = ["MinMaxGrid", "StepGrid", "UniformGrid", "damp_hessian", "high_rate_step", "inverse_cholesky_upper", "sic"]
+__all__ = ["MinMaxGrid", "MinMaxLevels", "StepGrid", "UniformGrid", "damp_hessian", "high_rate_step", "inverse_cholesky_upper", "sic"]
 
 
 def damp_hessian(h: Float[Array, "n n"], percdamp: float | Float[Array, ""]) -> Float[Array, "n n"]:
@@ -126,25 +128,66 @@ class MinMaxGrid:
     return jnp.ones((m,), jnp.float32), jnp.zeros((m,), jnp.float32)
 
   def fit(self, rows: Float[Array, "g m"]):
-    xmin = jnp.minimum(jnp.min(rows, axis=0), 0.0)
-    xmax = jnp.maximum(jnp.max(rows, axis=0), 0.0)
-    if self.sym:
-      xmax = jnp.maximum(-xmin, xmax)
-      xmin = -xmax
-    zero_range = (xmax - xmin) == 0
-    xmin = jnp.where(zero_range, -1.0, xmin)
-    xmax = jnp.where(zero_range, 1.0, xmax)
-    scale = _fp16((xmax - xmin) / self.q_max)
-    if self.sym:
-      zero = jnp.full_like(scale, (self.q_max + 1) / 2)
-    else:
-      zero = jnp.round(-xmin / scale)
-    return scale, zero
+    return _minmax_fit(rows, self.sym, self.q_max)
 
   def quantize(self, row: Float[Array, " m"], params, feat=None):
-    scale, zero = params
-    z = jnp.clip(jnp.round(row / scale) + zero, 0, self.q_max)
-    return scale * (z - zero), z.astype(jnp.int32), jnp.float32(1.0)
+    return _minmax_round(row, params, self.q_max)
+
+  def levels(self, n: int, m: int) -> dict:
+    """The scalars of this grid that only enter arithmetic: ``bits``, ``q_max`` and ``side`` bits
+    (float32), for ``MinMaxLevels`` (one compiled program for every bit width)."""
+    return {"bits": np.float32(self.bits), "q_max": np.float32(self.q_max), "inv_q": np.float32(1) / np.float32(self.q_max),
+            "side": np.float32(self.side_bits(n, m))}
+
+
+def _minmax_fit(rows: Float[Array, "g m"], sym: bool, q_max, inv_q=None) -> tuple[Array, Array]:
+  """``(scale, zero)`` per output feature of ``MinMaxGrid`` with ``q_max`` levels (a number or traced).
+
+  ``inv_q`` (traced): the float32 ``1/q_max``; the range is multiplied by it, which is what XLA
+  makes of the division by a constant ``q_max`` (so both give the same fp16 scales bit for bit).
+  """
+  xmin = jnp.minimum(jnp.min(rows, axis=0), 0.0)
+  xmax = jnp.maximum(jnp.max(rows, axis=0), 0.0)
+  if sym:
+    xmax = jnp.maximum(-xmin, xmax)
+    xmin = -xmax
+  zero_range = (xmax - xmin) == 0
+  xmin = jnp.where(zero_range, -1.0, xmin)
+  xmax = jnp.where(zero_range, 1.0, xmax)
+  scale = _fp16((xmax - xmin) / q_max if inv_q is None else (xmax - xmin) * inv_q)
+  if sym:
+    zero = jnp.full_like(scale, (q_max + 1) / 2)
+  else:
+    zero = jnp.round(-xmin / scale)
+  return scale, zero
+
+
+def _minmax_round(row: Float[Array, " m"], params, q_max):
+  scale, zero = params
+  z = jnp.clip(jnp.round(row / scale) + zero, 0, q_max)
+  return scale * (z - zero), z.astype(jnp.int32), jnp.float32(1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class MinMaxLevels:
+  """``MinMaxGrid`` whose number of levels is a value, not part of the program: built inside a
+  traced function from ``MinMaxGrid.levels`` (``q_max = 2^bits − 1`` as a float32, possibly
+  traced), it rounds exactly as ``MinMaxGrid(bits, sym, group_size)``, so one compiled program
+  serves every bit width."""
+
+  sym: bool
+  group_size: int | None
+  q_max: Any
+  inv_q: Any  # float32 1/q_max
+
+  def init(self, m: int):
+    return jnp.ones((m,), jnp.float32), jnp.zeros((m,), jnp.float32)
+
+  def fit(self, rows: Float[Array, "g m"]):
+    return _minmax_fit(rows, self.sym, self.q_max, self.inv_q)
+
+  def quantize(self, row: Float[Array, " m"], params, feat=None):
+    return _minmax_round(row, params, self.q_max)
 
 
 def high_rate_step(

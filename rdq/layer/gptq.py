@@ -36,6 +36,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from rdq.layer._sic import (
     MinMaxGrid,
+    MinMaxLevels,
     StepGrid,
     UniformGrid,
     damp_hessian,
@@ -120,24 +121,36 @@ def _check(w, h, config: GPTQConfig, key, rate_bits=None) -> None:
   check_layer_inputs(w, h, config.percdamp, config.grid.group_size)
 
 
-def gptq_traced(w, h, config: GPTQConfig, key=None, *, rate_bits=None):
+def _split(config: GPTQConfig, n: int, m: int, rate_bits=None) -> tuple[GPTQConfig, dict] | None:
+  """``LayerAlgorithm.split`` of a min–max grid: the grid sized for a concrete budget, its bit
+  width moved to traced scalars (``MinMaxGrid.levels``); None for a ``UniformGrid`` (its rate is
+  already traced)."""
+  if isinstance(config.grid, UniformGrid):
+    return None
+  grid = config.grid
+  if rate_bits is not None:
+    grid = grid.for_budget(concrete_rate(rate_bits, "gptq on a min–max grid"), n, m)
+  return dataclasses.replace(config, grid=dataclasses.replace(grid, bits=8)), grid.levels(n, m)
+
+
+def gptq_traced(w, h, config: GPTQConfig, key=None, *, rate_bits=None, scalars=None):
   """The GPTQ core: float32 ``w`` and ``h``, no checks (jit-able, vmappable over ``w`` and ``h``).
 
   ``rate_bits`` (bits per weight incl. side information) overrides the grid's rate: for a
   ``MinMaxGrid`` the most bits within it (concrete), for a ``UniformGrid`` the entropy
   target (may be traced, so a rate sweep compiles once). ``None``: the grid's own.
+  ``scalars`` (from ``LayerAlgorithm.split``, may be traced): a min–max grid's bit width,
+  instead of the config's; every bit width runs one compiled program.
   """
   del key
   n, m = w.shape
   if isinstance(config.grid, UniformGrid):
     rate = config.grid.rate_bits if rate_bits is None else rate_bits
     config = dataclasses.replace(config, grid=UniformGrid(1.0))
-  else:
-    if rate_bits is not None:
-      grid = config.grid.for_budget(concrete_rate(rate_bits, "gptq on a min–max grid"), n, m)
-      config = dataclasses.replace(config, grid=grid)
-    rate = 0.0
-  return _gptq(w, h, jnp.asarray(rate, jnp.float32), config)
+    return _gptq(w, h, jnp.asarray(rate, jnp.float32), config, None)
+  if scalars is None:
+    config, scalars = _split(config, n, m, rate_bits)
+  return _gptq(w, h, jnp.float32(0.0), config, {k: jnp.float32(v) for k, v in scalars.items()})
 
 
 def coded_entropy_bits(z: Int[Array, "n m"], side) -> Float[Array, ""]:
@@ -187,7 +200,7 @@ def aim_rate(run: Callable[[Array], tuple[Any, Array]], rate_bits, side: float, 
 
 
 @functools.partial(jax.jit, static_argnums=3)
-def _gptq(w, h, rate_bits, config: GPTQConfig):
+def _gptq(w, h, rate_bits, config: GPTQConfig, levels):
   n, m = w.shape
   grid = config.grid
   if config.act_order:
@@ -197,8 +210,8 @@ def _gptq(w, h, rate_bits, config: GPTQConfig):
   else:
     wp, hp = w, h
   u = inverse_cholesky_upper(damp_hessian(hp, config.percdamp))
-  side = grid.side_bits(n, m)
   if isinstance(grid, UniformGrid):
+    side = grid.side_bits(n, m)
 
     def run(r):
       steps = jnp.full((n,), high_rate_step(w, r), jnp.float32)
@@ -207,9 +220,10 @@ def _gptq(w, h, rate_bits, config: GPTQConfig):
 
     q, z, steps = aim_rate(run, rate_bits, side, config.rate_iters)
     nominal, scale, kind = None, steps, "entropy"
-  else:
-    q, z, _ = sic(wp, u, grid, None, config.block_size)
-    nominal, scale, kind = grid.bits, None, "nominal"
+  else:  # a min–max grid whose bit width is the traced ``levels``
+    side = levels["side"]
+    q, z, _ = sic(wp, u, MinMaxLevels(grid.sym, grid.group_size, levels["q_max"], levels["inv_q"]), None, config.block_size)
+    nominal, scale, kind = levels["bits"], None, "nominal"
   if config.act_order:
     q, z = q[inv], z[inv]
   return q, make_report(w, q, h, z, side, nominal, scale, rate=kind, feature_bits=_row_entropy_bits(z))

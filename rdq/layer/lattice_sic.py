@@ -284,22 +284,35 @@ def _rotation(kind: str, key, n: int):
   return _HaarRotation(haar_orthogonal(key, n))
 
 
-def lattice_sic_traced(w, h, config: LatticeSICConfig, key=None, *, rate_bits=None):
+def _split(config: LatticeSICConfig, n: int, m: int, rate_bits=None) -> tuple[LatticeSICConfig, dict]:
+  """``(structure, scalars)`` of ``LayerAlgorithm.split``: the config sized for a concrete budget
+  (``lattice_for_budget``), with ``percdamp``, ``act_noise`` and ``feedback`` moved to traced scalars."""
+  if rate_bits is not None:
+    config = lattice_for_budget(config, n, m, concrete_rate(rate_bits, "lattice_sic"))
+  structure = dataclasses.replace(config, percdamp=0.0, act_noise=0.0, feedback=True)
+  return structure, {"percdamp": np.float32(config.percdamp), "act_noise": np.float32(config.act_noise),
+                     "feedback": np.bool_(config.feedback)}
+
+
+def lattice_sic_traced(w, h, config: LatticeSICConfig, key=None, *, rate_bits=None, scalars=None):
   """The lattice-SIC core: float32 ``w`` and ``h``, no checks (jit-able, vmappable over ``w``, ``h``, ``key``).
 
   ``rate_bits`` (concrete, bits per weight incl. β indices and scale) picks the largest
   modulus q within it (``lattice_for_budget``); ``None`` keeps the config's quantizer.
+  ``scalars`` (from ``LayerAlgorithm.split``, may be traced): ``percdamp``, ``act_noise`` and
+  ``feedback`` instead of the config's.
   """
-  if rate_bits is not None:
-    config = lattice_for_budget(config, w.shape[0], w.shape[1], concrete_rate(rate_bits, "lattice_sic"))
-  # percdamp and act_noise enter as traced scalars: LDLQ, damped LDLQ and QA-LDLQ with one
-  # quantizer and rotation share one compiled program.
-  structure = dataclasses.replace(config, percdamp=0.0, act_noise=0.0)
-  return _lattice_sic(w, h, structure, key, jnp.float32(config.percdamp), jnp.float32(config.act_noise))
+  if scalars is None:
+    config, scalars = _split(config, w.shape[0], w.shape[1], rate_bits)
+  # percdamp, act_noise and feedback enter as traced scalars: RTN, LDLQ, damped LDLQ and QA-LDLQ
+  # with one quantizer and rotation share one compiled program.
+  structure = dataclasses.replace(config, percdamp=0.0, act_noise=0.0, feedback=True)
+  return _lattice_sic(w, h, structure, key, jnp.float32(scalars["percdamp"]), jnp.float32(scalars["act_noise"]),
+                      jnp.asarray(scalars["feedback"], jnp.bool_))
 
 
 @functools.partial(jax.jit, static_argnames="config")
-def _lattice_sic(w, h, config: LatticeSICConfig, key, percdamp, act_noise):
+def _lattice_sic(w, h, config: LatticeSICConfig, key, percdamp, act_noise, feedback):
   n, m = w.shape
   quant = config.lattice_quantizer
 
@@ -315,10 +328,10 @@ def _lattice_sic(w, h, config: LatticeSICConfig, key, percdamp, act_noise):
     rot = _rotation(config.rotation, key, n)
     w_in = rot.forward(w_in)
     h_in = rot.rotate_hessian(h_in)
-  if config.feedback:
-    u = inverse_cholesky_upper(damp_hessian(h_in, percdamp))
-  else:
-    u = jnp.eye(n, dtype=jnp.float32)
+  # Without feedback U = I: the SIC's feed-forward then adds exact zeros to the later rows, so the
+  # pass is round-to-nearest bit for bit, with the same program as LDLQ.
+  u = jax.lax.cond(feedback, lambda h: inverse_cholesky_upper(damp_hessian(h, percdamp)),
+                   lambda h: jnp.eye(n, dtype=jnp.float32), h_in)
   # a block that divides n avoids the core's zero padding (the result does not depend on it)
   bs = config.block_size if n % min(config.block_size, n) == 0 else quant.dim
   q, z, _ = sic(w_in, u, _LatticeGrid(quant), None, bs)

@@ -41,6 +41,14 @@ quantized in a random orthogonal input basis, ``W' = QᵀW``, ``H' = QᵀHQ``, `
 ICML 2024, Sec. 3). The distortion is basis-free; the key is split into the rotation's and
 the algorithm's.
 
+**One program per structure** (``algo.split(n, m, rate_bits)``). Options that only enter the
+arithmetic — the bit width of RTN's and GPTQ's min–max grid (``q_max = 2^b − 1`` as a float32),
+lattice SIC's ``percdamp``, ``act_noise`` and ``feedback`` (``U = I`` without it) — are split off
+as traced scalars, so every call, eager or under ``jit``/``vmap``, runs the program of the
+remaining *structure*: 2-, 3- and 4-bit GPTQ, or E8 with and without LDLQ feedback, compile once
+per layer shape, with the same Ŵ and report bit for bit. What sizes arrays (GPTVQ's codebooks
+``2^{d·b}``, a lattice code's modulus q, group sizes) stays static.
+
 Names (``names()``): ``rtn``, ``gptq``, ``watersic``, ``gptvq``, ``lattice_sic``; options are
 the fields of their config dataclasses (``RTNConfig``, ``GPTQConfig``, ``WaterSICConfig``,
 ``GPTVQConfig``, ``LatticeSICConfig``), with the grid of RTN/GPTQ given flat: ``grid="minmax"``
@@ -62,11 +70,13 @@ from rdq.checks import require
 from rdq.layer._sic import MinMaxGrid, UniformGrid
 from rdq.layer.gptq import GPTQConfig, gptq_traced
 from rdq.layer.gptq import _check as _gptq_check
+from rdq.layer.gptq import _split as _gptq_split
 from rdq.layer.gptvq import GPTVQConfig, gptvq_traced
 from rdq.layer.gptvq import _check as _gptvq_check
 from rdq.layer.report import EXTRAS_WEIGHT_POWER, LayerReport, concrete_rate
 from rdq.layer.rtn import RTNConfig, rtn_traced
 from rdq.layer.rtn import _check as _rtn_check
+from rdq.layer.rtn import _split as _rtn_split
 from rdq.layer.watersic import WaterSICConfig, watersic_traced
 from rdq.layer.watersic import _check as _watersic_check
 
@@ -88,6 +98,10 @@ class LayerSpec:
   rate_kind: Callable[[Any], str]  # config -> "nominal" | "entropy"
   traced_rate: Callable[[Any], bool]  # config -> whether rate_bits may be traced
   normalize: Callable[[Any], bool] = lambda config: True  # config -> whether W is normalized (module docstring)
+  # (config, n, m, rate_bits) -> (structure config, {name: scalar}): the config sized for a concrete
+  # budget, with the options that only enter arithmetic moved to traced scalars (``LayerAlgorithm.split``);
+  # the core then takes ``scalars=``. None (or a split returning None for a config): no such split.
+  split: Callable[..., tuple[Any, dict]] | None = None
 
 
 _REGISTRY: dict[str, LayerSpec] = {}
@@ -144,6 +158,23 @@ class LayerAlgorithm:
     """Whether ``rate_bits`` may be a traced value (vmap a rate sweep) for this config."""
     return _spec(self.name).traced_rate(self.config)
 
+  def split(self, n: int, m: int, rate_bits=None) -> tuple["LayerAlgorithm", Any, dict | None]:
+    """``(structure, rate_bits', scalars)`` with ``structure(w, h, key=key, rate_bits=rate_bits',
+    scalars=scalars)`` equal to ``self(w, h, key=key, rate_bits=rate_bits)`` on ``(n, m)`` layers.
+
+    ``structure`` keeps only what fixes the compiled program (shapes, code sizes, loop counts);
+    ``scalars`` are the options that only enter arithmetic (e.g. the number of min–max levels,
+    the damping, LDLQ's feedback on/off), so a ``jit`` keyed on ``structure`` that takes
+    ``scalars`` as an argument compiles once for all of them. A concrete budget of a code whose
+    size depends on it is resolved here (``rate_bits' = None``). Algorithms without a split
+    return ``(self, rate_bits, None)``.
+    """
+    spec = _spec(self.name)
+    parts = None if spec.split is None else spec.split(self.config, n, m, rate_bits)
+    if parts is None:
+      return self, rate_bits, None
+    return dataclasses.replace(self, config=parts[0]), None, parts[1]
+
   def check(self, w, h, *, key: PRNGKeyArray | None = None, rate_bits=None) -> None:
     """The eager checks of ``__call__`` (skipped for traced ``w``/``h``)."""
     _spec(self.name).check(w, h, self.config, key, rate_bits)
@@ -159,9 +190,15 @@ class LayerAlgorithm:
       *,
       key: PRNGKeyArray | None = None,
       rate_bits=None,
+      scalars: dict | None = None,
   ) -> tuple[Float[Array, "n m"], LayerReport]:
-    """Quantize ``W`` under ``H`` within ``rate_bits`` (module docstring); ``Ŵ`` is float32."""
-    self.check(w, h, key=key, rate_bits=rate_bits)
+    """Quantize ``W`` under ``H`` within ``rate_bits`` (module docstring); ``Ŵ`` is float32.
+
+    ``scalars``: only with a ``structure`` from ``split`` (its traced options); the eager checks
+    then are the caller's (``check`` of the algorithm that was split).
+    """
+    if scalars is None:
+      self.check(w, h, key=key, rate_bits=rate_bits)
     w = jnp.asarray(w, jnp.float32)
     h = jnp.asarray(h, jnp.float32)
     rot = None
@@ -170,12 +207,18 @@ class LayerAlgorithm:
       rot = _rotation(self.rotation, k_rot, w.shape[0])
       w, h = rot.forward(w), rot.rotate_hessian(h)
     spec = _spec(self.name)
-    if spec.normalize(self.config):
+    config = self.config
+    if scalars is None and spec.split is not None:  # every call takes the split path: one program per structure
+      parts = spec.split(config, w.shape[0], w.shape[1], rate_bits)
+      if parts is not None:
+        (config, scalars), rate_bits = parts, None
+    extra = {} if scalars is None else {"scalars": scalars}
+    if spec.normalize(config):
       w_n, e = _normalize(w)
-      q_n, rep = spec.core(w_n, h, self.config, key=key, rate_bits=rate_bits)
+      q_n, rep = spec.core(w_n, h, config, key=key, rate_bits=rate_bits, **extra)
       q, rep = _times_pow2(q_n, e), _rescale_report(rep, e)
     else:
-      q, rep = spec.core(w, h, self.config, key=key, rate_bits=rate_bits)
+      q, rep = spec.core(w, h, config, key=key, rate_bits=rate_bits, **extra)
     if rot is not None:
       q = rot.inverse(q)
     # The inputs were checked finite: a non-finite Ŵ is the algorithm's failure, never a result.
@@ -268,18 +311,20 @@ def _uniform(config) -> bool:
 def _register_builtin() -> None:
   from rdq.layer.lattice_sic import LatticeSICConfig, lattice_sic_traced
   from rdq.layer.lattice_sic import _check as _lattice_check
+  from rdq.layer.lattice_sic import _split as _lattice_split
 
   register("rtn", LayerSpec(RTNConfig, _build_rtn, rtn_traced, _rtn_check,
                         lambda c: "entropy" if _uniform(c) else "nominal", _uniform,
-                        normalize=lambda c: not isinstance(c.quantizer, str)))
+                        normalize=lambda c: not isinstance(c.quantizer, str), split=_rtn_split))
   register("gptq", LayerSpec(GPTQConfig, _build_gptq, gptq_traced, _gptq_check,
-                         lambda c: "entropy" if _uniform(c) else "nominal", _uniform))
+                         lambda c: "entropy" if _uniform(c) else "nominal", _uniform, split=_gptq_split))
   register("watersic", LayerSpec(WaterSICConfig, WaterSICConfig, watersic_traced, _watersic_check,
                              lambda c: "entropy", lambda c: True))
   register("gptvq", LayerSpec(GPTVQConfig, GPTVQConfig, gptvq_traced, _gptvq_check,
                           lambda c: "nominal", lambda c: False))
   register("lattice_sic", LayerSpec(LatticeSICConfig, LatticeSICConfig, lattice_sic_traced, _lattice_check,
-                                lambda c: "nominal", lambda c: False, normalize=lambda c: False))
+                                lambda c: "nominal", lambda c: False, normalize=lambda c: False,
+                                split=_lattice_split))
 
 
 def get(name: str, *, rotation: str | None = None, **options) -> LayerAlgorithm:

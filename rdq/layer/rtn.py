@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from rdq.layer._sic import MinMaxGrid, StepGrid, UniformGrid, high_rate_step
+from rdq.layer._sic import MinMaxGrid, MinMaxLevels, StepGrid, UniformGrid, high_rate_step
 from rdq.layer.gptq import aim_rate, coded_entropy_bits
 from rdq.layer.report import LayerReport, check_layer_inputs, concrete_rate, make_report
 from rdq.quantizers import get as get_quantizer
@@ -84,41 +84,57 @@ def _check(w, h, config: RTNConfig, key, rate_bits=None) -> None:
     get_quantizer(config.quantizer).rate((w.shape[1], w.shape[0]))  # raises if a block size does not divide n
 
 
-def rtn_traced(w, h, config: RTNConfig, key=None, *, rate_bits=None):
+def _split(config: RTNConfig, n: int, m: int, rate_bits=None) -> tuple[RTNConfig, dict] | None:
+  """``LayerAlgorithm.split`` of a min–max grid (as ``rdq.layer.gptq._split``); None otherwise."""
+  grid = config.quantizer
+  if not isinstance(grid, MinMaxGrid):
+    return None
+  if rate_bits is not None:
+    grid = grid.for_budget(concrete_rate(rate_bits, "rtn on a min–max grid"), n, m)
+  return RTNConfig(dataclasses.replace(grid, bits=8), config.rate_iters), grid.levels(n, m)
+
+
+def rtn_traced(w, h, config: RTNConfig, key=None, *, rate_bits=None, scalars=None):
   """The RTN core: float32 ``w`` and ``h``, no checks (jit-able, vmappable over ``w``, ``h``, ``key``).
 
   ``rate_bits`` (bits per weight incl. side information) overrides the config's rate: for a
   ``MinMaxGrid`` the most bits within it (concrete), for a ``UniformGrid`` the entropy target
   (may be traced, so a rate sweep compiles once); a registry quantizer has a fixed rate, which
-  must be within it. ``None``: the config's own.
+  must be within it. ``None``: the config's own. ``scalars`` (from ``LayerAlgorithm.split``,
+  may be traced): a min–max grid's bit width, instead of the config's (one program for every
+  bit width).
   """
   grid = config.quantizer
   n, m = w.shape
   rate = 0.0
+  levels = None
   if isinstance(grid, UniformGrid):
     rate = grid.rate_bits if rate_bits is None else rate_bits
     config = RTNConfig(UniformGrid(1.0), config.rate_iters)
-  elif isinstance(grid, MinMaxGrid) and rate_bits is not None:
-    config = RTNConfig(grid.for_budget(concrete_rate(rate_bits, "rtn on a min–max grid"), n, m), config.rate_iters)
+  elif isinstance(grid, MinMaxGrid):
+    if scalars is None:
+      config, scalars = _split(config, n, m, rate_bits)
+    levels = {k: jnp.float32(v) for k, v in scalars.items()}
   elif isinstance(grid, str) and rate_bits is not None:
     budget = concrete_rate(rate_bits, f"rtn with quantizer {grid!r}")
     have = get_quantizer(grid).rate((m, n)).effective
     if have > budget + 1e-9:
       raise ValueError(f"rate_bits={rate_bits!r} is below the rate {have:.4g} of quantizer {grid!r} on an ({n}, {m}) layer")
-  return _rtn(w, h, jnp.asarray(rate, jnp.float32), config, key)
+  return _rtn(w, h, jnp.asarray(rate, jnp.float32), config, key, levels)
 
 
 @functools.partial(jax.jit, static_argnums=3)
-def _rtn(w, h, rate_bits, config: RTNConfig, key):
+def _rtn(w, h, rate_bits, config: RTNConfig, key, levels):
   n, m = w.shape
   grid = config.quantizer
-  if isinstance(grid, MinMaxGrid):
+  if isinstance(grid, MinMaxGrid):  # its bit width is the traced ``levels``
     g = grid.group_size or n
+    levels_grid = MinMaxLevels(grid.sym, grid.group_size, levels["q_max"], levels["inv_q"])
     wg = w.reshape(n // g, g, m)
-    params = jax.vmap(grid.fit)(wg)
-    quant_rows = jax.vmap(lambda rows, p: jax.vmap(lambda r: grid.quantize(r, p)[:2])(rows))
+    params = jax.vmap(levels_grid.fit)(wg)
+    quant_rows = jax.vmap(lambda rows, p: jax.vmap(lambda r: levels_grid.quantize(r, p)[:2])(rows))
     q, z = quant_rows(wg, params)
-    return q.reshape(n, m), make_report(w, q.reshape(n, m), h, z.reshape(n, m), grid.side_bits(n, m), grid.bits)
+    return q.reshape(n, m), make_report(w, q.reshape(n, m), h, z.reshape(n, m), levels["side"], levels["bits"])
   if isinstance(grid, UniformGrid):
     side = grid.side_bits(n, m)
 

@@ -142,6 +142,54 @@ def test_traced_rate_sweep_compiles_once():
     assert np.all(np.diff(np.asarray(rep.rate_bits)) > 0.5)
 
 
+@pytest.mark.parametrize("sym,group", [(True, None), (False, 16)])
+def test_min_max_levels_round_as_the_grid_bit_for_bit(sym, group):
+  """``MinMaxLevels`` with a traced ``q_max`` gives ``MinMaxGrid(bits)``'s scales, codes and values exactly."""
+  from rdq.layer._sic import MinMaxLevels
+
+  rows = jax.random.normal(jax.random.key(3), (32, 40)) * jnp.linspace(0.01, 3.0, 40)
+
+  def run(grid):
+    params = grid.fit(rows)
+    return params, jax.vmap(lambda r: grid.quantize(r, params)[:2])(rows)
+
+  traced = jax.jit(lambda lv: run(MinMaxLevels(sym, group, lv["q_max"], lv["inv_q"])))
+  for bits in range(2, 9):
+    grid = rdq.layer.MinMaxGrid(bits, sym, group)
+    want, got = jax.jit(lambda g=grid: run(g))(), traced(grid.levels(32, 40))
+    for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+      assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), bits
+
+
+def test_split_shares_one_program_across_bit_widths_and_feedback():
+  """RTN/GPTQ at 2–4 bits and E8 with and without feedback split into one structure each, and
+  the structure with the traced scalars gives the unsplit call's Ŵ and report bit for bit."""
+  w, hs = _problem()
+  n, m = w.shape
+  cases = {
+      "gptq": [(rdq.layer.get("gptq", block_size=16), b + 16 / n) for b in (2, 3, 4)],
+      "rtn": [(rdq.layer.get("rtn", grid="minmax", sym=False, group_size=8), b + 24 / 8) for b in (2, 3)],
+      "e8": [(rdq.layer.get("lattice_sic", quantizer="e8_nested_q8_k4_norm", feedback=f, block_size=16), 3.0)
+             for f in (True, False)],
+  }
+  key = jax.random.key(1)
+  for name, runs in cases.items():
+    structures = {algo.split(n, m, rate)[0] for algo, rate in runs}
+    assert len(structures) == 1, name
+    (structure,) = structures
+    fn = jax.jit(lambda w, h, sc, s=structure: s(w, h, key=key, scalars=sc))
+    outs = []
+    for algo, rate in runs:
+      _, left, scalars = algo.split(n, m, rate)
+      assert left is None
+      want, got = algo(w, hs[0], key=key, rate_bits=rate), fn(w, hs[0], scalars)
+      for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(got)):
+        assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), name
+      outs.append(float(got[1].rate_nominal_bits))
+    assert fn._cache_size() == 1, name  # one compiled program for every bit width / feedback setting
+    assert len(set(outs)) == (1 if name == "e8" else len(runs))  # the scalars did change the code
+
+
 def test_hydra_node_maps_onto_config():
   node = {"grid": "minmax", "bits": 3, "sym": False, "group_size": 16, "percdamp": 0.02, "act_order": True}
   algo = rdq.layer.get("gptq", **node)
