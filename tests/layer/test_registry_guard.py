@@ -16,8 +16,8 @@ from rdq.layer import registry
 def nan_rtn(monkeypatch):
   spec = registry._REGISTRY["rtn"]
 
-  def core(w, h, config, key=None, *, rate_bits=None):
-    q, rep = spec.core(w, h, config, key, rate_bits=rate_bits)
+  def core(w, h, config, key=None, *, rate_bits=None, **traced):  # traced: the split's ``scalars``
+    q, rep = spec.core(w, h, config, key, rate_bits=rate_bits, **traced)
     return q.at[0, 0].set(jnp.nan), rep
 
   monkeypatch.setitem(registry._REGISTRY, "rtn", dataclasses.replace(spec, core=core))
