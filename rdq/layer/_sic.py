@@ -57,12 +57,18 @@ def damp_hessian(h: Float[Array, "n n"], percdamp: float | Float[Array, ""]) -> 
 
 
 def inverse_cholesky_upper(h_damped: Float[Array, "n n"]) -> Float[Array, "n n"]:
-  """Upper-triangular ``U`` with ``H_d^{-1} = UᵀU`` (GPTQ's ``Hinv``)."""
+  """Upper-triangular ``U`` with ``H_d^{-1} = UᵀU`` (GPTQ's ``Hinv``).
+
+  With ``J`` the exchange matrix and ``J H_d J = M Mᵀ`` (lower Cholesky), ``H_d = R Rᵀ`` for the
+  upper-triangular ``R = J M J``, so ``U = R⁻¹ = J M⁻¹ J``: one Cholesky and one triangular solve
+  (≈ 4n³/3 flops), where GPTQ's reference code forms ``H_d⁻¹`` and factors it again (≈ 5n³/3 and
+  a second Cholesky). ``U`` is unique (positive diagonal), so both give the same factor up to
+  rounding.
+  """
   n = h_damped.shape[-1]
-  c = jnp.linalg.cholesky(h_damped)
-  hinv = jax.scipy.linalg.cho_solve((c, True), jnp.eye(n, dtype=h_damped.dtype))
-  hinv = 0.5 * (hinv + hinv.T)
-  return jnp.linalg.cholesky(hinv).T
+  m = jnp.linalg.cholesky(h_damped[::-1, ::-1])
+  m_inv = jax.scipy.linalg.solve_triangular(m, jnp.eye(n, dtype=h_damped.dtype), lower=True)
+  return m_inv[::-1, ::-1]
 
 
 def _fp16(x: Array) -> Array:
