@@ -33,6 +33,10 @@ pass carries held-out windows, giving a held-out ``H`` per layer.
   Baalen et al., "GPTVQ", arXiv 2402.15319: ``b + 0.125``).
 * ``e8_ldlq``: E8 nested-lattice Voronoi code with block-LDLQ feedback in a rotated basis
   (NestQuant, Savkin et al., arXiv 2502.09720), the largest modulus within ``b + 16/g``.
+* ``leech_ldlq``: the same with the Leech lattice Λ24 (24-blocks of input features; 576 and 1536
+  are multiples of 24) and the ``e8`` section's β count and damping, so the two rows differ only
+  in the lattice. Λ24's exact decoder makes a point ~10× an E8 point's CPU time, so it is in
+  ``+experiment=causal_lm_full``, not in the quick default.
 * ``q41`` (check, ``q41_check``): asymmetric min–max grid, groups of 32 input features, 4 bits,
   fp16 step and fp16 minimum per group (5.0 bits per weight; ``q41_round_trip``): the format
   the reference was stored in. Rounding to it must give back the reference weights, hence its
@@ -41,7 +45,8 @@ pass carries held-out windows, giving a held-out ``H`` per layer.
 
 Rows below their smallest code are not run: the registry's fixed-length INT grids have 2–8
 bits (``rtn``, ``gptq``, ``gptq_rot`` need ``b ≥ 2``; their entropy-coded ``_ec`` rows cover
-1 and 1.5 bits) and the E8 code's smallest modulus needs ``b ≥ 1.5`` (``MIN_BITS``).
+1 and 1.5 bits) and the E8 code's smallest modulus needs ``b ≥ 1.5`` (Λ24's ``b ≥ 1``: q = 2 costs
+1.11 bits per weight with its β index) (``MIN_BITS``).
 
 **Time.** The gap needs the eigenvalues of every calibration ``H`` (1536² for the down
 layers): NumPy's threaded OpenBLAS took 7–19 s for one on 2 busy cores, 0.55 s on one
@@ -89,7 +94,8 @@ from rdq.experiments._sweep import Sweep
 
 log = logging.getLogger(__name__)
 
-ALGORITHMS = ("rtn", "rtn_ec", "gptq", "gptq_ec", "gptq_rot", "gptq_rot_ec", "watersic", "gptvq", "e8_ldlq", "q41")
+ALGORITHMS = ("rtn", "rtn_ec", "gptq", "gptq_ec", "gptq_rot", "gptq_rot_ec", "watersic", "gptvq", "e8_ldlq", "leech_ldlq",
+              "q41")
 ALGO_LABELS = {
     "rtn": "RTN",
     "rtn_ec": "RTN, entropy-coded uniform",
@@ -100,6 +106,7 @@ ALGO_LABELS = {
     "watersic": "WaterSIC",
     "gptvq": "GPTVQ (d=2)",
     "e8_ldlq": "E8-nested LDLQ (rot.)",
+    "leech_ldlq": "Λ24-nested LDLQ (rot.)",
     "q41": "RTN asym. min–max g32, 4 bits (= Q4_1)",
 }
 LAYER_TYPES = ("q", "k", "v", "o", "gate", "up", "down")
@@ -107,10 +114,12 @@ MARKERS = ("o", "s", "^", "v", "D", "<", ">", "p", "h")  # open markers: rows at
 # Relative CPU cost of one point of the quick default by algorithm (``wall_time_s`` of its points,
 # one process): worker processes claim points longest first (``_by_cost``). Only the order depends on it.
 COST = {"rtn": 1.0, "rtn_ec": 1.0, "gptq": 1.1, "gptq_ec": 2.0, "gptq_rot": 1.3, "gptq_rot_ec": 4.0,
-        "watersic": 2.0, "gptvq": 3.0, "e8_ldlq": 1.8, "q41": 0.3}
+        "watersic": 2.0, "gptvq": 3.0, "e8_ldlq": 1.8, "leech_ldlq": 18.0,
+        "q41": 0.3}
 # Smallest b at which a row has a code within its budget (module docstring).
 MIN_BITS = {"rtn": 2.0, "rtn_ec": 1.0, "gptq": 2.0, "gptq_ec": 1.0, "gptq_rot": 2.0, "gptq_rot_ec": 1.0,
-            "watersic": 1.0, "gptvq": 1.0, "e8_ldlq": 1.5, "q41": 4.0}
+            "watersic": 1.0, "gptvq": 1.0, "e8_ldlq": 1.5, "leech_ldlq": 1.0,
+            "q41": 4.0}
 
 
 def _single_thread_blas() -> list[str]:
@@ -209,9 +218,10 @@ def algorithm(name: str, bits: float, cfg: Mapping[str, Any]):
     return rdq.layer.get(
         "gptvq", dim=int(vq["dim"]), em_iters=int(vq["em_iters"]), percdamp=float(vq["percdamp"]), update=True,
     ), bits + float(vq["overhead_bits"])
+  lattice = "leech" if name == "leech_ldlq" else "e8"
   return rdq.layer.get(
-      "lattice_sic", quantizer=f"e8_nested_q8_k{int(e8['k'])}_norm", feedback=True, rotate=True,
-      percdamp=float(e8["percdamp"]),
+      "lattice_sic", quantizer=f"{lattice}_nested_q8_k{int(e8['k'])}_norm", feedback=True, rotate=True,
+      percdamp=float(e8["percdamp"]), block_size=96 if lattice == "leech" else 128,
   ), budget
 
 

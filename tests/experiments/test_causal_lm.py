@@ -1,5 +1,7 @@
 """rdq/experiments/causal_lm.py: budgets, the Q4_1 reproduction, closed-form gap, config and table."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hydra import compose, initialize
@@ -30,6 +32,16 @@ def test_budgets(cfg):
   assert C.algorithm("gptq", 2, cfg)[0].rotation is None
   assert C.algorithm("gptvq", 2.5, cfg)[1] == 2.625
   assert C.algorithm("q41", 4, cfg)[1] == 5.0
+  e8, leech = C.algorithm("e8_ldlq", 2, cfg)[0], C.algorithm("leech_ldlq", 2, cfg)[0]
+  assert e8.config.quantizer.startswith("e8_nested") and leech.config.quantizer.startswith("leech_nested")
+  assert dataclasses.replace(leech.config, quantizer=e8.config.quantizer, block_size=128) == e8.config
+  for n in (576, 1536):  # Λ24's lazy-update block divides both input widths (else 24-row steps)
+    assert n % leech.config.block_size == 0
+  from rdq.layer.lattice_sic import lattice_for_budget
+
+  low = C.algorithm("leech_ldlq", C.MIN_BITS["leech_ldlq"], cfg)  # its smallest b has a code on every shape
+  for n, m in ((576, 576), (576, 192), (576, 1536), (1536, 576)):
+    assert lattice_for_budget(low[0].config, n, m, low[1]).quantizer.startswith("leech_nested_q2")
   with pytest.raises(ValueError, match="algorithm"):
     C.algorithm("awq", 2, cfg)
   with pytest.raises(ValueError, match="bits"):
