@@ -179,6 +179,7 @@ def tiny_context(cfg, reference=True):
                          eval=ids(3), docs=ids(3), batch=2, info=None)
 
 
+@pytest.mark.skipif(C.num_workers(2, 2) < 2, reason="one CPU: workers=2 runs as workers=1, nothing to compare")
 def test_workers_store_the_serial_results_bitwise(cfg, tmp_path, monkeypatch):
   """``workers=2`` (a spawned process computes one of the two points) stores bitwise the results
   of ``workers=1`` (every point in this process), on the tiny random llama."""
@@ -187,8 +188,6 @@ def test_workers_store_the_serial_results_bitwise(cfg, tmp_path, monkeypatch):
 
   from omegaconf import OmegaConf
 
-  if C.num_workers(2, 2) < 2:
-    pytest.skip("one CPU: workers=2 runs as workers=1")
   monkeypatch.setattr(C, "outputs", lambda cfg, records, out_dir: {})  # the real one builds the SmolLM2 context
   # rtn_ec (one program for every rate) as in test_points_are_deterministic: this process has compiled it
   base = OmegaConf.merge(cfg, {"algorithms": ["rtn_ec"], "bits": [2, 3], "q41_check": False})
