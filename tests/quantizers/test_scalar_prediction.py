@@ -1,6 +1,8 @@
 """Exact and high-rate scalar predictions against closed forms and Monte Carlo."""
 
 
+import zlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -62,7 +64,10 @@ class _Sq:
 def test_exact_moments_within_monte_carlo_ci(name):
   q = quantizers.get(name)
   shape = (8, 256)
-  est = estimate(_Sq(q, shape), jax.random.key(hash(name) % 2**31), 2000, 500)
+  # A fixed seed per name: str.hash is salted per process (PYTHONHASHSEED), which made this a fresh draw on every
+  # run, and 27 comparisons at 0.999 fail together ≈ 3 % of the time. jax's float32 normals carry a ≈1.4e-4 relative
+  # bias in these tail-driven moments (gone with float64 normals); at 2000 samples that is 0.15 stderr.
+  est = estimate(_Sq(q, shape), jax.random.key(zlib.crc32(name.encode())), 2000, 500)
   m = sp.exact_scalar_moments(q, shape)
   assert bool(jnp.all(est.contains(jnp.array([m.rho, m.power, m.mse]), 0.999))), (est.mean, est.stderr, m)
 
