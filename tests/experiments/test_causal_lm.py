@@ -165,6 +165,43 @@ def test_points_are_deterministic(cfg):
   assert a["layers"] != b["layers"]
 
 
+def test_q41_check_skips_the_pass_only_when_every_kernel_is_on_the_grid(cfg, monkeypatch):
+  """On a model already on the Q4_1 grid the check's shortcut stores exactly what the sequential
+  pass stores (zero distortions, no gaps, the same perplexities); one kernel off the grid sends
+  the point through the pass, which then measures a nonzero distortion."""
+  from types import SimpleNamespace
+
+  import jax
+  from flax import nnx
+
+  from rdq.models import linear_kernels, perplexity, replace_linears
+  from rdq.models import llama as L
+
+  config = L.LlamaConfig(vocab_size=40, hidden_size=32, num_layers=2, num_heads=4, num_kv_heads=2,
+                         intermediate_size=64, rope_theta=500.0, rms_eps=1e-5, context_length=16)  # n % 32 == 0
+  rng = np.random.default_rng(7)
+  state = nnx.state(nnx.eval_shape(lambda: L.Llama(config, rngs=nnx.Rngs(0))))
+  pure = nnx.to_pure_dict(state) if hasattr(nnx, "to_pure_dict") else state.to_pure_dict()
+  params = jax.tree.map(lambda a: np.asarray(rng.normal(size=a.shape) * 0.3 + (a.ndim == 1), np.float32), pure)
+  raw = L._from_weights(config, params)
+  on_grid = replace_linears(raw, {k: C.q41_round_trip(np.asarray(w)) for k, w in linear_kernels(raw).items()})
+  ids = lambda w: rng.integers(0, config.vocab_size, size=(w, 8)).astype(np.int32)  # noqa: E731
+  ctx = SimpleNamespace(model=on_grid, calibration=ids(6), heldout=ids(2), eval=ids(3), docs=ids(3), batch=2)
+  point = C._point(cfg, "q41", 4.0)
+  strip = lambda r: {k: v for k, v in r.items() if k != "quantize_s"}  # noqa: E731
+
+  short = C._compute(point, ctx)
+  monkeypatch.setattr(C, "_q41_exact", lambda *a: None)
+  full = C._compute(point, ctx)
+  assert strip(short) == strip(full)
+  assert all(v["d_cal"] == 0.0 and v["d_heldout"] == 0.0 for v in short["layers"].values())
+  assert short["ppl_plays"] == perplexity(on_grid, ctx.eval, ctx.batch).as_dict()
+
+  monkeypatch.undo()
+  off = C._compute(point, SimpleNamespace(**{**vars(ctx), "model": raw}))
+  assert all(v["d_cal"] > 0 for v in off["layers"].values())
+
+
 def tiny_context(cfg, reference=True):
   """A ``Context`` of the tiny random llama (module-level: a spawned worker process imports it)."""
   from types import SimpleNamespace
