@@ -48,13 +48,16 @@ def test_quick_path_writes_every_row(small_app, tmp_path, capsys):
 
 
 def test_lattice_row_matches_the_public_layer_algorithm():
-  """The app's traced per-layer path gives what the checked public ``lattice_sic`` gives."""
+  """The app's traced per-layer path gives what the checked public ``lattice_sic`` gives.
+
+  At 2 bits with RHT, as a row of ``test_quick_path_writes_every_row`` (same file, so the same
+  pytest worker under ``--dist loadfile``): the traced path reuses that test's compiled program."""
   from rdq.layer import LatticeSICConfig, lattice_sic
 
   w, h = _small_layers([0])["layer0.query"]
   key = jax.random.key(0)
-  w_hat, d, rate = ll._lattice_row(w, h, "e8", 3, "hadamard", key)
-  cfg = LatticeSICConfig(ll.lattice_name("e8", 3, 48, 384), block_size=128, rotate=True, rotation="hadamard")
+  w_hat, d, rate = ll._lattice_row(w, h, "e8", 2, "hadamard", key)
+  cfg = LatticeSICConfig(ll.lattice_name("e8", 2, 48, 384), block_size=128, rotate=True, rotation="hadamard")
   ref, rep = lattice_sic(w, h, cfg, key)
   np.testing.assert_allclose(np.asarray(w_hat), np.asarray(ref), rtol=0, atol=1e-5)
-  assert abs(d - float(rep.d_relative)) < 1e-6 and rate == float(rep.rate_nominal_bits) <= 3 + 16 / 48
+  assert abs(d - float(rep.d_relative)) < 1e-6 and rate == float(rep.rate_nominal_bits) <= 2 + 16 / 48
