@@ -137,9 +137,10 @@ def test_regenerate_jobs_runs_apps_at_once_and_stops_on_a_failure(tmp_path):
     regen.run_families(["bad", "fast"], False, jobs=2)
 
 
-def test_rdq_sweep_lists_every_family():
-  from rdq.experiments.__main__ import FAMILIES, usage
+def test_rdq_sweep_lists_every_family(capsys):
+  from rdq.experiments.__main__ import FAMILIES, main, usage
 
+  # the command line (python -m rdq.experiments) once, in a fresh process
   proc = subprocess.run([sys.executable, "-m", "rdq.experiments", "--help"], cwd=ROOT, capture_output=True, text=True,
                         timeout=60)
   assert proc.returncode == 0
@@ -148,15 +149,24 @@ def test_rdq_sweep_lists_every_family():
   for f in present:
     assert f"  {f} " in proc.stdout
   assert proc.stdout.strip() == usage().strip()
-  bad = subprocess.run([sys.executable, "-m", "rdq.experiments", "no_such_family"], cwd=ROOT, capture_output=True,
-                       text=True, timeout=60)
-  assert bad.returncode == 2 and "unknown family 'no_such_family'" in bad.stderr
+  # an unknown family: the same main() in this process (no second interpreter and jax import)
+  with pytest.raises(SystemExit) as bad:
+    main(["no_such_family"])
+  assert bad.value.code == 2 and "unknown family 'no_such_family'" in capsys.readouterr().err
 
 
-def test_rdq_figures_help_lists_every_family():
-  proc = subprocess.run([sys.executable, "-c", "from rdq.experiments.__main__ import figures; figures(['--help'])"],
-                        cwd=ROOT, capture_output=True, text=True, timeout=60)
-  assert proc.returncode == 0, proc.stderr[-2000:]
+def test_rdq_figures_help_lists_every_family(monkeypatch, capsys):
+  # figures() runs paper_figures/regenerate.py of the checkout (stdlib only) in this process; it
+  # sets sys.argv and puts the checkout first on sys.path, both restored by monkeypatch
+  from rdq.experiments.__main__ import figures
+
+  monkeypatch.chdir(ROOT)
+  monkeypatch.setattr(sys, "argv", list(sys.argv))
+  monkeypatch.setattr(sys, "path", list(sys.path))
+  with pytest.raises(SystemExit) as done:
+    figures(["--help"])
+  assert done.value.code == 0
+  out = capsys.readouterr().out
   for f in ("generic_matmul", "lattice_nsm", "weight_only", "universal", "gptvq", "real_model"):
-    assert f"{f} (" in proc.stdout
-  assert "--only [FAMILY ...]" in proc.stdout
+    assert f"{f} (" in out
+  assert "--only [FAMILY ...]" in out
