@@ -40,10 +40,13 @@ def test_wheel_installs_and_runs_an_app_outside_the_repo(tmp_path):
   (site / "_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
   work = tmp_path / "elsewhere"
   work.mkdir()
-  where = subprocess.run([str(py), "-c", "import rdq.experiments, rdq; print(rdq.experiments.__file__, rdq.__file__)"],
+  # where `import rdq` resolves from here, without importing it (rdq imports jax; the app run below imports it)
+  where = subprocess.run([str(py), "-c", "import importlib.util as u; print(u.find_spec('rdq').origin)"],
                          cwd=work, capture_output=True, text=True, env=env, timeout=120)
   assert where.returncode == 0, where.stderr[-3000:]
-  assert str(ROOT) not in where.stdout and str(site) in where.stdout  # the installed copy, not the checkout
+  origin = Path(where.stdout.strip())
+  assert str(ROOT) not in where.stdout and origin.is_relative_to(site)  # the installed copy, not the checkout
+  assert (origin.parent / "experiments" / "__init__.py").is_file()  # rdq.experiments comes with it
   assert (venv / "bin" / "rdq-sweep").exists()
   run = subprocess.run([str(venv / "bin" / "rdq-sweep"), "lattice_nsm", f"out_dir={work / 'out'}", "lattices=[z]",
                         "num_samples=1024", "batch=1024"], cwd=work, capture_output=True, text=True, env=env, timeout=300)
