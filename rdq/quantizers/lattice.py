@@ -134,6 +134,15 @@ def _closer(x: Array, y0: Array, y1: Array) -> Array:
   return jnp.where(d1 < d0, y1, y0)
 
 
+def _sum_halves(a: Array) -> Array:
+  """Sum over axis −2 (length a power of two) by adding halves: ``(a[:8] + a[8:])`` and so on,
+  the order of XLA's CPU row reduction of ``jnp.sum(·, axis=-1)`` over 16 floats."""
+  while a.shape[-2] > 1:
+    h = a.shape[-2] // 2
+    a = a[..., :h, :] + a[..., h:, :]
+  return a[..., 0, :]
+
+
 def _check_last_axis(x: Array, dim: int, what: str) -> None:
   if x.ndim == 0 or x.shape[-1] != dim:
     raise ValueError(f"{what}: the last axis of x must have the lattice dimension {dim}; got shape {x.shape}")
@@ -528,7 +537,8 @@ class BW16Lattice(Lattice):
   Closest point: decode ``(x − c)/2`` to D₁₆ for all 32 codewords (Conway–Sloane Dₙ decoder)
   and keep the closest ``c + 2 Q_{D16}((x − c)/2)``; ties go to the first codeword in
   ``_rm14_codewords`` order. Cost: 32 D₁₆ decodes (the coset decoder of SPLAG Ch. 20, Sec. 5,
-  not the faster Reed–Muller trellis decoders).
+  not the faster Reed–Muller trellis decoders), sharing the per-coordinate roundings (two per
+  coordinate, one per codeword bit).
   """
 
   @property
@@ -546,11 +556,42 @@ class BW16Lattice(Lattice):
     return _bw16_minimal_vectors().copy()
 
   def _closest(self, x):
-    cw = jnp.asarray(_rm14_codewords(), x.dtype)  # (32, 16)
-    y = cw + 2.0 * _closest_dn((x[..., None, :] - cw) / 2.0)  # (..., 32, 16)
-    d = jnp.sum((x[..., None, :] - y) ** 2, axis=-1)
+    if x.dtype != jnp.float32:  # the direct form (below: the same decisions, faster, float32 only)
+      cw = jnp.asarray(_rm14_codewords(), x.dtype)  # (32, 16)
+      y = cw + 2.0 * _closest_dn((x[..., None, :] - cw) / 2.0)  # (..., 32, 16)
+      d = jnp.sum((x[..., None, :] - y) ** 2, axis=-1)
+      j = jnp.argmin(d, axis=-1)  # first on ties
+      return jnp.take_along_axis(y, j[..., None, None], axis=-2)[..., 0, :]
+    # Same arithmetic as decoding every coset c + 2D₁₆ on its own (``_closest_dn`` of (x − c)/2,
+    # the squared distance summed over the 16 coordinates in halves, the order XLA's float32
+    # row reduction uses), so the decisions and points are bitwise those of that direct form. Every
+    # per-coordinate quantity depends only on the codeword bit c_i ∈ {0, 1}: it is computed for
+    # both bits once and selected per codeword, with the codeword axis minor so that the
+    # reductions over the coordinates are elementwise (vectorized) operations.
+    cw = jnp.asarray(_rm14_codewords().T != 0)  # (16, 32)
+    bit = jnp.asarray([0.0, 1.0], x.dtype)
+    xs = x[..., :, None]
+    t = (xs - bit) / 2.0  # (..., 16, 2): the coset 2Z + bit, scaled
+    f = round_half_up(t)
+    r = t - f
+    step = jnp.where(r >= 0, 1.0, -1.0).astype(x.dtype)
+    y0 = bit + 2.0 * f  # nearest point of 2Z + bit
+    y1 = bit + 2.0 * (f + step)  # the same coordinate rounded the other way
+    sel = lambda a: jnp.where(cw, a[..., 1:2], a[..., 0:1])  # (..., 16, 32)
+    fsel, asel = sel(f), sel(jnp.abs(r))
+    odd = jnp.mod(_sum_halves(fsel), 2.0) != 0  # (..., 32): Σ f odd, not in D₁₆
+    # First coordinate of largest |r| per codeword (jnp.argmax's rule; NaN counts as largest).
+    best, k = asel[..., 0, :], jnp.zeros(asel.shape[:-2] + (32,), jnp.int32)
+    for i in range(1, 16):
+      a = asel[..., i, :]
+      upd = (a > best) | (jnp.isnan(a) & ~jnp.isnan(best))
+      best, k = jnp.where(upd, a, best), jnp.where(upd, i, k)
+    flip = odd[..., None, :] & (k[..., None, :] == jnp.arange(16)[:, None])  # (..., 16, 32)
+    d = _sum_halves(jnp.where(flip, sel((xs - y1) ** 2), sel((xs - y0) ** 2)))  # (..., 32)
     j = jnp.argmin(d, axis=-1)  # first on ties
-    return jnp.take_along_axis(y, j[..., None, None], axis=-2)[..., 0, :]
+    c = jnp.take(cw.T, j, axis=0)  # (..., 16) bits of the chosen codeword
+    fl = jnp.take_along_axis(odd, j[..., None], axis=-1) & (jnp.arange(16) == jnp.take_along_axis(k, j[..., None], axis=-1))
+    return jnp.where(fl, jnp.where(c, y1[..., 1], y1[..., 0]), jnp.where(c, y0[..., 1], y0[..., 0]))
 
   def _closest_int(self, w, den):
     cw = jnp.asarray(_rm14_codewords(), jnp.int32)

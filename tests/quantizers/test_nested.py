@@ -1,6 +1,7 @@
 """Tests for rdq.quantizers.nested: Voronoi codes, multi-β nested-lattice quantizers, nested_dot."""
 
 import functools
+import inspect
 import math
 
 import hypothesis.extra.numpy as hnp
@@ -34,8 +35,22 @@ LATTICES = [ZnLattice(1), DnLattice(4), DnDualLattice(3), E8Lattice()]
 
 
 @functools.cache
-def _jit(f):
+def _jit_function(f):
   return jax.jit(f)
+
+
+@functools.cache
+def _jit_method(obj, func):
+  return jax.jit(functools.partial(func, obj))
+
+
+def _jit(f):
+  """One jitted program per function, or per (instance, method) for a bound method: bound
+  methods compare their instance by identity, so keying on them would recompile for every new
+  but equal (frozen, hashable) code or quantizer, e.g. once per hypothesis example."""
+  if inspect.ismethod(f):
+    return _jit_method(f.__self__, f.__func__)
+  return _jit_function(f)
 
 
 @pytest.mark.parametrize("lat,q", [(ZnLattice(1), 3), (DnLattice(4), 3), (DnDualLattice(3), 16), (E8Lattice(), 3),
