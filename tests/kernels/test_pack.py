@@ -26,6 +26,8 @@ from rdq.quantizers import IntQuantizer, get
 # instead of one per jnp operation (the functions are traced as they are inside kernels).
 _pack_nibbles_jit = jax.jit(pack_nibbles)
 _unpack_nibbles_jit = jax.jit(unpack_nibbles, static_argnames="signed")
+_pack_words_jit = jax.jit(pack_words, static_argnames=("bits", "signed"))
+_unpack_words_jit = jax.jit(unpack_words, static_argnames=("bits", "signed"))
 
 
 @settings(max_examples=20, deadline=None)
@@ -38,6 +40,7 @@ def test_nibble_round_trip(k, half_n, signed, seed):
   np.testing.assert_array_equal(np.asarray(_unpack_nibbles_jit(packed, signed=signed)), v)
 
 
+@jax.jit  # the reference decode as one program per layout, not one per jnp operation
 def _decode_int(p):
   if p.layout == "words":
     q = unpack_words(p.codes, bits=p.bits, signed=p.signed)
@@ -59,6 +62,17 @@ def test_pack_int_decodes_to_rdq(key):
     np.testing.assert_array_equal(np.asarray(_decode_int(p)), np.asarray(q.decode(code).T))
 
 
+@jax.jit  # the reference decode as one program per layout, not one per jnp operation
+def _decode_fp4(p):
+  if p.layout == "words":
+    v = unpack_words(p.codes, bits=4, signed=False)
+  else:
+    v = unpack_nibbles(p.codes, signed=False)
+  dec = decode_e8m0 if p.scale_format == "e8m0" else decode_e4m3
+  s = jnp.repeat(dec(p.scales), p.block_size, axis=0)
+  return decode_e2m1(v) * s * p.tensor_scale[0, 0]
+
+
 def test_pack_fp4_decodes_to_rdq(key):
   w = 5.0 * jax.random.normal(key, (64, 32))
   for name in ("mxfp4", "nvfp4"):
@@ -66,15 +80,8 @@ def test_pack_fp4_decodes_to_rdq(key):
     code = q.encode(w.T)
     for layout in ("nibbles", "words"):
       p = pack_fp4(code, q, layout=layout)
-      if layout == "words":
-        v = unpack_words(p.codes, bits=4, signed=False)
-      else:
-        v = unpack_nibbles(p.codes, signed=False)
-      dec = decode_e8m0 if p.scale_format == "e8m0" else decode_e4m3
-      s = jnp.repeat(dec(p.scales), p.block_size, axis=0)
-      w_hat = decode_e2m1(v) * s * p.tensor_scale[0, 0]
       assert p.shape == (64, 32)
-      np.testing.assert_array_equal(np.asarray(w_hat), np.asarray(q.decode(code).T))
+      np.testing.assert_array_equal(np.asarray(_decode_fp4(p)), np.asarray(q.decode(code).T))
 
 
 def test_bytes_of_counts_packed_storage(key):
@@ -107,9 +114,9 @@ def test_word_round_trip(k8, n, bits, signed, seed):
   per = 32 // bits
   lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1)) if signed else (0, 2**bits)
   v = np.random.default_rng(seed).integers(lo, hi, size=(k8 * per, n))
-  words = pack_words(jnp.asarray(v), bits=bits, signed=signed)
+  words = _pack_words_jit(jnp.asarray(v), bits=bits, signed=signed)  # one program per example's shape
   assert words.dtype == jnp.uint32 and words.shape == (k8, n)
-  np.testing.assert_array_equal(np.asarray(unpack_words(words, bits=bits, signed=signed)), v)
+  np.testing.assert_array_equal(np.asarray(_unpack_words_jit(words, bits=bits, signed=signed)), v)
 
 
 @pytest.mark.parametrize("bits", [4, 8])
