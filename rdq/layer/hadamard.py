@@ -132,6 +132,7 @@ def hadamard_split(n: int) -> tuple[int, int, bool]:
   return 1 << k, odd, False
 
 
+@jax.jit  # one program per shape, not one dispatch and compilation per butterfly primitive
 def fwht(x: Float[Array, "n ..."]) -> Float[Array, "n ..."]:
   """Unnormalized fast Walsh–Hadamard transform along axis 0: ``H_n x`` (Sylvester order).
 
@@ -186,7 +187,10 @@ class RandomizedHadamard(NamedTuple):
     return self.forward(jnp.eye(self.signs.shape[0], dtype=jnp.float32))
 
 
+@functools.partial(jax.jit, static_argnames="transpose")
 def _apply(signs, block, x, transpose: bool):
+  # One compiled program per shape: called eagerly (forward, inverse, rotate_hessian, matrix),
+  # the log2 n butterfly stages would otherwise dispatch and compile each primitive on its own.
   n = signs.shape[0]
   if x.shape[0] != n:
     raise ValueError(f"x has {x.shape[0]} rows on axis 0; the rotation has n={n}")
