@@ -80,18 +80,24 @@ NAN, INF = float("nan"), float("inf")
 KEY = jax.random.key(0)
 
 # ------------------------------------------------------------------ limits: Gaussian D(R), R(D)
+# Cases that differ only in their arguments share one function object, so under jit they share one
+# compiled program per argument shape (``_jitted`` caches per function); a lambda made inside a loop
+# would be a new function, and a new compilation, for every case.
+_rd_of_var = lambda v: L.gaussian_rd(f32(1.0), v)  # noqa: E731
 for r in (-1.0, 0.0, NAN):
   case(f"gaussian_rd(rate={r})", L.gaussian_rd, (f32(r),), Err(ValueError, "rate must be > 0", str(r).replace("nan", "n")))
   case(f"gaussian_rate(D={r})", L.gaussian_rate, (f32(r),), Err(ValueError, "distortion must be > 0"))
-  case(f"gaussian_rd(var={r})", lambda v: L.gaussian_rd(f32(1.0), v), (f32(r),), Err(ValueError, "variance must be > 0"))
+  case(f"gaussian_rd(var={r})", _rd_of_var, (f32(r),), Err(ValueError, "variance must be > 0"))
 case("gaussian_rd(complex)", L.gaussian_rd, (jnp.complex64(1.0),), Err(TypeError, "rate must be real", "complex"))
 case("gaussian_rate(int32 D)", L.gaussian_rate, (jnp.int32(1),), Val(0.0))  # integers are numbers: D = 1 → 0 bits
 case("gaussian_rate(bool)", L.gaussian_rate, (jnp.bool_(True),), Err(TypeError, "distortion", "bool"))
 for r in (1e-30, 0.25, 10.0, 60.0):  # D = 2^-2R (60 bits: 2^-120, still a float32 normal)
   case(f"gaussian_rd(rate={r})", L.gaussian_rd, (f32(r),), Val(2.0 ** (-2 * r), rtol=2e-6))
+_rd3_of_var = lambda v: L.gaussian_rd(f32(3.0), v)  # noqa: E731
+_rate_of_d_var = lambda d, v: L.gaussian_rate(d, v)  # noqa: E731
 for var in (1e-30, 1e30):
-  case(f"gaussian_rd(var={var})", lambda v: L.gaussian_rd(f32(3.0), v), (f32(var),), Val(var * 2.0**-6, rtol=2e-6))
-  case(f"gaussian_rate(D=var·2^-6, var={var})", lambda d, v: L.gaussian_rate(d, v), (f32(var * 2.0**-6), f32(var)), Val(3.0, rtol=1e-6))
+  case(f"gaussian_rd(var={var})", _rd3_of_var, (f32(var),), Val(var * 2.0**-6, rtol=2e-6))
+  case(f"gaussian_rate(D=var·2^-6, var={var})", _rate_of_d_var, (f32(var * 2.0**-6), f32(var)), Val(3.0, rtol=1e-6))
 for d in (1e-40, 1e-30, 1e-10):  # log domain: ½ log2(1/D)
   case(f"gaussian_rate(D={d})", L.gaussian_rate, (d,), Val(0.5 * math.log2(1 / d), rtol=1e-6),
        bitwise="eager takes log2 of the float64 argument; jit gets the float32 one" if d < 1e-38 else True)
@@ -126,38 +132,47 @@ for d in (1e-40, 1e-30, 0.01, 0.5, 1.0):
 
 # ------------------------------------------------------------------ limits: reverse waterfilling
 E4 = jnp.ones(4)
+_wf_eig = lambda e: L.waterfill(e, f32(1.0))  # noqa: E731
+_wf_rate_eig = lambda e: L.waterfill_rate(e, f32(0.1))  # noqa: E731
+_wf_high_eig = lambda e: L.waterfill_high_rate(e, f32(1.0))  # noqa: E731
 for bad, part in [(jnp.array([1.0, -1.0]), "≥ 0"), (jnp.array([1.0, NAN]), "finite"), (jnp.array([1.0, INF]), "finite"),
                   (jnp.zeros(3), "all zero")]:
-  case(f"waterfill(eig={np.asarray(bad).tolist()})", lambda e: L.waterfill(e, f32(1.0)), (bad,), Err(ValueError, "eigenvalues", part))
-  case(f"waterfill_rate(eig={np.asarray(bad).tolist()})", lambda e: L.waterfill_rate(e, f32(0.1)), (bad,), Err(ValueError, "eigenvalues", part))
-  case(f"waterfill_high_rate(eig={np.asarray(bad).tolist()})", lambda e: L.waterfill_high_rate(e, f32(1.0)), (bad,), Err(ValueError, "eigenvalues", part))
-case("waterfill(eig empty)", lambda e: L.waterfill(e, f32(1.0)), (jnp.zeros((0,)),), Err(ValueError, "eigenvalues", "length n ≥ 1", "(0,)"))
-case("waterfill(eig scalar)", lambda e: L.waterfill(e, f32(1.0)), (f32(1.0),), Err(ValueError, "eigenvalues", "trailing axis"))
-case("waterfill(eig complex)", lambda e: L.waterfill(e, f32(1.0)), (jnp.ones(3, jnp.complex64),), Err(TypeError, "eigenvalues must be real", "complex"))
+  case(f"waterfill(eig={np.asarray(bad).tolist()})", _wf_eig, (bad,), Err(ValueError, "eigenvalues", part))
+  case(f"waterfill_rate(eig={np.asarray(bad).tolist()})", _wf_rate_eig, (bad,), Err(ValueError, "eigenvalues", part))
+  case(f"waterfill_high_rate(eig={np.asarray(bad).tolist()})", _wf_high_eig, (bad,), Err(ValueError, "eigenvalues", part))
+case("waterfill(eig empty)", _wf_eig, (jnp.zeros((0,)),), Err(ValueError, "eigenvalues", "length n ≥ 1", "(0,)"))
+case("waterfill(eig scalar)", _wf_eig, (f32(1.0),), Err(ValueError, "eigenvalues", "trailing axis"))
+case("waterfill(eig complex)", _wf_eig, (jnp.ones(3, jnp.complex64),), Err(TypeError, "eigenvalues must be real", "complex"))
+_wf_of_rate = lambda r: L.waterfill(E4, r)  # noqa: E731
+_wf_rate_of_d = lambda d: L.waterfill_rate(E4, d)  # noqa: E731
+_wf_of_var = lambda v: L.waterfill(E4, f32(1.0), v)  # noqa: E731
 for r in (-1.0, 0.0, NAN):
-  case(f"waterfill(rate={r})", lambda r: L.waterfill(E4, r), (f32(r),), Err(ValueError, "rate_bits must be > 0"))
-  case(f"waterfill_rate(D={r})", lambda d: L.waterfill_rate(E4, d), (f32(r),), Err(ValueError, "distortion must be > 0"))
-  case(f"waterfill(var={r})", lambda v: L.waterfill(E4, f32(1.0), v), (f32(r),), Err(ValueError, "variance must be > 0"))
+  case(f"waterfill(rate={r})", _wf_of_rate, (f32(r),), Err(ValueError, "rate_bits must be > 0"))
+  case(f"waterfill_rate(D={r})", _wf_rate_of_d, (f32(r),), Err(ValueError, "distortion must be > 0"))
+  case(f"waterfill(var={r})", _wf_of_var, (f32(r),), Err(ValueError, "variance must be > 0"))
 case("waterfill(15 zeros + 1, 4 bits): D underflows", lambda e: L.waterfill(e, f32(4.0)), (jnp.array([0.0] * 15 + [1.0]),),
      Err(ValueError, "distortion underflows float32", "rate_bits", "multiply variance"))
 case("waterfill(same, var=2^140): D = 256", lambda e: L.waterfill(e, f32(4.0), 2.0**140).distortion,
      (jnp.array([0.0] * 15 + [1.0]),), Val(256.0), jit="2^140 is not a float32 (inf): a traced variance cannot hold it")
+_wf_d_at_2 = lambda e: L.waterfill(e, f32(2.0)).distortion  # noqa: E731
 for c in (1e-30, 1e-8, 1.0, 1e6, 1e30):  # D(c·λ, R) = c·D(λ, R): isotropic D = c·2^-2R
-  case(f"waterfill(eig·{c})", lambda e: L.waterfill(e, f32(2.0)).distortion, (E4 * f32(c),), Val(c / 16, rtol=2e-6))
+  case(f"waterfill(eig·{c})", _wf_d_at_2, (E4 * f32(c),), Val(c / 16, rtol=2e-6))
   case(f"waterfill_rate(eig·{c})", lambda e, c=c: L.waterfill_rate(e, f32(c / 16)).rate_bits, (E4 * f32(c),), Val(2.0, rtol=2e-6))
 case("waterfill_rate(D=2^-200) = 100 bits", lambda d: L.waterfill_rate(E4, d).rate_bits, (2.0**-200,), Val(100.0),
      jit="2^-200 is not a float32: under jit the argument is 0 and is rejected")
-case("waterfill(rate=100) underflows", lambda r: L.waterfill(E4, r), (f32(100.0),), Err(ValueError, "underflows float32"))
+case("waterfill(rate=100) underflows", _wf_of_rate, (f32(100.0),), Err(ValueError, "underflows float32"))
 case("waterfill(rate=1e-30)", lambda r: L.waterfill(jnp.array([2.0, 1.0]), r).distortion, (f32(1e-30),), Val(1.5, rtol=1e-6))
 case("waterfill_high_rate(eig·1e30)", lambda e: L.waterfill_high_rate(e, f32(3.0)), (E4 * f32(1e30),), Val(1e30 / 64, rtol=2e-6))
 case("ecsq_distortion(rate=-1)", L.ecsq_distortion, (f32(-1.0),), Err(ValueError, "rate must be > 0"))
 case("ecsq_distortion(rate=4)", L.ecsq_distortion, (f32(4.0),), Val(math.pi * math.e / 6 * 2.0**-8, rtol=1e-6), bitwise="eager float64, jit float32")
 
 # universal codebooks (rdq.limits.universal)
+_ur_eig = lambda e: L.universal_rate(e, f32(0.1))[0]  # noqa: E731
+_ur_of_d = lambda d: L.universal_rate(E4, d)[0]  # noqa: E731
 for bad, part in [(jnp.array([1.0, -1.0]), "≥ 0"), (jnp.array([NAN, 1.0]), "finite")]:
-  case(f"universal_rate(eig={np.asarray(bad).tolist()})", lambda e: L.universal_rate(e, f32(0.1))[0], (bad,), Err(ValueError, "eigenvalues", part))
-case("universal_rate(D=-1)", lambda d: L.universal_rate(E4, d)[0], (f32(-1.0),), Err(ValueError, "distortion must be > 0"))
-case("universal_rate(isotropic, D=1/4) = 1", lambda d: L.universal_rate(E4, d)[0], (f32(0.25),), Val(1.0, rtol=1e-4),
+  case(f"universal_rate(eig={np.asarray(bad).tolist()})", _ur_eig, (bad,), Err(ValueError, "eigenvalues", part))
+case("universal_rate(D=-1)", _ur_of_d, (f32(-1.0),), Err(ValueError, "distortion must be > 0"))
+case("universal_rate(isotropic, D=1/4) = 1", _ur_of_d, (f32(0.25),), Val(1.0, rtol=1e-4),
      bitwise="golden-section search in float32: fusion inside the caller's jit changes the last ulp")
 case("universal_distortion(rate=0)", lambda r: L.universal_distortion(E4, r), (f32(0.0),), Err(ValueError, "rate_bits must be > 0"))
 case("universal_gap(rate=nan)", lambda r: L.universal_gap(E4, r), (f32(NAN),), Err(ValueError, "rate_bits must be > 0"))
@@ -307,22 +322,27 @@ case("int8_row tie 6.5 → 6", Q.get("int8_row").quantize, (jnp.array([[127.0 / 
 case("e2m1 tie 2.5 → 2", Q.get("e2m1").quantize, (jnp.array([2.5, 3.5, 5.0, -2.5]),), Val(np.array([2.0, 4.0, 4.0, -2.0]), rtol=0.0))
 
 # ------------------------------------------------------------------ covariance
+_FAM_CALL: dict[Any, Callable] = {}
+_FAM_SAMPLE: dict[Any, Callable] = {}
 for fam, p, part in [(cov.AR1(8), 1.5, "rho=1.5"), (cov.AR1(8), -1.5, "rho=-1.5"), (cov.AR1(8), NAN, "rho=nan"),
                      (cov.Spiked(8), -2.0, "beta=-2"), (cov.Spiked(8), NAN, "beta=nan"),
                      (cov.BlockDiagonal(8, num_blocks=2), -0.5, "rho=-0.5"), (cov.BlockDiagonal(8, num_blocks=2), 1.5, "rho=1.5"),
                      (cov.PowerLaw(8), NAN, "alpha=nan"), (cov.PowerLaw(8), INF, "alpha=inf"), (cov.Wishart(8, 16), NAN, "alpha=nan"),
                      (cov.LDLSpread(8), INF, "log_spread=inf")]:
-  case(f"{fam.name}(param={p})", lambda p, fam=fam: fam(KEY, p), (f32(p),), Err(ValueError, part.split("=")[0], "out of range", "expected"))
-  case(f"sample({fam.name}, [0, {p}])", lambda ps, fam=fam: cov.sample(fam, KEY, ps), (jnp.array([0.0, p]),),
-       Err(ValueError, part.split("=")[0], "out of range"))
+  # one function per family (equal families share it): the bad parameter is the traced argument
+  call = _FAM_CALL.setdefault(fam, lambda p, fam=fam: fam(KEY, p))
+  sample = _FAM_SAMPLE.setdefault(fam, lambda ps, fam=fam: cov.sample(fam, KEY, ps))
+  case(f"{fam.name}(param={p})", call, (f32(p),), Err(ValueError, part.split("=")[0], "out of range", "expected"))
+  case(f"sample({fam.name}, [0, {p}])", sample, (jnp.array([0.0, p]),), Err(ValueError, part.split("=")[0], "out of range"))
+_FAM_PSD: dict[Any, Callable] = {}
 for fam, p in [(cov.AR1(8), 1.0), (cov.AR1(8), -1.0), (cov.Spiked(8), -1.0), (cov.BlockDiagonal(8, num_blocks=2), -1.0 / 3),
                (cov.PowerLaw(8), 30.0), (cov.LDLSpread(8), 20.0)]:
-  case(f"{fam.name}(param={p}) boundary is PSD",
-       lambda p, fam=fam: jnp.minimum(jnp.linalg.eigvalsh(fam(KEY, p))[0] / jnp.max(jnp.abs(fam(KEY, p))), 0.0) > -1e-5,
-       (f32(p),), Val(True), bitwise=True)
+  psd = _FAM_PSD.setdefault(
+      fam, lambda p, fam=fam: jnp.minimum(jnp.linalg.eigvalsh(fam(KEY, p))[0] / jnp.max(jnp.abs(fam(KEY, p))), 0.0) > -1e-5)
+  case(f"{fam.name}(param={p}) boundary is PSD", psd, (f32(p),), Val(True), bitwise=True)
 case("AR1(key=0)", lambda: cov.PowerLaw(8)(0, 1.0), (), Err(TypeError, "key must be a PRNG key"), jit=HOST)
-case("sample(params 2-D)", lambda ps: cov.sample(cov.PowerLaw(8), KEY, ps), (jnp.ones((2, 2)),), Err(ValueError, "params must be 1-D", "(2, 2)"))
-case("sample(params empty)", lambda ps: cov.sample(cov.PowerLaw(8), KEY, ps), (jnp.ones((0,)),), Err(ValueError, "params is empty"))
+case("sample(params 2-D)", _FAM_SAMPLE[cov.PowerLaw(8)], (jnp.ones((2, 2)),), Err(ValueError, "params must be 1-D", "(2, 2)"))
+case("sample(params empty)", _FAM_SAMPLE[cov.PowerLaw(8)], (jnp.ones((0,)),), Err(ValueError, "params is empty"))
 case("PowerLaw(n=0)", lambda: cov.PowerLaw(0), (), Err(ValueError, "n=0", "positive integer"), jit=HOST)
 case("make_family('nope')", lambda: cov.make_family("nope", 8), (), Err(ValueError, "unknown covariance family", "nope"), jit=HOST)
 case("from_data(NaN)", cov.from_data, (jnp.ones((4, 3)).at[0, 0].set(NAN),), Err(ValueError, "x has 1 NaN/Inf", "finite"))
@@ -332,14 +352,14 @@ case("from_data(empty n)", cov.from_data, (jnp.ones((3, 0)),), Err(ValueError, "
 case("from_data(1-D)", cov.from_data, (jnp.ones(3),), Err(ValueError, "x must be (N, n)", "(3,)"))
 case("from_data(complex)", cov.from_data, (jnp.ones((2, 2), jnp.complex64),), Err(TypeError, "x must be real", "complex64"))
 case("from_data(rel_damp=-1)", lambda x: cov.from_data(x, -1.0), (jnp.ones((2, 2)),), Err(ValueError, "rel_damp=-1", "≥ 0"))
-case("from_data(x·1e-30) = 1e-60·I flushed? no: x·1e-15", lambda x: cov.from_data(x), (jnp.eye(3) * f32(1e-15) * math.sqrt(3),),
+case("from_data(x·1e-30) = 1e-60·I flushed? no: x·1e-15", cov.from_data, (jnp.eye(3) * f32(1e-15) * math.sqrt(3),),
      Val(np.eye(3) * 1e-30, rtol=1e-5))
-case("from_data(x·1e15)", lambda x: cov.from_data(x), (jnp.eye(3) * f32(1e15) * math.sqrt(3),), Val(np.eye(3) * 1e30, rtol=1e-5))
+case("from_data(x·1e15)", cov.from_data, (jnp.eye(3) * f32(1e15) * math.sqrt(3),), Val(np.eye(3) * 1e30, rtol=1e-5))
 for bad, exc, part in [(jnp.eye(3, dtype=jnp.complex64), TypeError, "must be real"), (jnp.ones((2, 3)), ValueError, "square"),
                        (jnp.eye(3).at[0, 0].set(NAN), ValueError, "finite"), (jnp.eye(3).at[0, 1].set(1.0), ValueError, "symmetric"),
                        (jnp.diag(jnp.array([1.0, -1.0, 1.0])), ValueError, "positive semidefinite")]:
   case(f"check_covariance({part})", cov.check_covariance, (bad,), Err(exc, "Σ", part))
-case("check_covariance(eye·1e-30) ok", lambda s: cov.check_covariance(s), (jnp.eye(3) * f32(1e-30),), Val(np.eye(3) * 1e-30, rtol=1e-6))
+case("check_covariance(eye·1e-30) ok", cov.check_covariance, (jnp.eye(3) * f32(1e-30),), Val(np.eye(3) * 1e-30, rtol=1e-6))
 
 # ------------------------------------------------------------------ rate accounting
 CODES = jnp.tile(jnp.arange(8, dtype=jnp.int32), (3, 4))  # 8 equiprobable symbols per row
@@ -394,9 +414,10 @@ except ImportError:  # pragma: no cover - kernels not importable on this install
   pack_codebook = None
 if pack_codebook is not None:
   CB = jnp.ones((1, 16, 2))
-  case("pack_codebook(index 16 ≥ C=16)", lambda i: pack_codebook(i, CB, group_size=16), (jnp.full((4, 8), 16, jnp.int32),),
+  _pack_cb = lambda i: pack_codebook(i, CB, group_size=16)  # noqa: E731
+  case("pack_codebook(index 16 ≥ C=16)", _pack_cb, (jnp.full((4, 8), 16, jnp.int32),),
        Err(ValueError, "indices holds 16", "[0, 15]"))
-  case("pack_codebook(index -1)", lambda i: pack_codebook(i, CB, group_size=16), (jnp.full((4, 8), -1, jnp.int32),),
+  case("pack_codebook(index -1)", _pack_cb, (jnp.full((4, 8), -1, jnp.int32),),
        Err(ValueError, "indices holds -1", "[0, 15]"))
   case("pack_int_zero_point(4-bit code 20)", lambda c: pack_int_zero_point(c, jnp.ones((4, 1)), jnp.zeros((4, 1), jnp.int32), bits=4,
        group_size=32), (jnp.full((4, 32), 20, jnp.int32),), Err(ValueError, "codes holds 20", "[0, 15]"))
