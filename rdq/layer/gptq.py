@@ -35,18 +35,18 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from rdq.layer._sic import (
-    MinMaxGrid,
-    MinMaxLevels,
-    StepGrid,
-    UniformGrid,
-    damp_hessian,
-    high_rate_step,
-    inverse_cholesky_upper,
-    sic,
+  MinMaxGrid,
+  MinMaxLevels,
+  StepGrid,
+  UniformGrid,
+  damp_hessian,
+  high_rate_step,
+  inverse_cholesky_upper,
+  sic,
 )
 from rdq.layer.report import LayerReport, check_layer_inputs, concrete_rate, make_report
-from rdq.layer.watersic import _row_entropy_bits
 from rdq.limits.waterfill import ECSQ_GAP_BITS
+from rdq.rate import _row_entropy_bits
 
 __all__ = ["GPTQConfig", "aim_rate", "coded_entropy_bits", "gptq", "gptq_traced"]
 

@@ -6,8 +6,8 @@ import numpy as np
 
 from rdq import covariance as cov
 from rdq.layer import damp_hessian, inverse_cholesky_upper
-from rdq.layer.watersic import _reversed_inverse_cholesky, _row_entropy_bits, _sorted_row_entropy_bits
-from rdq.rate import empirical_entropy_bits
+from rdq.layer.watersic import _reversed_inverse_cholesky
+from rdq.rate import _row_entropy_bits, _sorted_row_entropy_bits, empirical_entropy_bits
 
 
 def test_row_entropy_equals_plugin_entropy():
@@ -80,8 +80,8 @@ def test_ysic_equals_the_reference_recursion_and_the_gptq_form():
 def test_coded_bits_from_the_histograms_equal_the_gaussian_code_length():
   """``_coded_bits`` (CDF at the bin edges, weighted by the rate search's counts) equals
   ``rdq.rate.gaussian_code_bits`` per entry, on the binned path and both fallbacks."""
-  from rdq.layer.watersic import CODED_BINS, _coded_bits, _row_entropy_and_counts
-  from rdq.rate import gaussian_code_bits
+  from rdq.layer.watersic import CODED_BINS, _coded_bits
+  from rdq.rate import _row_entropy_and_counts, gaussian_code_bits
 
   k1, k2 = jax.random.split(jax.random.key(5))
   z = jnp.round(jax.random.normal(k1, (40, 301)) * jax.random.uniform(k2, (40, 1), minval=0.1, maxval=8.0)).astype(jnp.int32)
