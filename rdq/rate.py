@@ -121,9 +121,16 @@ def empirical_entropy_bits(codes: ArrayLike, axis: int = -1) -> Float[Array, "..
     of the sorted slice (O(N log N)).
   """
   x = jnp.moveaxis(_check_codes(codes, axis), axis, -1)
-  flat = x.reshape((-1, x.shape[-1]))
-  integer = jnp.issubdtype(flat.dtype, jnp.integer)
-  return (_row_entropy_bits(flat) if integer else _sorted_row_entropy_bits(flat)).reshape(x.shape[:-1])
+  return _slice_entropy_bits(x.reshape((-1, x.shape[-1]))).reshape(x.shape[:-1])
+
+
+@jax.jit
+def _slice_entropy_bits(flat: Array) -> Array:
+  # one compiled program per shape and dtype, also when called eagerly (lax.cond's branches are
+  # closures, which an eager call would trace and compile again every time)
+  if jnp.issubdtype(flat.dtype, jnp.integer):
+    return _row_entropy_bits(flat)
+  return _sorted_row_entropy_bits(flat)
 
 
 def fixed_length_bits(codes: Int[ArrayLike, "..."], axis: int = -1) -> Float[Array, "..."]:
