@@ -457,11 +457,11 @@ def _compute(point: Mapping[str, Any], ctx: Context) -> dict:
 
   t0, cpu0 = time.perf_counter(), _cpu_s()
   algo, budget = algorithm(point["algorithm"], point["bits"], point)
-  if algo is None:
+  if algo is None:  # the Q4_1 check
     exact = _q41_exact(point, ctx, budget, t0, cpu0)
     if exact is not None:
       return exact
-  if algo is None:  # the Q4_1 check, where some layer moved: measured like any algorithm
+    # some layer moved: measured like any algorithm
     fn = lambda ws, hs, keys, r: (np.stack([q41_round_trip(w) for w in np.asarray(ws)]),  # noqa: E731
                                   dataclasses.make_dataclass("R", ["rate_bits"])(np.full(len(ws), budget)))
   else:

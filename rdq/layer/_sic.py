@@ -145,6 +145,17 @@ class MinMaxGrid:
     return {"bits": np.float32(self.bits), "q_max": np.float32(self.q_max), "inv_q": np.float32(1) / np.float32(self.q_max),
             "side": np.float32(self.side_bits(n, m))}
 
+  def split(self, n: int, m: int, budget: float | None = None) -> tuple["MinMaxGrid", dict]:
+    """``(structure, levels)`` for ``LayerAlgorithm.split``: the grid sized for a concrete
+    ``budget`` (``for_budget``; None keeps its bits) with its bit width moved to ``levels``; the
+    structure's own ``bits`` is a placeholder, so every bit width shares one program."""
+    grid = self if budget is None else self.for_budget(budget, n, m)
+    return dataclasses.replace(grid, bits=8), grid.levels(n, m)
+
+  def with_levels(self, levels: dict) -> "MinMaxLevels":
+    """This grid rounding with the (possibly traced) ``levels`` of ``split``."""
+    return MinMaxLevels(self.sym, self.group_size, levels["q_max"], levels["inv_q"])
+
 
 def _minmax_fit(rows: Float[Array, "g m"], sym: bool, q_max, inv_q=None) -> tuple[Array, Array]:
   """``(scale, zero)`` per output feature of ``MinMaxGrid`` with ``q_max`` levels (a number or traced).

@@ -36,7 +36,6 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from rdq.layer._sic import (
   MinMaxGrid,
-  MinMaxLevels,
   StepGrid,
   UniformGrid,
   damp_hessian,
@@ -127,10 +126,9 @@ def _split(config: GPTQConfig, n: int, m: int, rate_bits=None) -> tuple[GPTQConf
   already traced)."""
   if isinstance(config.grid, UniformGrid):
     return None
-  grid = config.grid
-  if rate_bits is not None:
-    grid = grid.for_budget(concrete_rate(rate_bits, "gptq on a min–max grid"), n, m)
-  return dataclasses.replace(config, grid=dataclasses.replace(grid, bits=8)), grid.levels(n, m)
+  budget = None if rate_bits is None else concrete_rate(rate_bits, "gptq on a min–max grid")
+  grid, levels = config.grid.split(n, m, budget)
+  return dataclasses.replace(config, grid=grid), levels
 
 
 def gptq_traced(w, h, config: GPTQConfig, key=None, *, rate_bits=None, scalars=None):
@@ -222,7 +220,7 @@ def _gptq(w, h, rate_bits, config: GPTQConfig, levels):
     nominal, scale, kind = None, steps, "entropy"
   else:  # a min–max grid whose bit width is the traced ``levels``
     side = levels["side"]
-    q, z, _ = sic(wp, u, MinMaxLevels(grid.sym, grid.group_size, levels["q_max"], levels["inv_q"]), None, config.block_size)
+    q, z, _ = sic(wp, u, grid.with_levels(levels), None, config.block_size)
     nominal, scale, kind = levels["bits"], None, "nominal"
   if config.act_order:
     q, z = q[inv], z[inv]

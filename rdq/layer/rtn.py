@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from rdq.layer._sic import MinMaxGrid, MinMaxLevels, StepGrid, UniformGrid, high_rate_step
+from rdq.layer._sic import MinMaxGrid, StepGrid, UniformGrid, high_rate_step
 from rdq.layer.gptq import aim_rate, coded_entropy_bits
 from rdq.layer.report import LayerReport, check_layer_inputs, concrete_rate, make_report
 from rdq.quantizers import get as get_quantizer
@@ -86,12 +86,11 @@ def _check(w, h, config: RTNConfig, key, rate_bits=None) -> None:
 
 def _split(config: RTNConfig, n: int, m: int, rate_bits=None) -> tuple[RTNConfig, dict] | None:
   """``LayerAlgorithm.split`` of a min–max grid (as ``rdq.layer.gptq._split``); None otherwise."""
-  grid = config.quantizer
-  if not isinstance(grid, MinMaxGrid):
+  if not isinstance(config.quantizer, MinMaxGrid):
     return None
-  if rate_bits is not None:
-    grid = grid.for_budget(concrete_rate(rate_bits, "rtn on a min–max grid"), n, m)
-  return RTNConfig(dataclasses.replace(grid, bits=8), config.rate_iters), grid.levels(n, m)
+  budget = None if rate_bits is None else concrete_rate(rate_bits, "rtn on a min–max grid")
+  grid, levels = config.quantizer.split(n, m, budget)
+  return RTNConfig(grid, config.rate_iters), levels
 
 
 def rtn_traced(w, h, config: RTNConfig, key=None, *, rate_bits=None, scalars=None):
@@ -129,7 +128,7 @@ def _rtn(w, h, rate_bits, config: RTNConfig, key, levels):
   grid = config.quantizer
   if isinstance(grid, MinMaxGrid):  # its bit width is the traced ``levels``
     g = grid.group_size or n
-    levels_grid = MinMaxLevels(grid.sym, grid.group_size, levels["q_max"], levels["inv_q"])
+    levels_grid = grid.with_levels(levels)
     wg = w.reshape(n // g, g, m)
     params = jax.vmap(levels_grid.fit)(wg)
     quant_rows = jax.vmap(lambda rows, p: jax.vmap(lambda r: levels_grid.quantize(r, p)[:2])(rows))
