@@ -2,14 +2,14 @@
 
 import os
 
+from tests import xla_settings
+
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-# Most of the suite's time is XLA compiling small programs; LLVM at level 1 instead of the default 2
-# compiles them faster and runs the few compute-bound tests a little slower (whole suite on 2 cores:
-# 853 s → 720 s; level 0 would make a 2^23-sample lattice test 3× slower). Set here, before any
-# backend starts, so the workers, subprocesses and notebook kernels inherit it. Results are checked
-# within the same compiled setting (eager vs jit, two runs), so no assertion depends on the level.
-if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=1").strip()
+# Most of the suite's time is XLA compiling small programs: LLVM at level 1 and XLA:CPU's legacy
+# fusion emitter compile them faster (tests/xla_settings.py says what each costs and what checks
+# that they compute what XLA's defaults compute). Set here, before any backend starts, so the
+# workers, subprocesses and notebook kernels inherit them.
+xla_settings.configure()
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -7,6 +7,7 @@ import pytest
 
 from rdq.quantizers import FORMATS, FPQuantizer, get, round_to_format
 from rdq.quantizers.fp import format_grid
+from tests import xla_settings
 
 FMT_NAMES = sorted(FORMATS)
 
@@ -106,7 +107,14 @@ def _jax_quantize():
     from jax._src.cudnn.scaled_matmul_stablehlo import BlockScaleConfig, quantize
   except ImportError:  # pragma: no cover - private module moved
     pytest.skip(reason="jax's MX quantize helper (jax._src.cudnn.scaled_matmul_stablehlo) is not available")
-  return BlockScaleConfig, quantize
+
+  def reference(x, cfg):
+    """jax's helper, whose rounding is XLA's own float32 → element-format conversion, compiled with
+    XLA's default emitters (the suite's legacy emitter rounds to float4_e2m1fn twice:
+    tests/xla_settings.py)."""
+    return jax.jit(lambda v: quantize(v, cfg), **xla_settings.default_codegen())(x)
+
+  return BlockScaleConfig, reference
 
 
 @pytest.mark.parametrize("element,dtype", [("e4m3", jnp.float8_e4m3fn), ("e2m1", jnp.float4_e2m1fn), ("e5m2", jnp.float8_e5m2)])
