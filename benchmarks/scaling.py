@@ -223,6 +223,10 @@ def scaling(sizes, repeats: int, names=("gptq", "watersic", "gptvq")) -> None:
     fits = {k: np.polyfit(x, np.log([t[i] for i in big]), 1)[0] for k, t in times.items()}
     print("fitted exponent p of t ∝ n^p (n ≥ 512): " + ", ".join(f"{k} {p:.2f}" for k, p in fits.items())
           + "   (expected 3 for GPTQ and WaterSIC: O(n²m + n³) at n = m)")
+  if len(sizes) >= 2:  # the slope per step: it rises towards the leading term's exponent as BLAS-sized work dominates
+    print("local exponent log(t_i/t_i-1)/log(n_i/n_i-1): " + "; ".join(
+        f"{k} " + " ".join(f"{np.log(t[i] / t[i - 1]) / np.log(sizes[i] / sizes[i - 1]):.2f}" for i in range(1, len(sizes)))
+        for k, t in times.items()))
 
 
 def main(argv=None) -> None:
