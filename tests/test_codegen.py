@@ -49,6 +49,7 @@ def test_layer_algorithm_same_w_hat_under_both_emitters(name):
   h = xx.T @ xx / 256
   (w_default, rep_default), (w_legacy, rep_legacy) = _both(lambda w, h: LA.get(name)(w, h, key=KEY, rate_bits=3.0), w, h)
   np.testing.assert_array_equal(_bits(w_default), _bits(w_legacy))
+  assert jax.tree.structure(rep_default) == jax.tree.structure(rep_legacy)
   for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(rep_default)[0], jax.tree.leaves(rep_legacy)):
     # a reordered float32 sum of n terms: far inside the (n - 1)·eps worst case (observed ≤ 7.2e-7)
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, equal_nan=True, err_msg=jax.tree_util.keystr(path))
@@ -68,5 +69,6 @@ def test_settings_add_only_what_this_xla_knows(monkeypatch):
   assert env["XLA_FLAGS"] == "--xla_backend_optimization_level=2 --xla_cpu_use_fusion_emitters=true"
 
 
-def test_probe_rejects_a_flag_xla_does_not_know():
+def test_probe_tells_known_from_unknown_flags():
+  assert xla_settings._xla_accepts(xla_settings.LEVEL_1)
   assert not xla_settings._xla_accepts("--xla_no_such_flag_in_any_release=true")

@@ -1,7 +1,7 @@
 """The XLA settings the test suite compiles with, and how a test asks for XLA's defaults.
 
-Most of the suite's time is XLA:CPU compiling small programs. Two settings make that faster
-without changing what rdq computes:
+Most of the suite's time is XLA:CPU compiling small programs. Two settings make that faster;
+``tests/test_codegen.py`` checks that rdq computes the same bits with them:
 
 - ``--xla_backend_optimization_level=1`` (LLVM at level 1 instead of the default): compiles
   faster, runs the few compute-bound tests a little slower (level 0 would make them up to 3×
@@ -16,6 +16,8 @@ every registered quantizer bit for bit, every layer algorithm's Ŵ bit for bit (
 float32 rounding). The one difference found is in XLA itself: the legacy emitter rounds
 float32 → float4_e2m1fn twice (through a wider float; −1.2502034 becomes −1.0, not −1.5), so a
 test that uses XLA's own conversion as its reference compiles it with :func:`default_codegen`.
+(It also turns small negatives into NaN when casting to the ``fnuz`` float8 formats, which rdq
+does not use.)
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import MutableMapping
 
 LEVEL_1 = "--xla_backend_optimization_level=1"
 LEGACY_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
@@ -39,7 +42,7 @@ def _xla_accepts(flag: str) -> bool:
     return False
 
 
-def configure(environ: dict = os.environ) -> None:
+def configure(environ: MutableMapping[str, str] = os.environ) -> None:
   """Add the suite's XLA flags to ``environ["XLA_FLAGS"]``; call before any JAX backend starts.
 
   Flags already named in ``XLA_FLAGS`` are left as the caller set them.
