@@ -76,11 +76,11 @@ def _sorted_row_entropy_bits(z: Array) -> Array:
 
 
 def _row_entropy_bits(z: Array) -> Array:
-  """Plug-in entropy (bits) of each row of the integer codes ``z: (n, m)``, used once per pass
-  of the rate search: ``log2 m − (1/m) Σ_s c_s log2 c_s`` from per-row histograms (one
-  scatter-add into m bins per row, offsets from the row minimum) when every row spans fewer
-  than m values, else from sorted rows (``empirical_entropy_bits`` of integer codes); ~10x
-  faster than sorting on CPU."""
+  """Plug-in entropy (bits) of each row of the integer codes ``z: (n, m)``, for
+  ``empirical_entropy_bits``, WaterSIC's rate search and GPTQ's report: ``log2 m − (1/m) Σ_s c_s
+  log2 c_s`` from per-row histograms (one scatter-add into m bins per row, offsets from the row
+  minimum) when every row spans fewer than m values, else from sorted rows; the histogram is
+  ~10x faster than sorting on CPU."""
   return _row_entropy_and_counts(z, 0)[0]
 
 

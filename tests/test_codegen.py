@@ -18,8 +18,8 @@ from tests import xla_settings
 
 legacy_only = pytest.mark.skipif(not xla_settings.legacy_emitters(), reason="the suite runs XLA's default emitters here")
 
-DEFAULT = {"xla_cpu_use_fusion_emitters": True}
-LEGACY = {"xla_cpu_use_fusion_emitters": False}
+DEFAULT = {xla_settings.EMITTER_OPTION: True}
+LEGACY = {xla_settings.EMITTER_OPTION: False}
 KEY = jax.random.key(0)
 X = jax.random.normal(jax.random.key(1), (8, 768)) * 3  # 768: a multiple of every block, group and lattice dimension
 

@@ -94,6 +94,9 @@ def test_standard_normal_same_bits_eager_jit_vmap_and_in_the_sample():
   # size is a prefix: the first ⌈size/2⌉ pairs' cosines, then their sines
   z0, z1 = _normal_pairs(jax.random.key_data(key), 501)
   assert np.array_equal(eager, np.concatenate([z0, z1])[:1001])
+  # the engine's unrolled draw (matmul_sample) gives the same bits as the loop
+  unrolled = jax.jit(lambda d: _normal_pairs(d, 501, unroll=2))(jax.random.key_data(key))
+  assert all(np.array_equal(u, v) for u, v in zip(unrolled, (z0, z1)))
   # A sample's factors are the first n·a and last n·b draws of standard_normal(split(key)[0], n(a+b)),
   # on the a = b fast path and the a ≠ b path alike (a wrong split changes the error entirely).
   q = quantizers.get("int4_block32")

@@ -1,7 +1,6 @@
 """The XLA settings the test suite compiles with, and how a test asks for XLA's defaults.
 
-Most of the suite's time is XLA:CPU compiling small programs. Two settings make that faster;
-``tests/test_codegen.py`` checks that rdq computes the same bits with them:
+Most of the suite's time is XLA:CPU compiling small programs. Two settings make that faster:
 
 - ``--xla_backend_optimization_level=1`` (LLVM at level 1 instead of the default): compiles
   faster, runs the few compute-bound tests a little slower (level 0 would make them up to 3×
@@ -28,7 +27,8 @@ import sys
 from collections.abc import MutableMapping
 
 LEVEL_1 = "--xla_backend_optimization_level=1"
-LEGACY_EMITTERS = "--xla_cpu_use_fusion_emitters=false"
+EMITTER_OPTION = "xla_cpu_use_fusion_emitters"  # the same debug option as a per-jit compiler option
+LEGACY_EMITTERS = f"--{EMITTER_OPTION}=false"
 _PROBED = "RDQ_TEST_XLA_EMITTER_PROBED"  # set once decided, so workers and subprocesses inherit it
 
 
@@ -50,7 +50,7 @@ def configure(environ: MutableMapping[str, str] = os.environ) -> None:
   flags = environ.get("XLA_FLAGS", "")
   if "xla_backend_optimization_level" not in flags:
     flags = f"{flags} {LEVEL_1}"
-  if "xla_cpu_use_fusion_emitters" not in flags and _PROBED not in environ:
+  if EMITTER_OPTION not in flags and _PROBED not in environ:
     if _xla_accepts(LEGACY_EMITTERS):
       flags = f"{flags} {LEGACY_EMITTERS}"
     environ[_PROBED] = "1"
@@ -64,4 +64,4 @@ def legacy_emitters() -> bool:
 
 def default_codegen() -> dict:
   """``jax.jit`` keyword arguments that compile with XLA:CPU's default (fusion) emitters."""
-  return {"compiler_options": {"xla_cpu_use_fusion_emitters": True}} if legacy_emitters() else {}
+  return {"compiler_options": {EMITTER_OPTION: True}} if legacy_emitters() else {}
